@@ -1,0 +1,13 @@
+"""`p2phd info`: not implemented yet."""
+
+HELP = "(not implemented yet)"
+
+
+def configure(parser):
+    pass
+
+
+def run(args):
+    from p2phd.engine.errors import P2PHDError
+
+    raise P2PHDError("'p2phd info' is not implemented yet")

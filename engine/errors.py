@@ -1,0 +1,45 @@
+"""The failure families of p2phd: one exception type each, with a message naming what was wrong.
+
+The CLI prints these without a traceback and exits non-zero; the server maps each family to a
+gRPC status (see `GRPC_STATUS`).
+"""
+
+
+class P2PHDError(Exception):
+    """Base of every error p2phd raises on purpose."""
+
+    grpc_status = "INTERNAL"
+
+
+class InputError(P2PHDError, ValueError):
+    """A request or input file is malformed: wrong size, dtype, label out of range, bad PNG."""
+
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class PackageError(P2PHDError):
+    """A model package is missing, incomplete, tampered with or of an unknown format."""
+
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class CheckpointError(P2PHDError):
+    """A checkpoint does not match the architecture it is loaded into."""
+
+
+class ConfigError(P2PHDError, ValueError):
+    """A configuration file or command-line option is invalid."""
+
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class BackendUnavailable(P2PHDError):
+    """A backend is not installed, or the hardware it needs is absent."""
+
+    grpc_status = "UNAVAILABLE"
+
+
+class Overloaded(P2PHDError):
+    """The request queue is full; the caller should retry later."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"

@@ -1,0 +1,176 @@
+"""The model package: the directory every backend loads, and the seam between export and engine.
+
+Layout::
+
+    MODEL_DIR/
+      manifest.json    what the model is and how to feed it (see `Manifest`)
+      generator.onnx   dense NCHW float input: one-hot ⊕ edges ⊕ features -> tanh image
+      encoder.onnx     optional: photo -> per-pixel features (before instance pooling)
+      features.npz     optional: k-means centres per class, arrays "class_<id>" of [k, feat_num]
+      engines/         cache filled by `p2phd build` (never hashed)
+
+Every file named in `manifest.files` is verified against its sha256 at load. Nothing in a
+package is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from p2phd.engine.atomic import atomic_write_bytes
+from p2phd.engine.classes import SemanticClass, default_classes
+from p2phd.engine.errors import PackageError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+GENERATOR = "generator.onnx"
+ENCODER = "encoder.onnx"
+FEATURES = "features.npz"
+ENGINES = "engines"
+
+
+@dataclass
+class Manifest:
+    """What `manifest.json` holds.
+
+    `architecture` is the network's constructor config (e.g. ``{"family": "pix2pixhd",
+    "netG": "global", "ngf": 64, ...}``); `input_order` names the generator's input channel
+    blocks in order, e.g. ``["onehot:35", "edges:1", "features:3"]``.
+    """
+
+    architecture: dict
+    label_nc: int
+    instance: bool
+    feat_num: int
+    size_multiple: int
+    classes: list[dict] = field(default_factory=list)
+    encoder: bool = False
+    features: bool = False
+    files: dict[str, str] = field(default_factory=dict)
+    exporter_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def input_channels(self) -> int:
+        return self.label_nc + int(self.instance) + self.feat_num
+
+    @property
+    def input_order(self) -> list[str]:
+        order = [f"onehot:{self.label_nc}"]
+        if self.instance:
+            order.append("edges:1")
+        if self.feat_num:
+            order.append(f"features:{self.feat_num}")
+        return order
+
+    def semantic_classes(self) -> list[SemanticClass]:
+        if not self.classes:
+            return list(default_classes(self.label_nc))
+        return [
+            SemanticClass(c["id"], c["name"], tuple(c["color"]), c.get("is_thing", False))
+            for c in self.classes
+        ]
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["input"] = {"layout": "NCHW", "channels": self.input_channels, "order": self.input_order}
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict, source: Path) -> Manifest:
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise PackageError(
+                f"{source}: format_version {version!r} is not supported (expected {FORMAT_VERSION})"
+            )
+        names = {f for f in cls.__dataclass_fields__}
+        missing = {"architecture", "label_nc", "instance", "feat_num", "size_multiple"} - set(d)
+        if missing:
+            raise PackageError(f"{source}: missing field(s) {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(model_dir: str | Path, manifest: Manifest) -> Path:
+    """Hash every package file present, record them, and write manifest.json atomically."""
+    model_dir = Path(model_dir)
+    manifest.files = {}
+    for name in (GENERATOR, ENCODER, FEATURES):
+        p = model_dir / name
+        if p.exists():
+            manifest.files[name] = sha256_file(p)
+    # External-data tensors of large ONNX models sit beside them and are hashed as well.
+    for p in sorted(model_dir.glob("*.onnx.data")):
+        manifest.files[p.name] = sha256_file(p)
+    manifest.encoder = ENCODER in manifest.files
+    manifest.features = FEATURES in manifest.files
+    if not manifest.classes:
+        manifest.classes = [c.to_json() for c in default_classes(manifest.label_nc)]
+    path = model_dir / MANIFEST
+    atomic_write_bytes(path, json.dumps(manifest.to_json(), indent=2).encode() + b"\n")
+    return path
+
+
+class ModelPackage:
+    """A loaded, verified model package."""
+
+    def __init__(self, path: str | Path, verify: bool = True):
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.is_file():
+            raise PackageError(f"{self.path}: not a model package (no {MANIFEST})")
+        try:
+            data = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PackageError(f"{manifest_path}: not valid JSON ({e})") from e
+        self.manifest = Manifest.from_json(data, manifest_path)
+        if GENERATOR not in self.manifest.files:
+            raise PackageError(f"{manifest_path}: lists no {GENERATOR}")
+        if verify:
+            self.verify()
+
+    def verify(self) -> None:
+        """Raise PackageError if any listed file is missing or its sha256 changed."""
+        for name, expected in self.manifest.files.items():
+            p = self.path / name
+            if not p.is_file():
+                raise PackageError(f"{p}: listed in {MANIFEST} but missing")
+            found = sha256_file(p)
+            if found != expected:
+                raise PackageError(
+                    f"{p}: sha256 {found[:12]}… does not match the manifest's {expected[:12]}…; "
+                    "the file was changed after export, re-export the package"
+                )
+
+    @property
+    def generator_path(self) -> Path:
+        return self.path / GENERATOR
+
+    @property
+    def encoder_path(self) -> Path | None:
+        return self.path / ENCODER if self.manifest.encoder else None
+
+    @property
+    def engines_dir(self) -> Path:
+        d = self.path / ENGINES
+        d.mkdir(exist_ok=True)
+        return d
+
+    def feature_clusters(self) -> dict[int, np.ndarray]:
+        """K-means centres per class id, each [k, feat_num] float32 (empty without clusters)."""
+        if not self.manifest.features:
+            return {}
+        with np.load(self.path / FEATURES, allow_pickle=False) as z:
+            return {int(k.removeprefix("class_")): z[k].astype(np.float32) for k in z.files}

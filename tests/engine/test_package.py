@@ -1,0 +1,52 @@
+"""The model package's manifest: round trip, integrity, clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from p2phd.engine.errors import PackageError
+from p2phd.engine.package import FEATURES, GENERATOR, Manifest, ModelPackage, write_manifest
+
+
+def make_package(tmp_path, features=False):
+    (tmp_path / GENERATOR).write_bytes(b"onnx bytes stand-in")
+    if features:
+        np.savez(tmp_path / FEATURES, class_26=np.ones((10, 3), np.float32))
+    m = Manifest(
+        architecture={"family": "pix2pixhd", "netG": "global"},
+        label_nc=35,
+        instance=True,
+        feat_num=3,
+        size_multiple=16,
+    )
+    write_manifest(tmp_path, m)
+    return tmp_path
+
+
+def test_round_trip_and_defaults(tmp_path):
+    pkg = ModelPackage(make_package(tmp_path, features=True))
+    m = pkg.manifest
+    assert m.input_channels == 39
+    assert m.input_order == ["onehot:35", "edges:1", "features:3"]
+    assert m.features and not m.encoder
+    assert m.semantic_classes()[26].name == "car"
+    assert pkg.feature_clusters()[26].shape == (10, 3)
+
+
+def test_changed_file_refuses_to_load(tmp_path):
+    make_package(tmp_path)
+    (tmp_path / GENERATOR).write_bytes(b"tampered")
+    with pytest.raises(PackageError, match="sha256"):
+        ModelPackage(tmp_path)
+
+
+def test_missing_manifest_and_bad_version(tmp_path):
+    with pytest.raises(PackageError, match="not a model package"):
+        ModelPackage(tmp_path)
+    make_package(tmp_path)
+    d = json.loads((tmp_path / "manifest.json").read_text())
+    d["format_version"] = 99
+    (tmp_path / "manifest.json").write_text(json.dumps(d))
+    with pytest.raises(PackageError, match="format_version 99"):
+        ModelPackage(tmp_path)
