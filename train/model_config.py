@@ -1,0 +1,58 @@
+"""The architecture of a pix2pixHD model, as one dataclass shared by training, export and engine.
+
+Field names follow the original pix2pixHD options (netG, ngf, n_downsample_global, ...), so a
+user of the original code recognises them; `instance` is the positive of its `no_instance`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from p2phd.engine.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    label_nc: int = 35
+    instance: bool = True
+    feat_num: int = 0
+    output_nc: int = 3
+    netG: str = "global"  # noqa: N815  (the original option's name)
+    ngf: int = 64
+    n_downsample_global: int = 4
+    n_blocks_global: int = 9
+    n_local_enhancers: int = 1
+    n_blocks_local: int = 3
+    nef: int = 16
+    n_downsample_E: int = 4  # noqa: N815
+
+    def __post_init__(self) -> None:
+        if self.netG not in ("global", "local"):
+            raise ConfigError(f"netG must be 'global' or 'local', got {self.netG!r}")
+        for name in ("label_nc", "ngf", "output_nc"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.feat_num < 0:
+            raise ConfigError(f"feat_num must be >= 0, got {self.feat_num}")
+
+    @property
+    def input_nc(self) -> int:
+        """Generator input channels: one-hot ⊕ instance edges ⊕ instance features."""
+        return self.label_nc + int(self.instance) + self.feat_num
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this for the generator's down/up sampling."""
+        local = self.n_local_enhancers if self.netG == "local" else 0
+        return 2 ** (self.n_downsample_global + local)
+
+    def to_json(self) -> dict:
+        return {"family": "pix2pixhd", **asdict(self)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ModelConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names - {"family"}
+        if unknown:
+            raise ConfigError(f"unknown model config field(s): {', '.join(sorted(unknown))}")
+        return cls(**{k: v for k, v in d.items() if k in names})
