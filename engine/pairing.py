@@ -1,0 +1,125 @@
+"""Pair label, instance and photo files by key, for the Cityscapes and flat pix2pixHD layouts.
+
+Torch-free: the trainer's dataset and the batch renderer both use it. A file's key is its stem
+with a known Cityscapes suffix removed, so `aachen_000000_000019_gtFine_labelIds.png` and
+`aachen_000000_000019_leftImg8bit.png` pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2phd.engine.errors import InputError
+
+KEY_SUFFIXES = (
+    "_gtFine_labelIds",
+    "_gtFine_instanceIds",
+    "_leftImg8bit",
+    "_labelIds",
+    "_instanceIds",
+)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One sample: a label map, and its instance map and photo when the layout has them."""
+
+    key: str
+    label: Path
+    instance: Path | None = None
+    image: Path | None = None
+
+
+def pair_key(path: str | Path) -> str:
+    """The key files pair by: the stem without a trailing Cityscapes suffix."""
+    stem = Path(path).stem
+    for suffix in KEY_SUFFIXES:
+        if stem.endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def pair_files(
+    labels: Iterable[Path],
+    instances: Iterable[Path] | None = None,
+    images: Iterable[Path] | None = None,
+) -> list[Pair]:
+    """Pair files by key, sorted by key; any file without its partner is an InputError."""
+    by_label = _index(labels, "label")
+    by_inst = _index(instances, "instance") if instances is not None else None
+    by_image = _index(images, "photo") if images is not None else None
+    for name, other in (("instance map", by_inst), ("photo", by_image)):
+        if other is None:
+            continue
+        for key, path in sorted(by_label.items()):
+            if key not in other:
+                raise InputError(f"{path}: no {name} with key {key!r} to pair with")
+        for key, path in sorted(other.items()):
+            if key not in by_label:
+                raise InputError(f"{path}: no label map with key {key!r} to pair with")
+    return [
+        Pair(
+            key,
+            label,
+            by_inst[key] if by_inst is not None else None,
+            by_image[key] if by_image is not None else None,
+        )
+        for key, label in sorted(by_label.items())
+    ]
+
+
+def find_pairs(
+    root: str | Path, phase: str = "train", *, instance: bool = True, image: bool = True
+) -> list[Pair]:
+    """The samples of `phase` under `root`, in the Cityscapes or the flat pix2pixHD layout.
+
+    `instance` / `image` say whether instance maps / photos are required; when not required they
+    are still paired if their folder exists.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: data directory not found")
+    if (root / "gtFine").is_dir():
+        gt = root / "gtFine" / phase
+        labels = sorted(gt.glob("*/*_gtFine_labelIds.png"))
+        insts = sorted(gt.glob("*/*_gtFine_instanceIds.png"))
+        photo_dir = root / "leftImg8bit" / phase
+        photos = sorted(photo_dir.glob("*/*_leftImg8bit.png"))
+        inst_dir: Path = gt
+        if not labels:
+            raise InputError(f"{gt}: no *_gtFine_labelIds.png files (Cityscapes layout)")
+    else:
+        label_dir = root / f"{phase}_label"
+        if not label_dir.is_dir():
+            raise InputError(
+                f"{root}: neither a Cityscapes layout (gtFine/{phase}/...) nor a flat layout "
+                f"({phase}_label/, {phase}_inst/, {phase}_img/)"
+            )
+        inst_dir, photo_dir = root / f"{phase}_inst", root / f"{phase}_img"
+        labels, insts, photos = (_images_in(d) for d in (label_dir, inst_dir, photo_dir))
+        if not labels:
+            raise InputError(f"{label_dir}: no label images")
+    if instance and not insts:
+        raise InputError(f"{inst_dir}: no instance maps, but the model uses instances")
+    if image and not photos:
+        raise InputError(f"{photo_dir}: no photos to train on")
+    return pair_files(labels, insts or None, photos or None)
+
+
+def _images_in(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _index(paths: Iterable[Path], role: str) -> dict[str, Path]:
+    index: dict[str, Path] = {}
+    for path in paths:
+        key = pair_key(path)
+        if key in index:
+            raise InputError(f"{path}: {role} key {key!r} already used by {index[key]}")
+        index[key] = Path(path)
+    return index
