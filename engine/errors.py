@@ -43,3 +43,7 @@ class Overloaded(P2PHDError):
     """The request queue is full; the caller should retry later."""
 
     grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class ExportError(P2PHDError):
+    """An export produced a model that does not compute what the source network computes."""
