@@ -43,5 +43,20 @@ cuda-check:
 	@grep -E "ptxas info" build/cuda-check/nvcc.log
 	@echo "cuda-check: CUDA kernels compiled with warnings as errors"
 
+# Regenerate the committed gRPC stubs in $(WIRE) from protos/ (flat modules imported as
+# p2phd.engine.wire.<name>_pb2; tests/server/test_protos_fresh.py fails when they are stale).
+WIRE        ?= engine/wire
+PROTO_FILES := $(sort $(shell find protos -name '*.proto'))
+
+protos: | $(BIN)/python
+	@$(BIN)/python -c "import grpc_tools" 2>/dev/null || $(BIN)/pip install -q "grpcio-tools>=1.62"
+	rm -rf $(WIRE)/.gen && mkdir -p $(WIRE)/.gen
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(WIRE)/.gen --pyi_out=$(WIRE)/.gen \
+		--grpc_python_out=$(WIRE)/.gen $(PROTO_FILES)
+	find $(WIRE)/.gen -name '*_pb2*' -exec mv {} $(WIRE)/ \;
+	sed -i -E 's/^from (p2phd\.v1|inference) import/from p2phd.engine.wire import/' \
+		$(WIRE)/*_pb2*.py $(WIRE)/*_pb2.pyi
+	rm -rf $(WIRE)/.gen
+
 clean:
 	rm -rf build $(VENV)

@@ -45,5 +45,11 @@ class Overloaded(P2PHDError):
     grpc_status = "RESOURCE_EXHAUSTED"
 
 
+class DeadlineExceeded(P2PHDError):
+    """A request's deadline passed before it reached the engine; it was dropped unrendered."""
+
+    grpc_status = "DEADLINE_EXCEEDED"
+
+
 class ExportError(P2PHDError):
     """An export produced a model that does not compute what the source network computes."""

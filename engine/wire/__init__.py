@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for protos/ (`make protos`); do not edit by hand."""
