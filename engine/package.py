@@ -7,6 +7,7 @@ Layout::
       generator.onnx   dense NCHW float input: one-hot ⊕ edges ⊕ features -> tanh image
       encoder.onnx     optional: photo -> per-pixel features (before instance pooling)
       features.npz     optional: k-means centres per class, arrays "class_<id>" of [k, feat_num]
+      generator.fp16.onnx  optional precision variant (manifest.variants), same input and output
       engines/         cache filled by `p2phd build` (never hashed)
 
 Every file named in `manifest.files` is verified against its sha256 at load. Nothing in a
@@ -52,6 +53,9 @@ class Manifest:
     encoder: bool = False
     features: bool = False
     files: dict[str, str] = field(default_factory=dict)
+    variants: dict[str, str] = field(default_factory=dict)  # e.g. {"fp16": "generator.fp16.onnx"}
+    # Measured at export, ONNX Runtime vs PyTorch: e.g. {"generator": 2e-7, "fp16": 1e-3}
+    parity: dict[str, float] = field(default_factory=dict)
     exporter_version: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -107,7 +111,7 @@ def write_manifest(model_dir: str | Path, manifest: Manifest) -> Path:
     """Hash every package file present, record them, and write manifest.json atomically."""
     model_dir = Path(model_dir)
     manifest.files = {}
-    for name in (GENERATOR, ENCODER, FEATURES):
+    for name in (GENERATOR, ENCODER, FEATURES, *manifest.variants.values()):
         p = model_dir / name
         if p.exists():
             manifest.files[name] = sha256_file(p)
@@ -161,6 +165,11 @@ class ModelPackage:
     @property
     def encoder_path(self) -> Path | None:
         return self.path / ENCODER if self.manifest.encoder else None
+
+    def variant_path(self, name: str) -> Path | None:
+        """The generator variant `name` (e.g. "fp16") if the package has one."""
+        file = self.manifest.variants.get(name)
+        return self.path / file if file else None
 
     @property
     def engines_dir(self) -> Path:
