@@ -1,0 +1,97 @@
+"""Backend choice: by name, or "auto" (TensorRT on a GPU, else OpenVINO, else ONNX Runtime), and
+precision choice: "auto" takes the hardware's reduced precision only where the package's quality
+report shows it close enough to the fp32 reference.
+
+Each backend module is imported only when asked for, so a CPU server never imports TensorRT and
+nothing but the torch reference imports PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+
+from p2phd.engine import quality
+from p2phd.engine.backends.base import Backend, EngineOptions
+from p2phd.engine.errors import BackendUnavailable, ConfigError
+from p2phd.engine.package import ModelPackage
+
+log = logging.getLogger(__name__)
+
+BACKENDS = {
+    "tensorrt": ("p2phd.engine.backends.tensorrt", "TensorRTBackend"),
+    "openvino": ("p2phd.engine.backends.openvino", "OpenVINOBackend"),
+    "onnxruntime": ("p2phd.engine.backends.onnxruntime", "OnnxRuntimeBackend"),
+    "torch": ("p2phd.engine.backends.torch", "TorchBackend"),
+}
+AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
+# The reduced precision each backend would use by default, where the hardware supports it.
+REDUCED = {"tensorrt": "fp16", "openvino": "bf16", "onnxruntime": "fp16"}
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass
+class Choice:
+    """A backend and precision, and the reasons they were chosen (shown by describe/info)."""
+
+    backend: str
+    precision: str
+    backend_reason: str
+    precision_reason: str
+
+
+def backend_class(name: str) -> type[Backend]:
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose auto, {', '.join(BACKENDS)}")
+    module, cls = BACKENDS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def choose_backend(name: str = "auto") -> tuple[str, str]:
+    """The backend to use and why; BackendUnavailable when it (or every candidate) cannot run."""
+    if name != "auto":
+        reason = backend_class(name).availability()
+        if reason:
+            raise BackendUnavailable(f"backend {name}: {reason}")
+        return name, "requested"
+    skipped = []
+    for candidate in AUTO_ORDER:
+        reason = backend_class(candidate).availability()
+        if reason is None:
+            why = "auto: " + ("; ".join(skipped) + "; " if skipped else "") + f"{candidate} runs"
+            return candidate, why
+        skipped.append(f"{candidate} unavailable ({reason})")
+    raise BackendUnavailable("no backend can run here: " + "; ".join(skipped))
+
+
+def choose_precision(
+    package: ModelPackage, backend: str, precision: str = "auto"
+) -> tuple[str, str]:
+    """The precision to use and why: "auto" is the reduced one only where quality.json allows."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision, "requested"
+    reduced = REDUCED.get(backend)
+    if reduced is None:
+        return "fp32", f"{backend} runs fp32 only"
+    unsupported = backend_class(backend).reduced_unsupported(reduced)
+    if unsupported:
+        return "fp32", unsupported
+    ok, why = quality.allows(quality.read_report(package.engines_dir), f"{backend}:{reduced}")
+    return (reduced, why) if ok else ("fp32", why)
+
+
+def open_backend(
+    package: ModelPackage,
+    backend: str = "auto",
+    precision: str = "auto",
+    options: EngineOptions | None = None,
+) -> tuple[Backend, Choice]:
+    """Load the chosen backend on `package`; log and return what was chosen and why."""
+    name, backend_reason = choose_backend(backend)
+    prec, precision_reason = choose_precision(package, name, precision)
+    log.info("backend %s (%s), precision %s (%s)", name, backend_reason, prec, precision_reason)
+    instance = backend_class(name)(package, prec, options)
+    return instance, Choice(name, prec, backend_reason, precision_reason)

@@ -1,0 +1,137 @@
+"""PNG decoding and validation of label and instance maps, with messages naming the problem.
+
+A label map is 8-bit single-channel class ids (PIL mode "L", or "P" whose palette indices are the
+ids); an instance map is 8-, 16- or 32-bit integer ids (Cityscapes: class*1000+k). Image sizes
+are checked against a pixel limit before any pixel is decoded, so a small file cannot expand into
+gigabytes (a decompression bomb).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from p2phd.engine.errors import InputError
+
+DEFAULT_MAX_PIXELS = 2048 * 2048 * 2
+LABEL_MODES = ("L", "P")
+INSTANCE_MODES = ("L", "P", "I;16", "I;16L", "I;16B", "I")
+
+Source = str | os.PathLike | bytes
+
+
+def _name(src: Source, name: str | None) -> str:
+    if name:
+        return name
+    return "<bytes>" if isinstance(src, bytes | bytearray) else str(src)
+
+
+def _open_png(src: Source, what: str, name: str | None, max_pixels: int) -> tuple[Image.Image, str]:
+    """Open `src` as a PNG, check its size against `max_pixels`, and decode its pixels."""
+    label = _name(src, name)
+    if isinstance(src, bytes | bytearray):
+        data = bytes(src)
+    else:
+        try:
+            data = Path(src).read_bytes()
+        except OSError as e:
+            raise InputError(f"{what} {label}: cannot be read ({e.strerror or e})") from e
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=["PNG"])
+        w, h = img.size
+        if w * h > max_pixels:
+            raise InputError(
+                f"{what} {label}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}"
+            )
+        img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputError(f"{what} {label}: too many pixels ({e})") from e
+    except Image.UnidentifiedImageError as e:
+        raise InputError(f"{what} {label}: not a PNG file") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{what} {label}: corrupt or truncated PNG ({e})") from e
+    return img, label
+
+
+def decode_label(
+    src: Source, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode a label-map PNG into uint8 class ids [H, W]."""
+    img, label = _open_png(src, "label map", name, max_pixels)
+    if img.mode not in LABEL_MODES:
+        hint = " (a colour visualisation?)" if img.mode in ("RGB", "RGBA") else ""
+        raise InputError(
+            f"label map {label}: PNG mode {img.mode!r}{hint}; expected 8-bit single-channel "
+            "class ids (mode 'L', or 'P' with the ids as palette indices)"
+        )
+    return np.asarray(img, dtype=np.uint8)
+
+
+def decode_instance(
+    src: Source, *, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decode an instance-map PNG into int32 ids [H, W]."""
+    img, label = _open_png(src, "instance map", name, max_pixels)
+    if img.mode not in INSTANCE_MODES:
+        raise InputError(
+            f"instance map {label}: PNG mode {img.mode!r}; expected single-channel integer ids "
+            "(8-, 16- or 32-bit grey)"
+        )
+    return np.asarray(img).astype(np.int32, copy=False)
+
+
+def validate_maps(
+    labels: np.ndarray, instances: np.ndarray | None, label_nc: int, *, name: str = "label map"
+) -> None:
+    """Check dtypes, equal shapes and that every class id is below `label_nc`."""
+    if labels.dtype != np.uint8:
+        raise InputError(f"{name}: dtype {labels.dtype}; expected uint8 class ids")
+    if labels.ndim not in (2, 3) or 0 in labels.shape:
+        raise InputError(f"{name}: shape {labels.shape}; expected [H, W] or [B, H, W]")
+    if instances is not None:
+        if instances.dtype not in (np.int32, np.uint16, np.uint8):
+            raise InputError(f"instance map: dtype {instances.dtype}; expected int32 or uint16")
+        if instances.shape != labels.shape:
+            raise InputError(
+                f"instance map: shape {instances.shape} differs from the label map's {labels.shape}"
+            )
+        if instances.dtype == np.int32 and instances.min() < 0:
+            raise InputError("instance map: negative instance id")
+    top = int(labels.max())
+    if top >= label_nc:
+        where = tuple(int(i) for i in np.argwhere(labels == top)[0])
+        raise InputError(
+            f"{name}: class id {top} at index {where}; this model has label_nc {label_nc} "
+            f"(ids 0..{label_nc - 1})"
+        )
+
+
+def decode_pair(
+    label_src: Source,
+    instance_src: Source | None,
+    label_nc: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Decode and validate a label PNG and its optional instance PNG for a model."""
+    labels = decode_label(label_src, max_pixels=max_pixels)
+    instances = None
+    if instance_src is not None:
+        instances = decode_instance(instance_src, max_pixels=max_pixels)
+        if instances.shape != labels.shape:
+            raise InputError(
+                f"instance map {_name(instance_src, None)}: {instances.shape[1]}x"
+                f"{instances.shape[0]} differs from label map {_name(label_src, None)}: "
+                f"{labels.shape[1]}x{labels.shape[0]}"
+            )
+    validate_maps(labels, instances, label_nc, name=f"label map {_name(label_src, None)}")
+    return labels, instances

@@ -1,0 +1,218 @@
+"""The Renderer: label maps (and instance maps, style) in, uint8 RGB photos out, on any backend.
+
+One request, as data: decode/validate -> fit to the generator's size multiple -> kernels (compact
+instance ids, edges, per-instance features, one-hot) -> backend.infer -> tanh to uint8 -> crop or
+resize back. Everything but `backend.infer` is the same for every backend, so backends can be
+compared on the very same dense input (`dense_input`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from p2phd.engine.backends import open_backend
+from p2phd.engine.backends.base import EngineOptions
+from p2phd.engine.decode import DEFAULT_MAX_PIXELS, Source, decode_pair, validate_maps
+from p2phd.engine.errors import InputError
+from p2phd.engine.package import ModelPackage
+from p2phd.engine.size_policy import SizePolicy, fit
+from p2phd.engine.style import ReferenceEncoder, Style, image_features
+
+log = logging.getLogger(__name__)
+
+StyleArg = Style | Sequence[Style] | None
+
+
+class Renderer:
+    """A model package loaded on one backend at one precision, ready to render."""
+
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        backend: str = "auto",
+        precision: str = "auto",
+        size_policy: str | SizePolicy = "pad",
+        *,
+        options: EngineOptions | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.package = ModelPackage(model_dir)
+        self.manifest = self.package.manifest
+        self.size_policy = SizePolicy.parse(size_policy)
+        self.max_pixels = max_pixels
+        self.clusters = self.package.feature_clusters()
+        self._encoder: ReferenceEncoder | None = None
+        self.backend, self.choice = open_backend(self.package, backend, precision, options)
+
+    def describe(self) -> dict:
+        """Backend, precision, device, and why they were chosen."""
+        m = self.manifest
+        return {
+            **self.backend.describe(),
+            "backend_reason": self.choice.backend_reason,
+            "precision_reason": self.choice.precision_reason,
+            "size_policy": self.size_policy.value,
+            "size_multiple": m.size_multiple,
+            "label_nc": m.label_nc,
+            "feature_clusters": len(self.clusters),
+            "model_dir": str(self.package.path),
+        }
+
+    # -- the pipeline ---------------------------------------------------------------------------
+
+    def _styles(self, style: StyleArg, batch: int) -> list[Style]:
+        if style is None:
+            return [Style()] * batch
+        if isinstance(style, Style):
+            return [style] * batch
+        styles = list(style)
+        if len(styles) != batch:
+            raise InputError(f"style: {len(styles)} styles given for a batch of {batch}")
+        return styles
+
+    def _encoder_for(self) -> ReferenceEncoder:
+        if self._encoder is None:
+            path = self.package.encoder_path
+            if path is None:
+                raise InputError(
+                    f"style reference: {self.package.path} has no encoder.onnx, so a reference "
+                    "photo cannot be encoded; use a seed or explicit clusters"
+                )
+            self._encoder = ReferenceEncoder(path)
+        return self._encoder
+
+    def dense_input(
+        self,
+        labels: np.ndarray,
+        instances: np.ndarray | None,
+        styles: Sequence[Style],
+        photos: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The generator's input [B, C, H, W] for maps already fitted to the size multiple."""
+        from p2phd.engine import kernels
+
+        m = self.manifest
+        compact = None
+        if m.instance or m.feat_num:
+            if instances is None:
+                # Without an instance map every class region is one instance (its outline an edge).
+                instances = labels.astype(np.int32)
+            compact = kernels.compact_instances(
+                np.ascontiguousarray(instances, np.int32), np.ascontiguousarray(labels)
+            )
+        table = None
+        if m.feat_num:
+            encoded = None
+            if photos is not None:
+                encoded = self._encoder_for().pooled(photos, compact)
+            table = np.zeros((len(labels), compact.kmax, m.feat_num), np.float32)
+            for b, style in enumerate(styles):
+                table[b] = image_features(
+                    style,
+                    compact.original[b],
+                    compact.classes[b],
+                    self.clusters,
+                    m.feat_num,
+                    None if encoded is None or style.reference is None else encoded[b],
+                )
+        return kernels.assemble_input(
+            np.ascontiguousarray(labels),
+            compact,
+            m.label_nc,
+            m.instance,
+            table,
+            dtype=self.backend.input_dtype.name,
+            feat_channels=m.feat_num,
+        )
+
+    def _render_batch(
+        self, labels: np.ndarray, instances: np.ndarray | None, styles: list[Style]
+    ) -> np.ndarray:
+        from p2phd.engine.kernels import to_uint8_rgb
+
+        photos = None
+        if any(s.reference is not None for s in styles):
+            photos = np.stack(
+                [
+                    np.zeros((*labels.shape[1:], 3), np.uint8)
+                    if s.reference is None
+                    else np.asarray(s.reference, np.uint8)
+                    for s in styles
+                ]
+            )
+            if photos.shape[1:3] != labels.shape[1:]:
+                raise InputError(
+                    f"style reference: photo {photos.shape[1:3]} differs from the label map "
+                    f"{labels.shape[1:]} (HxW)"
+                )
+        fitted = fit(labels, instances, self.manifest.size_multiple, self.size_policy, photos)
+        x = self.dense_input(fitted.labels, fitted.instances, styles, fitted.images)
+        out = self.backend.infer(x)
+        return fitted.restore(to_uint8_rgb(np.ascontiguousarray(out, np.float32)))
+
+    def render(
+        self,
+        labels: np.ndarray | Sequence[np.ndarray],
+        instances: np.ndarray | Sequence[np.ndarray] | None = None,
+        style: StyleArg = None,
+    ) -> np.ndarray | list[np.ndarray]:
+        """Render label maps into uint8 RGB images.
+
+        `labels` uint8 [B, H, W] or [H, W] (returns [B, H, W, 3]), or a list of [H, W] maps of
+        any sizes (returns a list of [H, W, 3]; maps of equal size are batched together).
+        `instances` int32/uint16 of the same shape(s); `style` one Style or one per image.
+        """
+        if isinstance(labels, np.ndarray):
+            single = labels.ndim == 2
+            lab = labels[None] if single else labels
+            inst = None
+            if instances is not None:
+                inst = np.asarray(instances)
+                inst = inst[None] if single else inst
+            validate_maps(lab, inst, self.manifest.label_nc)
+            return self._render_batch(lab, inst, self._styles(style, len(lab)))
+        return self._render_list(list(labels), instances, style)
+
+    def _render_list(self, labels: list, instances, style: StyleArg) -> list[np.ndarray]:
+        n = len(labels)
+        insts = [None] * n if instances is None else list(instances)
+        if len(insts) != n:
+            raise InputError(f"{len(insts)} instance maps given for {n} label maps")
+        styles = self._styles(style, n)
+        groups: dict[tuple, list[int]] = {}
+        for i, lab in enumerate(labels):
+            if lab.ndim != 2:
+                raise InputError(f"label map {i}: shape {lab.shape}; expected [H, W] in a list")
+            key = (lab.shape, insts[i] is None)
+            groups.setdefault(key, []).append(i)
+        out: list[np.ndarray | None] = [None] * n
+        for (_, no_inst), idx in groups.items():
+            lab = np.stack([labels[i] for i in idx])
+            inst = None if no_inst else np.stack([np.asarray(insts[i]) for i in idx])
+            validate_maps(lab, inst, self.manifest.label_nc)
+            images = self._render_batch(lab, inst, [styles[i] for i in idx])
+            for j, i in enumerate(idx):
+                out[i] = images[j]
+        return out
+
+    def render_files(
+        self, label_png: Source, instance_png: Source | None = None, style: Style | None = None
+    ) -> np.ndarray:
+        """Decode a label PNG (and instance PNG) from paths or bytes and render: uint8 [H, W, 3]."""
+        labels, instances = decode_pair(
+            label_png, instance_png, self.manifest.label_nc, max_pixels=self.max_pixels
+        )
+        return self.render(labels, instances, style)[0]
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Renderer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

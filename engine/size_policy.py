@@ -1,0 +1,101 @@
+"""What to do with a map whose size is not a multiple of the generator's factor.
+
+The generator halves the resolution `n_downsample` times and doubles it back, so height and width
+must be multiples of `size_multiple`. Policies: reflect-pad and crop the output back (default;
+the content is unchanged), resize (nearest for ids, the output resized back), or reject.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from PIL import Image
+
+from p2phd.engine.errors import ConfigError, InputError
+
+
+class SizePolicy(StrEnum):
+    PAD = "pad"
+    RESIZE = "resize"
+    REJECT = "reject"
+
+    @classmethod
+    def parse(cls, value: str | SizePolicy) -> SizePolicy:
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(p.value for p in cls)
+            raise ConfigError(f"size policy {value!r} is not one of {choices}") from None
+
+
+@dataclass
+class Fitted:
+    """Maps fitted to the generator's size, and how to bring the output back to the input size.
+
+    `images` (optional) are reference photos [B, H, W, 3] fitted the same way as the maps.
+    """
+
+    labels: np.ndarray
+    instances: np.ndarray | None
+    images: np.ndarray | None
+    restore: Callable[[np.ndarray], np.ndarray]
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _resize_stack(a: np.ndarray, size: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
+    """Resize each [H, W] or [H, W, 3] image of a batch to (h, w) with PIL."""
+    h, w = size
+    out = []
+    for img in a:
+        if img.dtype == np.int32:  # PIL mode "I": nearest keeps 32-bit ids exact
+            out.append(np.asarray(Image.fromarray(img, mode="I").resize((w, h), resample)))
+        else:
+            out.append(np.asarray(Image.fromarray(img).resize((w, h), resample)))
+    return np.stack(out).astype(a.dtype, copy=False)
+
+
+def fit(
+    labels: np.ndarray,
+    instances: np.ndarray | None,
+    multiple: int,
+    policy: SizePolicy,
+    images: np.ndarray | None = None,
+) -> Fitted:
+    """Fit a batch of maps [B, H, W] (and optional photos [B, H, W, 3]) to `multiple`."""
+    _, h, w = labels.shape
+    if h % multiple == 0 and w % multiple == 0:
+        return Fitted(labels, instances, images, lambda out: out)
+    if policy is SizePolicy.REJECT:
+        raise InputError(
+            f"label map size {h}x{w} (HxW) is not a multiple of {multiple}, which this model "
+            "needs; resize it, or use the 'pad' or 'resize' size policy"
+        )
+    if policy is SizePolicy.PAD:
+        ph, pw = _round_up(h, multiple) - h, _round_up(w, multiple) - w
+        pad = ((0, 0), (0, ph), (0, pw))
+
+        def pad_all(a: np.ndarray | None) -> np.ndarray | None:
+            if a is None:
+                return None
+            return np.pad(
+                a, pad + ((0, 0),) * (a.ndim - 3), mode="reflect" if min(h, w) > 1 else "edge"
+            )
+
+        return Fitted(
+            pad_all(labels), pad_all(instances), pad_all(images), lambda out: out[:, :h, :w]
+        )
+    nh = max(multiple, round(h / multiple) * multiple)
+    nw = max(multiple, round(w / multiple) * multiple)
+    nearest = Image.Resampling.NEAREST
+    return Fitted(
+        _resize_stack(labels, (nh, nw), nearest),
+        None if instances is None else _resize_stack(instances.astype(np.int32), (nh, nw), nearest),
+        None if images is None else _resize_stack(images, (nh, nw), Image.Resampling.BILINEAR),
+        lambda out: _resize_stack(out, (h, w), Image.Resampling.BICUBIC),
+    )
