@@ -1,0 +1,51 @@
+// CPU kernels of p2phd: C++17, threaded with OpenMP, one pass over the pixels each.
+//
+// All tensors are C-contiguous; the caller (bindings.cpp, after the Python wrapper validated
+// shapes and dtypes) owns every buffer. Nothing here allocates per pixel or loops per instance.
+#pragma once
+
+#include <stdint.h>
+
+#include <vector>
+
+namespace p2phd::cpu {
+
+// Per image: the original id and the class (label at its first pixel) of each compact id.
+struct Compaction {
+  std::vector<std::vector<int32_t>> original;
+  std::vector<std::vector<int32_t>> classes;
+  int64_t negative_at = -1;  // linear index of a negative instance id (input error), or -1
+};
+
+// Instance ids [B,H,W] (int32 >= 0 or uint16) -> dense ids [B,H,W], numbered in order of first
+// appearance in raster order. `labels` [B,H,W] gives each instance's class.
+template <typename T>
+Compaction compact_instances(const T* instances, const uint8_t* labels, int64_t B, int64_t H,
+                             int64_t W, int32_t* ids);
+
+// Boundary map [B,H,W] of any integer ids (4-neighbour rule), values 0/1.
+void instance_boundaries(const int32_t* ids, int64_t B, int64_t H, int64_t W, uint8_t* out);
+
+// Instance-wise average pooling of features [B,C,H,W] over compact ids [B,H,W] (each in
+// [0, kmax)): means [B,kmax,C] (0 for an instance without pixels) and, when `broadcast` is not
+// null, the map [B,C,H,W] of each pixel's instance mean. Returns false when an id is out of range.
+bool instance_pool(const float* features, const int32_t* ids, int64_t B, int64_t C, int64_t H,
+                   int64_t W, int64_t kmax, float* means, float* broadcast);
+
+struct AssembleStatus {
+  bool label_out_of_range = false;  // some label >= label_nc
+  bool id_out_of_range = false;     // some compact id outside [0, kmax)
+};
+
+// The generator input [B, label_nc + edges + feat, H, W] of element type `dtype` (DType):
+// one-hot labels, then the instance boundary channel (when `edges`), then `feat` channels of
+// table[b, id, f] (table [B,kmax,feat]) or zeros when `table` is null. `ids` may be null when
+// neither edges nor a table is used. Every element of `out` is written exactly once.
+AssembleStatus assemble_input(const uint8_t* labels, const int32_t* ids, const float* table,
+                              int64_t B, int64_t H, int64_t W, int label_nc, bool edges,
+                              int64_t feat, int64_t kmax, int dtype, void* out);
+
+// Generator output [B,3,H,W] of element type `dtype` -> uint8 RGB [B,H,W,3].
+void to_uint8_rgb(const void* output, int dtype, int64_t B, int64_t H, int64_t W, uint8_t* rgb);
+
+}  // namespace p2phd::cpu

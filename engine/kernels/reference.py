@@ -1,0 +1,85 @@
+"""Plain NumPy references of the kernels: their specification, written for clarity not speed.
+
+The tests compare the native kernels against these; the benchmarks time them as baselines.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def compact(instances: np.ndarray, labels: np.ndarray):
+    """(ids, counts, original, classes) per image, numbered by first appearance in raster order."""
+    ids, originals, classes = [], [], []
+    for inst, lab in zip(instances, labels, strict=True):
+        uniq, first, inverse = np.unique(inst.ravel(), return_index=True, return_inverse=True)
+        order = np.argsort(first)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        ids.append(rank[inverse].reshape(inst.shape).astype(np.int32))
+        originals.append(uniq[order].astype(np.int64))
+        classes.append(lab.ravel()[first[order]].astype(np.int64))
+    kmax = max(len(o) for o in originals)
+    pad = lambda rows: np.array([np.pad(r, (0, kmax - len(r)), constant_values=-1) for r in rows])  # noqa: E731
+    counts = np.array([len(o) for o in originals], np.int32)
+    return np.stack(ids), counts, pad(originals), pad(classes)
+
+
+def boundaries(ids: np.ndarray) -> np.ndarray:
+    """pix2pixHD's get_edges: 1 where the left, right, upper or lower neighbour differs."""
+    edge = np.zeros(ids.shape, bool)
+    horizontal = ids[:, :, 1:] != ids[:, :, :-1]
+    vertical = ids[:, 1:, :] != ids[:, :-1, :]
+    edge[:, :, 1:] |= horizontal
+    edge[:, :, :-1] |= horizontal
+    edge[:, 1:, :] |= vertical
+    edge[:, :-1, :] |= vertical
+    return edge.astype(np.uint8)
+
+
+def pool(features: np.ndarray, ids: np.ndarray, kmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-instance means (float64 sums) and the map of each pixel's instance mean."""
+    b, c = features.shape[:2]
+    means = np.zeros((b, kmax, c), np.float32)
+    for i in range(b):
+        counts = np.bincount(ids[i].ravel(), minlength=kmax)
+        for j in range(c):
+            sums = np.bincount(ids[i].ravel(), weights=features[i, j].ravel(), minlength=kmax)
+            present = counts > 0
+            means[i, present, j] = sums[present] / counts[present]
+    broadcast = np.stack([means[i][ids[i]].transpose(2, 0, 1) for i in range(b)])
+    return means, broadcast
+
+
+def pool_per_instance_loop(features: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The original pix2pixHD way (one mask per instance, mean per channel): the baseline."""
+    out = np.empty_like(features)
+    for i in range(features.shape[0]):
+        for k in np.unique(ids[i]):
+            mask = ids[i] == k
+            for j in range(features.shape[1]):
+                out[i, j][mask] = features[i, j][mask].mean()
+    return out
+
+
+def assemble(labels, ids, label_nc, edges, table, feat_channels=0) -> np.ndarray:
+    """one-hot(label) ⊕ edges ⊕ table[id] in float32."""
+    parts = [(labels[:, None] == np.arange(label_nc)[None, :, None, None]).astype(np.float32)]
+    if edges:
+        parts.append(boundaries(ids)[:, None].astype(np.float32))
+    if table is not None:
+        parts.append(np.stack([table[i][ids[i]].transpose(2, 0, 1) for i in range(len(ids))]))
+    elif feat_channels:
+        parts.append(np.zeros((labels.shape[0], feat_channels, *labels.shape[1:]), np.float32))
+    return np.concatenate(parts, axis=1)
+
+
+def to_uint8(output: np.ndarray) -> np.ndarray:
+    """clamp(round_half_up((x + 1) * 127.5), 0, 255) in float32 arithmetic, NaN -> 0, to HWC."""
+    x = output.astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = (x + np.float32(1)) * np.float32(127.5)
+        r = np.floor(v)
+        rounded = r + (v - r >= np.float32(0.5))
+        out = np.where(v >= 255, 255, np.where(v > 0, rounded, 0))
+    return out.astype(np.uint8).transpose(0, 2, 3, 1)
