@@ -1,0 +1,104 @@
+"""A readable description of a model package: what `p2phd info MODEL_DIR` prints.
+
+Reads only the manifest, the file system and the engines' quality report (no ONNX or torch), so
+it is instant even for a 700 MB generator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from p2phd.engine import quality
+from p2phd.engine.package import ENGINES, ModelPackage
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
+    return [fmt(header).rstrip(), *(fmt(r).rstrip() for r in rows)]
+
+
+def _architecture(arch: dict) -> str:
+    text = (
+        f"pix2pixHD {arch.get('netG', '?')} generator: ngf {arch.get('ngf')}, "
+        f"{arch.get('n_downsample_global')} downsamplings, {arch.get('n_blocks_global')} "
+        "residual blocks"
+    )
+    if arch.get("netG") == "local":
+        text += (
+            f", {arch.get('n_local_enhancers')} local enhancer(s) with "
+            f"{arch.get('n_blocks_local')} blocks"
+        )
+    return text
+
+
+def describe_package(model_dir: str | Path) -> str:
+    """The package's contents, engines and engine quality as aligned text tables."""
+    package = ModelPackage(model_dir)  # verifies every file's sha256
+    m = package.manifest
+    classes = {c.id: c.name for c in m.semantic_classes()}
+    lines = [
+        f"Model package {package.path}",
+        f"  format {m.format_version}, exported by {m.exporter_version or 'unknown'}",
+        "",
+        f"  architecture  {_architecture(m.architecture)}",
+        f"  labels        label_nc {m.label_nc} ({len(m.classes)} named classes)",
+        f"  input         NCHW float32, {m.input_channels} channels = {' + '.join(m.input_order)}",
+        f"  size          height and width multiples of {m.size_multiple}",
+        f"  instances     {'edges from the instance map' if m.instance else 'not used'}",
+    ]
+    if m.encoder:
+        lines.append(
+            f"  encoder       encoder.onnx: photo -> {m.feat_num} feature channels "
+            f"(nef {m.architecture.get('nef')}), pooled per instance by the engine"
+        )
+    else:
+        lines.append("  encoder       none")
+    clusters = dict(sorted(package.feature_clusters().items()))
+    if clusters:
+        named = ", ".join(f"{c} {classes.get(c, '?')} ({len(v)})" for c, v in clusters.items())
+        lines.append(f"  features      k-means centres for {len(clusters)} classes: {named}")
+    else:
+        lines.append("  features      no clusters")
+    if m.variants:
+        lines.append(f"  variants      {', '.join(f'{k}: {v}' for k, v in m.variants.items())}")
+    if m.parity:
+        errs = ", ".join(f"{k} {v:.2g}" for k, v in m.parity.items())
+        lines.append(f"  parity        {errs} (max|onnx-torch|/max|torch|, ONNX Runtime CPU)")
+
+    lines += ["", "Files"]
+    rows = [
+        (name, human_size((package.path / name).stat().st_size), digest[:12])
+        for name, digest in sorted(m.files.items())
+    ]
+    lines += _table(("file", "size", "sha256"), rows)
+
+    engines = package.path / ENGINES
+    built = sorted(p for p in engines.rglob("*") if p.is_file()) if engines.is_dir() else []
+    report = quality.read_report(engines) if engines.is_dir() else {}
+    lines += ["", f"Engines ({ENGINES}/)"]
+    if built:
+        rows = [(str(p.relative_to(engines)), human_size(p.stat().st_size)) for p in built]
+        lines += _table(("file", "size"), rows)
+    else:
+        lines.append("  none built (p2phd build MODEL_DIR --backend ...)")
+    if report:
+        lines += ["", f"Engine quality ({ENGINES}/{quality.QUALITY_FILE}, vs fp32 PyTorch)"]
+        rows = []
+        for key, entry in sorted(report.items()):
+            psnr = "identical" if entry.get("identical_uint8") else f"{entry.get('psnr_db')}"
+            err = entry.get("max_abs_err")
+            ok, why = quality.allows(report, key)
+            default = "yes (fp32)" if key.endswith(":fp32") else "yes" if ok else f"no: {why}"
+            rows.append((key, psnr, "-" if err is None else f"{err:.3g}", default))
+        lines += _table(("engine", "PSNR dB", "max abs err", "chosen by default"), rows)
+    return "\n".join(lines)

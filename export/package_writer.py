@@ -1,0 +1,205 @@
+"""Write a model package from torch networks: ONNX graphs checked for parity, the fp16 variant,
+feature clusters and the manifest, installed into MODEL_DIR only once everything is verified.
+
+The package is assembled in a staging directory beside MODEL_DIR and moved in at the end
+(manifest last), so a failed or interrupted export never leaves a half-written package behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from p2phd.engine.atomic import atomic_path
+from p2phd.engine.classes import SemanticClass
+from p2phd.engine.errors import ExportError
+from p2phd.engine.package import (
+    ENCODER,
+    FEATURES,
+    GENERATOR,
+    MANIFEST,
+    Manifest,
+    write_manifest,
+)
+from p2phd.export.fp16 import to_fp16
+from p2phd.export.onnx_export import OPSET, export_onnx, save_onnx
+from p2phd.export.parity import check_parity, measure_error
+from p2phd.train.input_encoding import encode_input
+from p2phd.train.model_config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+GENERATOR_FP16 = "generator.fp16.onnx"
+# The fp16 variant is measured, not gated: above this its error is reported as a warning.
+FP16_WARN = 1e-2
+PACKAGE_FILES = (MANIFEST, GENERATOR, GENERATOR_FP16, ENCODER, FEATURES)
+
+
+class EncoderFeatures(nn.Module):
+    """The encoder without instance pooling (the engine's kernel pools); parameter names are
+    the Encoder's own (`model.N.*`)."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.model = encoder.model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image)
+
+
+def exporter_version() -> str:
+    try:
+        ours = version("p2phd")
+    except PackageNotFoundError:
+        ours = "unknown"
+    return f"p2phd {ours} (torch {torch.__version__}, onnx opset {OPSET})"
+
+
+def random_generator_input(cfg: ModelConfig, batch: int, h: int, w: int, seed: int = 0):
+    """A valid generator input: one-hot of random labels ⊕ edges of random instances ⊕
+    features in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed + 1000 * h + w)
+    label = torch.randint(cfg.label_nc, (batch, 1, h, w), generator=g)
+    # Blocky instances (4x4 cells) so edges are sparse, as in real maps.
+    cells = torch.randint(5, (batch, 1, (h + 3) // 4, (w + 3) // 4), generator=g)
+    instance = cells.repeat_interleave(4, 2).repeat_interleave(4, 3)[..., :h, :w]
+    feats = torch.rand(batch, cfg.feat_num, h, w, generator=g) * 2 - 1 if cfg.feat_num else None
+    return encode_input(cfg, label, instance, feats)
+
+
+def random_image(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed + 1000 * h + w)
+    return torch.rand(batch, 3, h, w, generator=g) * 2 - 1
+
+
+def parity_sizes(multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Two small sizes every network accepts (the bottleneck is 2x2 and 2x3: reflection padding
+    needs more than one pixel)."""
+    return (2 * multiple, 2 * multiple), (2 * multiple, 3 * multiple)
+
+
+def export_package(
+    out_dir: str | Path,
+    generator: nn.Module,
+    config: ModelConfig,
+    encoder: nn.Module | None = None,
+    features: dict[int, np.ndarray] | None = None,
+    classes: Sequence[SemanticClass | dict] | None = None,
+    *,
+    fp16: bool = True,
+) -> Path:
+    """Export `generator` (and `encoder`, `features`) described by `config` into the model
+    package `out_dir`; parity-check every graph; return `out_dir`. Raises ExportError."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir}: exists and is not a directory")
+    _check_inputs(generator, config, encoder, features)
+    multiple = config.size_multiple
+    if encoder is not None:
+        multiple = max(multiple, 2**config.n_downsample_E)
+    sizes = parity_sizes(multiple)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.export-"))
+    try:
+        generator = generator.eval()
+        make_gen = lambda b, h, w: random_generator_input(config, b, h, w)  # noqa: E731
+        gen_path = staging / GENERATOR
+        export_onnx(generator, make_gen(1, *sizes[0]), gen_path, "input", "image")
+        parity = {"generator": check_parity(generator, gen_path, make_gen, sizes)}
+        variants = {}
+        if fp16:
+            save_onnx(to_fp16(onnx.load(str(gen_path))), staging / GENERATOR_FP16)
+            parity["fp16"] = measure_error(generator, staging / GENERATOR_FP16, make_gen, sizes)
+            variants["fp16"] = GENERATOR_FP16
+            if parity["fp16"] > FP16_WARN:
+                log.warning(
+                    "fp16 variant: relative error %.3g vs fp32 torch (above %g)",
+                    parity["fp16"],
+                    FP16_WARN,
+                )
+        if encoder is not None:
+            enc = EncoderFeatures(encoder).eval()
+            export_onnx(enc, random_image(1, *sizes[0]), staging / ENCODER, "image", "features")
+            parity["encoder"] = check_parity(enc, staging / ENCODER, random_image, sizes)
+        if features:
+            arrays = {f"class_{c}": np.asarray(v, np.float32) for c, v in sorted(features.items())}
+            with atomic_path(staging / FEATURES) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        manifest = Manifest(
+            architecture=config.to_json(),
+            label_nc=config.label_nc,
+            instance=config.instance,
+            feat_num=config.feat_num,
+            size_multiple=multiple,
+            classes=[c.to_json() if isinstance(c, SemanticClass) else dict(c) for c in classes]
+            if classes
+            else [],
+            variants=variants,
+            parity=parity,
+            exporter_version=exporter_version(),
+        )
+        write_manifest(staging, manifest)
+        _install(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info(
+        "exported %s (parity %s)", out_dir, ", ".join(f"{k} {v:.2g}" for k, v in parity.items())
+    )
+    return out_dir
+
+
+def _check_inputs(
+    generator: nn.Module,
+    config: ModelConfig,
+    encoder: nn.Module | None,
+    features: dict[int, np.ndarray] | None,
+) -> None:
+    first = next(iter(generator.state_dict().values()))
+    if first.dim() == 4 and first.shape[1] != config.input_nc:
+        raise ExportError(
+            f"the generator takes {first.shape[1]} input channels but the config says "
+            f"{config.input_nc} (label_nc {config.label_nc} + instance {int(config.instance)} "
+            f"+ feat_num {config.feat_num})"
+        )
+    if (encoder is not None or features) and config.feat_num < 1:
+        raise ExportError("an encoder or feature clusters need feat_num >= 1 in the config")
+    for cls, centres in (features or {}).items():
+        shape = np.shape(centres)
+        if not 0 <= int(cls) < config.label_nc:
+            raise ExportError(f"feature clusters for class {cls}: not in 0..{config.label_nc - 1}")
+        if len(shape) != 2 or shape[1] != config.feat_num:
+            raise ExportError(
+                f"feature clusters for class {cls} have shape {list(shape)}; "
+                f"expected [k, {config.feat_num}] (feat_num)"
+            )
+
+
+def _install(staging: Path, out_dir: Path) -> None:
+    """Move the staged package into `out_dir`: data files first, manifest last; package files
+    of an older export that the new one lacks are removed. `engines/` is left alone (engines are
+    keyed by the ONNX hash, so stale ones are never used)."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        staging.mkdir()  # so the caller's cleanup has something to remove
+        return
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    new = {p.name for p in staging.iterdir()}
+    for name in PACKAGE_FILES:
+        if name not in new:
+            (out_dir / name).unlink(missing_ok=True)
+    for stale in out_dir.glob("*.onnx.data"):
+        if stale.name not in new:
+            stale.unlink()
+    for name in sorted(new - {MANIFEST}):
+        os.replace(staging / name, out_dir / name)
+    os.replace(staging / MANIFEST, out_dir / MANIFEST)
