@@ -1,13 +1,45 @@
-"""`p2phd train`: not implemented yet."""
+"""`p2phd train`: train a pix2pixHD model from a YAML config with command-line overrides."""
 
-HELP = "(not implemented yet)"
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a pix2pixHD model (YAML config, --set overrides, --resume)"
 
 
-def configure(parser):
-    pass
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML training config (see configs/)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, dotted for the model (e.g. --set model.ngf=8); repeatable",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue exactly from <output>/latest.pt"
+    )
+    parser.add_argument(
+        "--weights-only",
+        metavar="PATH",
+        help="afterwards also write a slim copy of latest.pt (configs + G/E weights) to PATH",
+    )
 
 
-def run(args):
-    from p2phd.engine.errors import P2PHDError
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
-    raise P2PHDError("'p2phd train' is not implemented yet")
+    from p2phd.train.checkpoint import strip_checkpoint
+    from p2phd.train.train_config import load_train_config
+    from p2phd.train.trainer import Trainer
+
+    cfg = load_train_config(args.config, args.overrides)
+    trainer = Trainer(cfg, resume=args.resume)
+    trainer.run()
+    latest = Path(cfg.output) / "latest.pt"
+    print(f"trained {trainer.iteration} iterations; checkpoint {latest}")
+    if args.weights_only:
+        strip_checkpoint(latest, args.weights_only)
+        print(f"weights-only checkpoint {args.weights_only}")
+    return 0

@@ -1,0 +1,114 @@
+"""The training configuration: one dataclass, read from YAML with `key=value` overrides.
+
+Field names follow the original pix2pixHD options where one exists (niter, niter_decay,
+lambda_feat, num_D, niter_fix_global, load_global ~ load_pretrain).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from p2phd.engine.errors import ConfigError
+from p2phd.train.model_config import ModelConfig
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: str = ""  # dataset root: Cityscapes layout or flat <phase>_label/_inst/_img
+    phase: str = "train"
+    size: list[int] | None = None  # [H, W]; None keeps each file's size (rounded)
+    flip: bool = True  # random left-right mirroring
+    batch_size: int = 1
+    niter: int = 100  # epochs at the initial learning rate
+    niter_decay: int = 100  # epochs of linear decay to zero
+    max_iters: int | None = None  # stop after this many iterations in total (short runs)
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    gan_feat_loss: bool = True
+    lambda_feat: float = 10.0
+    num_D: int = 2  # noqa: N815
+    n_layers_D: int = 3  # noqa: N815
+    ndf: int = 64
+    use_vgg: bool = False
+    vgg_weights: str | None = None  # local torchvision vgg19 .pth (never downloaded)
+    load_global: str | None = None  # a global-generator checkpoint to start a local enhancer from
+    niter_fix_global: int = 0  # epochs with the global part frozen (local enhancer only)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 only on CUDA)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda[:N]
+    checkpoint_every: int = 500  # iterations
+    keep_checkpoints: bool = False  # also keep iter_XXXXXXX.pt beside latest.pt
+    sample_every: int = 200  # iterations between sample grids
+    seed: int = 0
+    output: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_json(self.model)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.size is not None:
+            if len(self.size) != 2 or min(self.size) < 1:
+                raise ConfigError(f"size must be [H, W] with positive ints, got {self.size}")
+            self.size = [int(v) for v in self.size]
+        for name in ("batch_size", "checkpoint_every", "sample_every", "num_D"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.niter < 0 or self.niter_decay < 0 or self.niter + self.niter_decay < 1:
+            raise ConfigError("niter and niter_decay must be >= 0 with at least one epoch in all")
+        if self.niter_fix_global and self.model.netG != "local":
+            raise ConfigError("niter_fix_global only applies to model.netG 'local'")
+        if self.use_vgg and not self.vgg_weights:
+            raise ConfigError(
+                "use_vgg needs vgg_weights: a local torchvision vgg19 .pth (nothing is downloaded)"
+            )
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown train config field(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """A TrainConfig from a YAML file (or the defaults) with `key=value` overrides applied;
+    dotted keys reach into the model (`model.ngf=8`), values parse as YAML scalars."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(text)
+    try:
+        return TrainConfig.from_json(raw)
+    except TypeError as e:
+        raise ConfigError(f"{path or 'config'}: {e}") from None
