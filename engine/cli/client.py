@@ -1,13 +1,38 @@
-"""`p2phd client`: not implemented yet."""
+"""`p2phd client HOST:PORT`: render a label (and instance) PNG on a running p2phd server."""
 
-HELP = "(not implemented yet)"
+from __future__ import annotations
+
+import argparse
+
+HELP = "render a label/instance PNG pair on a running p2phd server"
 
 
-def configure(parser):
-    pass
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="HOST:PORT", help="server address, e.g. 127.0.0.1:50051")
+    parser.add_argument("--label", required=True, help="label map PNG (uint8 class ids)")
+    parser.add_argument("--instance", default=None, help="instance map PNG (optional)")
+    parser.add_argument("-o", "--output", required=True, help="output image PNG")
+    parser.add_argument("--seed", type=int, default=None, help="style seed")
+    parser.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
+    parser.add_argument("--tls-ca", default=None, help="CA certificate (PEM): use TLS")
+    parser.add_argument("--tls-cert", default=None, help="client certificate (PEM) for mTLS")
+    parser.add_argument("--tls-key", default=None, help="client private key (PEM) for mTLS")
 
 
-def run(args):
-    from p2phd.engine.errors import P2PHDError
+def run(args: argparse.Namespace) -> int:
+    import io
 
-    raise P2PHDError("'p2phd client' is not implemented yet")
+    from PIL import Image
+
+    from p2phd.engine.atomic import atomic_write_bytes
+    from p2phd.engine.client import RenderClient
+
+    with RenderClient(
+        args.target, timeout=args.timeout, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
+    ) as client:
+        image = client.render(args.label, args.instance, seed=args.seed)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    atomic_write_bytes(args.output, buf.getvalue())
+    print(f"wrote {args.output} ({image.shape[1]}x{image.shape[0]})")
+    return 0

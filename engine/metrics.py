@@ -1,0 +1,96 @@
+"""The server's Prometheus metrics: requests, queue depth, batch sizes, queue/compute latency.
+
+Each server owns its own registry, so several servers (tests, embedding) can live in one process.
+`ServerMetrics` is also the batcher's observer (`p2phd.engine.batcher.BatchObserver`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+
+
+class ServerMetrics:
+    """All metrics of one server, in one registry; `serve_http` exposes them at /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "p2phd_requests", "Requests (stream items count one each) by method and status",
+            ["method", "status"], registry=r,
+        )  # fmt: skip
+        self.queue_depth_gauge = Gauge(
+            "p2phd_queue_depth", "Requests waiting for the engine", registry=r
+        )
+        self.batch_size = Histogram(
+            "p2phd_batch_size", "Requests per engine call", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.queue_seconds = Histogram(
+            "p2phd_queue_seconds", "Time a request waited in the batcher's queue",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.compute_seconds = Histogram(
+            "p2phd_compute_seconds", "Engine time per batch", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.request_seconds = Histogram(
+            "p2phd_request_seconds", "Total time per request, decode to encoded response",
+            ["method"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.dropped_total = Counter(
+            "p2phd_dropped", "Requests dropped before the engine, by reason", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.batch_failures = Counter(
+            "p2phd_batch_failures", "Engine calls that raised", registry=r
+        )
+        self._http = None
+        self._http_thread: threading.Thread | None = None
+
+    # -- the batcher's observer ----------------------------------------------------------------
+
+    def queue_depth(self, depth: int) -> None:
+        self.queue_depth_gauge.set(depth)
+
+    def dispatched(self, batch_size: int, queue_seconds: Sequence[float]) -> None:
+        self.batch_size.observe(batch_size)
+        for s in queue_seconds:
+            self.queue_seconds.observe(s)
+
+    def computed(self, batch_size: int, compute_seconds: float, ok: bool) -> None:
+        self.compute_seconds.observe(compute_seconds)
+        if not ok:
+            self.batch_failures.inc()
+
+    def dropped(self, reason: str) -> None:
+        self.dropped_total.labels(reason).inc()
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def request_done(self, method: str, status: str, seconds: float) -> None:
+        self.requests.labels(method, status).inc()
+        self.request_seconds.labels(method).observe(seconds)
+
+    # -- exposition -------------------------------------------------------------------------------
+
+    def text(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    def serve_http(self, host: str, port: int) -> int:
+        """Serve /metrics on a daemon thread; returns the bound port (useful with port 0)."""
+        from prometheus_client import start_http_server
+
+        self._http, self._http_thread = start_http_server(port, addr=host, registry=self.registry)
+        return self._http.server_port
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None

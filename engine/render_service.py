@@ -1,0 +1,172 @@
+"""The `p2phd.v1.Renderer` gRPC service: Render, RenderStream and GetModelInfo.
+
+Maps come as PNG bytes or raw arrays, style as a seed, explicit clusters/vectors or a reference
+photo; the image goes back as PNG or raw uint8. Wire messages become validated `Item`s here, in
+the I/O threads; everything after that is `RenderCore`'s.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from p2phd.engine.decode import decode_instance, decode_label
+from p2phd.engine.errors import InputError
+from p2phd.engine.serving import Item, RenderCore, encode_png
+from p2phd.engine.style import Style
+from p2phd.engine.wire import renderer_pb2 as pb
+from p2phd.engine.wire import renderer_pb2_grpc
+
+DTYPES = {pb.DTYPE_UINT8: np.uint8, pb.DTYPE_UINT16: np.uint16, pb.DTYPE_INT32: np.int32}
+
+
+def raw_array(msg: pb.RawArray, what: str, max_pixels: int) -> np.ndarray:
+    """A RawArray message as a numpy array, with its declared shape checked against its bytes."""
+    dtype = DTYPES.get(msg.dtype)
+    if dtype is None:
+        names = ", ".join(pb.DType.Name(k) for k in DTYPES)
+        raise InputError(f"{what}: dtype {pb.DType.Name(msg.dtype)!r} is not one of {names}")
+    shape = tuple(msg.shape)
+    if len(shape) != 2 or min(shape) <= 0:
+        raise InputError(f"{what}: shape {list(shape)}; expected [H, W] with H, W > 0")
+    if shape[0] * shape[1] > max_pixels:
+        raise InputError(
+            f"{what}: {shape[1]}x{shape[0]} pixels exceeds the server's limit of {max_pixels}"
+        )
+    expected = shape[0] * shape[1] * np.dtype(dtype).itemsize
+    if len(msg.data) != expected:
+        raise InputError(
+            f"{what}: {len(msg.data)} bytes of data; shape {list(shape)} of "
+            f"{np.dtype(dtype).name} needs {expected}"
+        )
+    return np.frombuffer(msg.data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+
+
+def _label(msg: pb.Map, max_pixels: int) -> np.ndarray:
+    kind = msg.WhichOneof("source")
+    if kind == "png":
+        return decode_label(msg.png, name="<request>", max_pixels=max_pixels)
+    if kind == "raw":
+        a = raw_array(msg.raw, "label map", max_pixels)
+        if a.dtype != np.uint8:
+            raise InputError(f"label map: dtype {a.dtype}; expected uint8 class ids")
+        return a
+    raise InputError("label map: missing; set label.png or label.raw")
+
+
+def _instance(msg: pb.Map, max_pixels: int) -> np.ndarray | None:
+    kind = msg.WhichOneof("source")
+    if kind == "png":
+        return decode_instance(msg.png, name="<request>", max_pixels=max_pixels)
+    if kind == "raw":
+        return raw_array(msg.raw, "instance map", max_pixels).astype(np.int32)
+    return None
+
+
+def _reference(png: bytes, max_pixels: int) -> np.ndarray:
+    """Decode a reference photo PNG into uint8 RGB, with the same pixel limit as the maps."""
+    try:
+        img = Image.open(io.BytesIO(png), formats=["PNG"])
+        w, h = img.size
+        if w * h > max_pixels:
+            raise InputError(f"style reference: {w}x{h} pixels exceeds the limit of {max_pixels}")
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"style reference: not a readable PNG ({e})") from e
+
+
+def style_from(msg: pb.Style, max_pixels: int) -> Style:
+    kind = msg.WhichOneof("kind")
+    if kind == "seed":
+        return Style(seed=msg.seed)
+    if kind == "explicit":
+        e = msg.explicit
+        return Style(
+            seed=e.seed,
+            by_class=dict(e.class_cluster),
+            by_instance=dict(e.instance_cluster),
+            vectors={k: list(v.values) for k, v in e.instance_features.items()},
+        )
+    if kind == "reference_png":
+        return Style(reference=_reference(msg.reference_png, max_pixels))
+    return Style()
+
+
+def item_from(request: pb.RenderRequest, core: RenderCore) -> Item:
+    """Decode and validate a RenderRequest (runs in the I/O threads)."""
+    limit = core.max_image_pixels
+    label = _label(request.label, limit)
+    instance = _instance(request.instance, limit)
+    if instance is not None and instance.shape != label.shape:
+        raise InputError(
+            f"instance map: {instance.shape[1]}x{instance.shape[0]} differs from the label map's "
+            f"{label.shape[1]}x{label.shape[0]}"
+        )
+    return core.check_item(Item(label, instance, style_from(request.style, limit)))
+
+
+def response_for(request: pb.RenderRequest, image: np.ndarray) -> pb.RenderResponse:
+    """The RenderResponse carrying `image` in the requested format (runs in the I/O threads)."""
+    if request.output_format == pb.OUTPUT_FORMAT_RAW:
+        raw = pb.RawArray(shape=list(image.shape), dtype=pb.DTYPE_UINT8, data=image.tobytes())
+        return pb.RenderResponse(request_id=request.request_id, raw=raw)
+    return pb.RenderResponse(request_id=request.request_id, png=encode_png(image))
+
+
+class RendererService(renderer_pb2_grpc.RendererServicer):
+    """`p2phd.v1.Renderer` on a RenderCore."""
+
+    def __init__(self, core: RenderCore):
+        self.core = core
+
+    async def _render(
+        self, request: pb.RenderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RenderResponse:
+        item = await self.core.in_io(item_from, request, self.core)
+        image = await self.core.render(item, context)
+        return await self.core.in_io(response_for, request, image)
+
+    async def Render(self, request, context):
+        return await self.core.unary("Render", context, lambda: self._render(request, context))
+
+    async def RenderStream(
+        self, request_iterator, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RenderResponse]:
+        def failed(req: pb.RenderRequest, code: grpc.StatusCode, message: str):
+            return pb.RenderResponse(
+                request_id=req.request_id, error=pb.ItemError(code=code.name, message=message)
+            )
+
+        async for resp in self.core.stream(
+            "RenderStream", request_iterator, lambda r: self._render(r, context), failed
+        ):
+            yield resp
+
+    async def GetModelInfo(self, request, context):
+        return await self.core.unary("GetModelInfo", context, self._model_info)
+
+    async def _model_info(self) -> pb.ModelInfo:
+        m = self.core.manifest
+        classes = [
+            pb.SemanticClass(id=c.id, name=c.name, color=list(c.color), is_thing=c.is_thing)
+            for c in m.semantic_classes()
+        ]
+        return pb.ModelInfo(
+            label_nc=m.label_nc,
+            instance=m.instance,
+            feat_num=m.feat_num,
+            size_multiple=m.size_multiple,
+            classes=classes,
+            has_features=m.features,
+            has_encoder=m.encoder,
+            max_batch_size=self.core.batching.max_batch_size,
+            max_image_pixels=self.core.max_image_pixels,
+            describe_json=json.dumps(self.core.engine.describe(), default=str),
+        )

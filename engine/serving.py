@@ -1,0 +1,225 @@
+"""What both gRPC services share: the renderer behind the batcher, I/O threads, error statuses.
+
+A request's pixels never touch the event loop: decoding, validation and PNG encoding run in a
+small I/O thread pool, the engine in the batcher's worker thread. Each item is validated on its
+own before it is queued, so one bad request cannot fail the batch it would have joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from p2phd.engine.batcher import BatcherConfig, DynamicBatcher
+from p2phd.engine.decode import validate_maps
+from p2phd.engine.errors import InputError, P2PHDError
+from p2phd.engine.metrics import ServerMetrics
+from p2phd.engine.package import Manifest
+from p2phd.engine.style import Style
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class Engine(Protocol):
+    """What the server needs of a renderer (`p2phd.engine.renderer.Renderer` provides it)."""
+
+    manifest: Manifest
+
+    def render(self, labels: np.ndarray, instances: np.ndarray | None, style: Any) -> Any: ...
+
+    def describe(self) -> dict: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Item:
+    """One validated image request: label [H, W] uint8, instance [H, W] int32 or None, style."""
+
+    label: np.ndarray
+    instance: np.ndarray | None
+    style: Style
+
+    @property
+    def key(self) -> tuple:
+        """Requests batch together only when this matches (same size, same inputs present)."""
+        return (self.label.shape, self.instance is None)
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status and message for an exception: P2PHDError families carry their own."""
+    if isinstance(exc, P2PHDError):
+        return grpc.StatusCode[exc.grpc_status], str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 [H, W, 3] image (fast compression: the server's time is latency)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+class RenderCore:
+    """The served renderer: validation, batching, threads and metrics, shared by all services."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        batching: BatcherConfig,
+        metrics: ServerMetrics,
+        *,
+        max_image_pixels: int,
+        io_threads: int = 2,
+        model_name: str = "p2phd",
+    ):
+        self.engine = engine
+        self.manifest = engine.manifest
+        self.metrics = metrics
+        self.model_name = model_name
+        self.max_image_pixels = max_image_pixels
+        self.batching = batching
+        self.batcher: DynamicBatcher[Item, np.ndarray] = DynamicBatcher(
+            self._run_batch, batching, observer=metrics
+        )
+        self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="p2phd-io")
+        self.accepting = False
+
+    def start(self) -> None:
+        self.batcher.start()
+        self.accepting = True
+
+    async def close(self, timeout: float | None) -> None:
+        """Finish queued work (up to `timeout` seconds), then stop the threads and the engine."""
+        self.accepting = False
+        await self.batcher.close(timeout)
+        self._io.shutdown(wait=True)
+        self.engine.close()
+
+    async def in_io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the I/O threads (decode, validate, encode), off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    def check_item(self, item: Item) -> Item:
+        """Validate one request's arrays against the model; raises InputError naming the field."""
+        h, w = item.label.shape if item.label.ndim == 2 else (0, 0)
+        if item.label.ndim != 2 or 0 in item.label.shape:
+            raise InputError(f"label map: shape {item.label.shape}; expected [H, W] with H, W > 0")
+        if h * w > self.max_image_pixels:
+            raise InputError(
+                f"label map: {w}x{h} = {w * h} pixels exceeds the server's limit of "
+                f"{self.max_image_pixels}"
+            )
+        validate_maps(item.label[None], None if item.instance is None else item.instance[None],
+                      self.manifest.label_nc)  # fmt: skip
+        ref = item.style.reference
+        if ref is not None and (ref.dtype != np.uint8 or ref.shape != (h, w, 3)):
+            raise InputError(
+                f"style reference: photo {ref.shape} {ref.dtype}; expected uint8 [{h}, {w}, 3] "
+                "(the label map's size, RGB)"
+            )
+        if item.instance is not None and item.instance.dtype != np.int32:
+            item.instance = item.instance.astype(np.int32)
+        return item
+
+    async def render(self, item: Item, context: grpc.aio.ServicerContext) -> np.ndarray:
+        """Queue a validated item and wait for its uint8 [H, W, 3] image."""
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        return await self.batcher.submit(item.key, item, deadline)
+
+    def _run_batch(self, items: list[Item]) -> list[np.ndarray]:
+        labels = np.stack([it.label for it in items])
+        instances = None if items[0].instance is None else np.stack([it.instance for it in items])
+        images = self.engine.render(labels, instances, [it.style for it in items])
+        return list(images)
+
+    async def unary(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        handle: Callable[[], Awaitable[Resp]],
+    ) -> Resp:
+        """Run one unary call: record its metrics and turn an exception into its gRPC status."""
+        start = time.monotonic()
+        try:
+            response = await handle()
+        except asyncio.CancelledError:
+            self.metrics.request_done(method, "CANCELLED", time.monotonic() - start)
+            raise
+        except Exception as e:
+            code, message = status_of(e)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method)
+            self.metrics.request_done(method, code.name, time.monotonic() - start)
+            await context.abort(code, message)
+        self.metrics.request_done(method, "OK", time.monotonic() - start)
+        return response
+
+    async def stream(
+        self,
+        method: str,
+        requests: AsyncIterator[Req],
+        handle: Callable[[Req], Awaitable[Resp]],
+        on_error: Callable[[Req, grpc.StatusCode, str], Resp],
+    ) -> AsyncIterator[Resp]:
+        """Handle stream items concurrently, yielding each response as it completes.
+
+        At most `max_batch_size * 2` items of one stream are in flight (backpressure on the
+        reader); an item's failure becomes its own response (`on_error`), the stream goes on.
+        """
+        out: asyncio.Queue = asyncio.Queue()
+        slots = asyncio.Semaphore(2 * self.batching.max_batch_size)
+        done = object()
+
+        async def one(req: Req) -> None:
+            start = time.monotonic()
+            try:
+                resp = await handle(req)
+                status = "OK"
+            except Exception as e:
+                code, message = status_of(e)
+                if code is grpc.StatusCode.INTERNAL:
+                    log.exception("%s item failed", method)
+                resp, status = on_error(req, code, message), code.name
+            finally:
+                slots.release()
+            self.metrics.request_done(method, status, time.monotonic() - start)
+            await out.put(resp)
+
+        async def read() -> None:
+            tasks: set[asyncio.Task] = set()
+            try:
+                async for req in requests:
+                    await slots.acquire()
+                    task = asyncio.get_running_loop().create_task(one(req))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.wait(set(tasks))
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await out.put(done)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while (resp := await out.get()) is not done:
+                yield resp
+            await reader  # re-raises a failure reading the request stream
+        finally:
+            reader.cancel()
