@@ -1,13 +1,90 @@
-"""`p2phd render`: not implemented yet."""
+"""`p2phd render`: render directories of label maps into photos, pipelined and resumable."""
 
-HELP = "(not implemented yet)"
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+HELP = "render a directory, glob or list of label maps into photos (pipelined, resumable)"
+
+log = logging.getLogger("p2phd.render")
 
 
-def configure(parser):
-    pass
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="the model package")
+    parser.add_argument(
+        "--labels", required=True, help="label maps: a directory (recursive), a glob or a list file"
+    )
+    parser.add_argument(
+        "--instances", help="instance maps (directory, glob or list), paired by key"
+    )
+    parser.add_argument("--no-instance", action="store_true", help="render without instance maps")
+    parser.add_argument("--reference", help="reference photos for style, paired by key")
+    parser.add_argument("-o", "--output", required=True, help="output directory")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch", type=int, default=4, help="images per engine call (default 4)")
+    parser.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="decode/encode threads"
+    )
+    style = parser.add_mutually_exclusive_group()
+    style.add_argument("--seed", type=int, default=0, help="style seed (default 0)")
+    style.add_argument(
+        "--styles", type=int, metavar="N", help="N styles per map: OUT/<key>_s<seed>.png"
+    )
+    parser.add_argument("--server", metavar="HOST:PORT", help="render through a running server")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run(args):
-    from p2phd.engine.errors import P2PHDError
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
 
-    raise P2PHDError("'p2phd render' is not implemented yet")
+    from tqdm import tqdm
+
+    from p2phd.engine.batch_render import BatchRenderer, list_images, plan_jobs
+    from p2phd.engine.errors import ConfigError
+
+    if args.instances and args.no_instance:
+        raise ConfigError("--instances and --no-instance exclude each other")
+    out = Path(args.output)
+    labels = list_images(args.labels)
+    instances = list_images(args.instances) if args.instances else None
+    references = list_images(args.reference) if args.reference else None
+    seeds = range(args.seed, args.seed + args.styles) if args.styles else (args.seed,)
+    engine, label_nc, uses_instances = _engine(args)
+    if instances is None and not args.no_instance and uses_instances:
+        raise ConfigError("this model uses instance maps: pass --instances DIR or --no-instance")
+    jobs, failures = plan_jobs(
+        labels,
+        out,
+        instances=instances,
+        references=references,
+        seeds=seeds,
+        seed_suffix=args.styles is not None,
+    )
+    renderer = BatchRenderer(engine, label_nc, batch=args.batch, workers=args.workers)
+    with tqdm(
+        total=len(jobs), unit="img", disable=args.quiet, dynamic_ncols=True, file=sys.stderr
+    ) as bar:
+        summary = renderer.run(jobs, progress=bar)
+    summary.failed[:0] = failures
+    for path, reason in summary.failed:
+        print(f"failed: {path}: {reason}", file=sys.stderr)
+    print(f"{summary} -> {out}")
+    return 1 if summary.failed else 0
+
+
+def _engine(args: argparse.Namespace):
+    """(render function, label_nc, uses instance maps) of a local Renderer or a running server."""
+    if args.server:
+        from p2phd.engine.client import remote_batch_renderer
+
+        return remote_batch_renderer(args.server)
+    from p2phd.engine.renderer import Renderer
+
+    renderer = Renderer(args.model_dir, backend=args.backend, precision=args.precision)
+    d = renderer.describe()
+    log.info("backend %s (%s), precision %s", d["backend"], d["backend_reason"], d["precision"])
+    return renderer.render, renderer.manifest.label_nc, renderer.manifest.instance
