@@ -77,8 +77,9 @@ def check_state(module: nn.Module, state: dict[str, torch.Tensor], source: str |
         if unexpected:
             parts.append(f"unexpected {_few(unexpected)}")
         raise CheckpointError(
-            f"{source}: keys do not match the architecture ({'; '.join(parts)}); check --netG, "
-            "--n-downsample-global, --n-blocks-global and --n-blocks-local"
+            f"{source}: keys do not match the architecture ({'; '.join(parts)}); "
+            f"{describe_layout(state)}: check --netG, --n-downsample-global, --n-blocks-global "
+            "and --n-blocks-local"
         )
     for key, want in expected.items():
         found = state[key].shape
@@ -87,6 +88,19 @@ def check_state(module: nn.Module, state: dict[str, torch.Tensor], source: str |
                 f"{source}: {key} has shape {list(found)}, the architecture expects "
                 f"{list(want.shape)}; check --ngf, --label-nc and --feat-num"
             )
+
+
+def describe_layout(state: dict[str, torch.Tensor]) -> str:
+    """What the file holds, in option terms: residual blocks in the global part and in the
+    (first) local enhancer."""
+
+    def blocks(prefix: str) -> int:
+        return len({k.split(".")[1] for k in state if k.startswith(prefix) and ".conv_block." in k})
+
+    text = f"the file holds {blocks('model.')} global residual blocks"
+    if any(k.startswith("model1_") for k in state):
+        text += f" and {blocks('model1_2.')} local ones"
+    return text
 
 
 def _few(keys: list[str], n: int = 4) -> str:
