@@ -17,6 +17,7 @@ from p2phd.engine.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ("fp32", "fp16")
@@ -74,11 +75,13 @@ class OnnxRuntimeBackend(Backend):
 
     def _session(self):
         ort = self._ort
+        self.loaded_from = self.source
         if self.cuda:
             providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
             return ort.InferenceSession(str(self.source), providers=providers)
         # The cached model holds the portable (extended) rewrites; layout ones are redone here.
         source = self.optimized_path if self.optimized_path.is_file() else self.source
+        self.loaded_from = source
         opts = self._options(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         return ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
 
@@ -116,6 +119,7 @@ class OnnxRuntimeBackend(Backend):
         return {
             **super().describe(),
             "providers": self.session.get_providers(),
+            "model": str(self.loaded_from),
             "onnxruntime": self._ort.__version__,
         }
 

@@ -1,0 +1,84 @@
+"""`p2phd build` and the quality report it writes."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from p2phd.engine import quality
+from p2phd.engine.backends.base import EngineOptions
+from p2phd.engine.build import build_engine, parse_batch, parse_size
+from p2phd.engine.cpu_features import has_native_bf16
+from p2phd.engine.errors import ConfigError
+from p2phd.engine.renderer import Renderer
+
+
+def p2phd(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "p2phd.engine.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_build_command_writes_engine_and_quality_report(tiny_package):
+    precision = "bf16" if has_native_bf16() else "fp32"
+    out = p2phd(
+        "build", tiny_package, "--backend", "openvino", "--precision", precision,
+        "--size", "64x128", "--batch", "1:2:2",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"openvino:{precision}" in out.stdout and "PSNR" in out.stdout
+    assert any((tiny_package / "engines" / "openvino").glob("*.blob"))  # the compiled cache
+    report = json.loads((tiny_package / "engines" / "quality.json").read_text())
+    entry = report[f"openvino:{precision}"]
+    assert entry["reference"] == "torch:fp32"
+    assert entry["max_abs_err"] < (0.25 if precision == "bf16" else 1e-4)
+    assert entry["identical_uint8"] or entry["psnr_db"] > 30
+
+
+def test_quality_entries_merge_and_the_optimized_onnx_model_is_cached(
+    tiny_package, tiny_package_source, tiny_maps
+):
+    first = build_engine(tiny_package, "onnxruntime", "fp32", EngineOptions(sizes=[(32, 64)]))
+    assert first.files and first.files[0].is_file()
+    assert first.quality["max_abs_err"] < 1e-4
+    quality.write_entry(tiny_package / "engines", "openvino:bf16", {"psnr_db": 41.0})
+    report = quality.read_report(tiny_package / "engines")
+    assert set(report) == {"onnxruntime:fp32", "openvino:bf16"}
+    assert not list((tiny_package / "engines").glob(".p2phd-tmp-*"))  # nothing half-written
+    # A renderer started afterwards loads the optimized model and renders the same images.
+    r = Renderer(tiny_package, "onnxruntime", "fp32")
+    assert r.describe()["model"] == str(first.files[0])
+    plain = Renderer(tiny_package_source, "onnxruntime", "fp32")
+    assert np.abs(r.render(*tiny_maps).astype(int) - plain.render(*tiny_maps)).max() <= 1
+
+
+def test_build_command_reports_bad_options_without_traceback(tiny_package):
+    out = p2phd("build", tiny_package, "--backend", "openvino", "--size", "big")
+    assert out.returncode == 2 and "--size 'big'" in out.stderr and "Traceback" not in out.stderr
+    out = p2phd("build", tiny_package, "--backend", "tensorrt", "--precision", "fp16")
+    assert out.returncode == 2 and "tensorrt" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_option_parsing():
+    assert parse_batch("1:4:8") == (1, 4, 8) and parse_batch("2") == (2, 2, 2)
+    assert parse_size("512x1024") == (512, 1024)
+    with pytest.raises(ConfigError, match="MIN <= OPT <= MAX"):
+        EngineOptions(batch=parse_batch("4:2:8"))
+    with pytest.raises(ConfigError):
+        parse_batch("1:x:2")
+
+
+def test_psnr_and_the_40_db_floor():
+    a = np.zeros((1, 3, 8, 8), np.float32)
+    assert quality.measure(a, a)["identical_uint8"]
+    noisy = a + np.random.default_rng(0).normal(0, 0.05, a.shape).astype(np.float32)
+    m = quality.measure(a, noisy)
+    assert 20 < m["psnr_db"] < 40 and m["max_abs_err"] > 0.05
+    ok, why = quality.allows({"openvino:bf16": m}, "openvino:bf16")
+    assert not ok and "below the 40 dB floor" in why
+    ok, why = quality.allows({}, "tensorrt:fp16")
+    assert not ok and "no quality report" in why

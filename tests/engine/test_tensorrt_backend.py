@@ -1,0 +1,82 @@
+"""TensorRT on a GPU against ONNX Runtime on the CPU: a wrong binding, shape, stream or bucket
+shows up as a mismatch here. Skipped (with a reason) on machines without an NVIDIA GPU."""
+
+import numpy as np
+import pytest
+
+from p2phd.engine import quality
+from p2phd.engine.backends.base import EngineOptions
+from p2phd.engine.package import ModelPackage
+from p2phd.engine.renderer import Renderer
+from p2phd.engine.style import Style
+
+pytestmark = pytest.mark.gpu
+
+SIZES = [(32, 64), (64, 32)]
+OPTIONS = EngineOptions(batch=(1, 2, 4), sizes=SIZES)
+# fp32 on TensorRT may use TF32 tensor cores: close to, not bit-equal with, the CPU.
+TOLERANCE = {"fp32": 1e-2, "fp16": 5e-2}
+
+
+def dense(package, batch, size):
+    labels, instances = quality.synthetic_maps(batch, *size, 35, seed=batch * 100 + size[0])
+    r = Renderer(package, "onnxruntime", "fp32")
+    return r.dense_input(labels, instances, [Style(seed=b) for b in range(batch)])
+
+
+@pytest.fixture(scope="module")
+def cpu(tiny_package_source):
+    return Renderer(tiny_package_source, "onnxruntime", "fp32").backend
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_matches_onnxruntime_at_batches_and_sizes(tiny_package, cpu, precision):
+    from p2phd.engine.backends.tensorrt import TensorRTBackend
+
+    trt = TensorRTBackend(ModelPackage(tiny_package), precision, OPTIONS)
+    for size in SIZES:
+        for batch in (1, 3, 2, 1):  # 3 runs in the 4-bucket; returning to 1 reuses its graph
+            x = dense(tiny_package, batch, size)
+            got, want = trt.infer(x), cpu.infer(x)
+            assert got.shape == want.shape == (batch, 3, *size)
+            assert np.abs(got - want).max() < TOLERANCE[precision], (precision, batch, size)
+            # Each image of the batch is its own: a stale or shifted buffer would break this.
+            single = trt.infer(x[-1:])
+            assert np.abs(single[0] - got[-1]).max() < TOLERANCE[precision]
+    assert trt.describe()["cuda_graphs"] >= 2
+    trt.close()
+
+
+def test_engine_is_cached_and_keyed(tiny_package):
+    from p2phd.engine.backends.tensorrt import TensorRTBackend
+
+    package = ModelPackage(tiny_package)
+    first = TensorRTBackend(package, "fp32", OPTIONS)
+    plan = first.build()[0]
+    built_at = plan.stat().st_mtime_ns
+    first.close()
+    again = TensorRTBackend(package, "fp32", None)  # finds the built profile by its key
+    assert again.profile == first.profile and plan.stat().st_mtime_ns == built_at
+    other = TensorRTBackend(package, "fp32", EngineOptions(batch=(1, 1, 2), sizes=[(32, 64)]))
+    assert other.build()[0] != plan  # another profile is another engine
+    assert first.build()[2].is_file()  # the timing cache persisted
+
+
+def test_outside_the_profile_is_an_input_error(tiny_package):
+    from p2phd.engine.backends.tensorrt import TensorRTBackend
+    from p2phd.engine.errors import InputError
+
+    trt = TensorRTBackend(ModelPackage(tiny_package), "fp32", OPTIONS)
+    x = np.zeros((5, 39, 32, 64), np.float32)
+    with pytest.raises(InputError, match="outside the engine's profile"):
+        trt.infer(x)
+
+
+def test_auto_picks_tensorrt_on_a_gpu_and_fp16_only_when_measured(tiny_package):
+    from p2phd.engine.build import build_engine
+
+    assert Renderer(tiny_package).describe()["backend"] == "tensorrt"
+    result = build_engine(tiny_package, "tensorrt", "fp16", OPTIONS)
+    ok, _ = quality.allows(quality.read_report(tiny_package / "engines"), "tensorrt:fp16")
+    d = Renderer(tiny_package, options=OPTIONS).describe()
+    assert d["precision"] == ("fp16" if ok else "fp32"), result.quality
