@@ -1,13 +1,29 @@
-"""`p2phd demo`: not implemented yet."""
+"""`p2phd demo`: render the bundled examples with the default model and print a latency table."""
 
-HELP = "(not implemented yet)"
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "render the default model's bundled examples and time every local backend"
 
 
-def configure(parser):
-    pass
+def default_model() -> Path:
+    """models/default in the working directory, else beside the (editable) source tree."""
+    here = Path("models/default")
+    if here.is_dir():
+        return here
+    import p2phd.engine
+
+    return Path(p2phd.engine.__file__).resolve().parents[1] / "models" / "default"
 
 
-def run(args):
-    from p2phd.engine.errors import P2PHDError
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="model package (default: models/default)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("demo-out"))
 
-    raise P2PHDError("'p2phd demo' is not implemented yet")
+
+def run(args: argparse.Namespace) -> int:
+    from p2phd.engine.demo import run_demo
+
+    return run_demo(args.model or default_model(), args.output)

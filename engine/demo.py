@@ -1,0 +1,144 @@
+"""`p2phd demo`: render the default model's bundled examples and time each local backend.
+
+Nothing here is staged: the images come from the committed model package through the same
+batch renderer users run, and the latency table is measured on this machine, now.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from p2phd.engine.backends import REDUCED, backend_class
+from p2phd.engine.batch_render import BatchRenderer, Summary, list_images, plan_jobs
+from p2phd.engine.decode import decode_pair
+from p2phd.engine.errors import BackendUnavailable, PackageError
+from p2phd.engine.package import ModelPackage
+from p2phd.engine.quality import read_report
+from p2phd.engine.renderer import Renderer
+
+log = logging.getLogger(__name__)
+
+CPU_BACKENDS = ("openvino", "onnxruntime", "torch")
+
+
+@dataclass
+class LatencyRow:
+    backend: str
+    precision: str
+    median_ms: float | None
+    images_per_s: float | None
+    note: str = ""
+
+
+def example_inputs(model_dir: Path) -> tuple[list[Path], list[Path]]:
+    """The package's bundled examples: `examples/label/*.png` and `examples/inst/*.png`."""
+    examples = model_dir / "examples"
+    labels, insts = examples / "label", examples / "inst"
+    if not labels.is_dir():
+        raise PackageError(f"{model_dir}: no bundled examples in {labels}")
+    return list_images(labels), list_images(insts) if insts.is_dir() else []
+
+
+def ensure_quality_report(model_dir: Path, backend: str) -> None:
+    """Measure the backend's reduced precision once, so `precision="auto"` may choose it."""
+    from p2phd.engine.backends.base import EngineOptions
+    from p2phd.engine.build import build_engine
+
+    reduced = REDUCED[backend]
+    if backend_class(backend).reduced_unsupported(reduced):
+        return
+    if f"{backend}:{reduced}" in read_report(ModelPackage(model_dir).engines_dir):
+        return
+    print(f"measuring {backend} {reduced} quality against the fp32 reference (once)...")
+    build_engine(model_dir, backend, reduced, EngineOptions())
+
+
+def render_examples(renderer: Renderer, model_dir: Path, out_dir: Path) -> Summary:
+    labels, insts = example_inputs(model_dir)
+    jobs, failures = plan_jobs(labels, out_dir, instances=insts or None)
+    summary = BatchRenderer(renderer.render, renderer.manifest.label_nc, batch=4).run(jobs)
+    summary.failed[:0] = failures
+    return summary
+
+
+def time_backend(
+    model_dir: Path, backend: str, precision: str, maps: tuple, repeats: int = 10
+) -> LatencyRow:
+    """Median single-image latency and batch-4 throughput of one backend and precision."""
+    try:
+        r = Renderer(model_dir, backend=backend, precision=precision)
+    except BackendUnavailable as e:
+        return LatencyRow(backend, precision, None, None, f"unavailable: {e}")
+    with r:
+        labels, instances = maps
+        r.render(labels, instances)  # warm-up: engine compile, caches
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            r.render(labels, instances)
+            times.append(time.perf_counter() - t)
+        batch = (np.repeat(labels, 4, 0), np.repeat(instances, 4, 0))
+        r.render(*batch)
+        t = time.perf_counter()
+        r.render(*batch)
+        per_s = 4 / (time.perf_counter() - t)
+        return LatencyRow(backend, r.choice.precision, statistics.median(times) * 1e3, per_s)
+
+
+def latency_table(model_dir: Path, maps: tuple) -> list[LatencyRow]:
+    rows = []
+    for backend in CPU_BACKENDS:
+        reason = backend_class(backend).availability()
+        if reason:
+            rows.append(LatencyRow(backend, "-", None, None, f"unavailable: {reason}"))
+            continue
+        precisions = ["fp32"]
+        reduced = REDUCED.get(backend)
+        if reduced and not backend_class(backend).reduced_unsupported(reduced):
+            precisions.append(reduced)
+        rows += [time_backend(model_dir, backend, p, maps) for p in precisions]
+    return rows
+
+
+def format_table(rows: list[LatencyRow], size: tuple[int, int]) -> str:
+    lines = [
+        f"| backend | precision | latency, 1 image {size[0]}x{size[1]} (ms) | images/s, batch 4 |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.median_ms is None:
+            lines.append(f"| {r.backend} | {r.precision} | {r.note} | |")
+        else:
+            lines.append(
+                f"| {r.backend} | {r.precision} | {r.median_ms:.1f} | {r.images_per_s:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def run_demo(model_dir: Path, out_dir: Path) -> int:
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    ensure_quality_report(model_dir, "openvino")
+    with Renderer(model_dir) as renderer:
+        d = renderer.describe()
+        print(f"model {model_dir}: {d['backend']} {d['precision']} ({d['backend_reason']})")
+        summary = render_examples(renderer, model_dir, out_dir / "images")
+    for path, reason in summary.failed:
+        print(f"failed: {path}: {reason}")
+    print(f"{summary} -> {out_dir / 'images'}")
+
+    labels, insts = example_inputs(model_dir)
+    label_nc = ModelPackage(model_dir, verify=False).manifest.label_nc
+    lab, inst = decode_pair(labels[0], insts[0] if insts else None, label_nc)
+    maps = (lab[None], None if inst is None else inst[None])
+    table = format_table(latency_table(model_dir, maps), lab.shape)
+    report = out_dir / "latency.md"
+    report.write_text(f"# p2phd demo latency on this machine\n\n{table}\n")
+    print(table)
+    print(f"\nimages: {out_dir / 'images'}\nlatency table: {report}")
+    return 1 if summary.failed else 0
