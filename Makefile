@@ -49,7 +49,7 @@ WIRE        ?= engine/wire
 PROTO_FILES := $(sort $(shell find protos -name '*.proto'))
 
 protos: | $(BIN)/python
-	@$(BIN)/python -c "import grpc_tools" 2>/dev/null || $(BIN)/pip install -q "grpcio-tools>=1.62"
+	@$(BIN)/python -c "import grpc_tools" 2>/dev/null || $(BIN)/pip install -q "grpcio-tools>=1.85"
 	rm -rf $(WIRE)/.gen && mkdir -p $(WIRE)/.gen
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(WIRE)/.gen --pyi_out=$(WIRE)/.gen \
 		--grpc_python_out=$(WIRE)/.gen $(PROTO_FILES)

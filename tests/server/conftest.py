@@ -55,7 +55,12 @@ class ThreadedServer:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server = P2PHDServer(config, factory)
-        self.port = self.call(self.server.start())
+        try:
+            self.port = self.call(self.server.start())
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            raise
         self.target = f"127.0.0.1:{self.port}"
 
     def call(self, coro, timeout: float = 60):

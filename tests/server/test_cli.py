@@ -1,0 +1,116 @@
+"""`p2phd serve` as a real process (SIGTERM drains the work in flight) and `p2phd client`."""
+
+from __future__ import annotations
+
+import io
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from conftest import make_maps
+from PIL import Image
+from test_load import metric
+
+from p2phd.engine.cli import main
+from p2phd.engine.client import RenderItem
+from p2phd.engine.wire import renderer_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def save_png(path, a: np.ndarray):
+    Image.fromarray(a).save(path)
+    return path
+
+
+@pytest.fixture
+def serve_process(server_package):
+    procs = []
+
+    def start(*args: str):
+        port, metrics_port = free_port(), free_port()
+        cmd = [sys.executable, "-m", "p2phd.engine.cli", "serve", str(server_package),
+               "--port", str(port), "--metrics-port", str(metrics_port), *args]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs.append(proc)
+        target = f"127.0.0.1:{port}"
+        try:
+            grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=60)
+        except grpc.FutureTimeoutError:
+            proc.kill()
+            pytest.fail(f"p2phd serve did not come up:\n{proc.communicate()[0]}")
+        return proc, target, metrics_port
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_sigterm_finishes_requests_in_flight_then_exits_zero(serve_process):
+    proc, target, metrics_port = serve_process("--max-batch", "1", "--max-queue-delay-us", "0")
+    stub = renderer_pb2_grpc.RendererStub(grpc.insecure_channel(target))
+    label, instance = make_maps(256, 512, seed=1)  # a few hundred ms per image on the tiny model
+    request = RenderItem(label, instance).request()
+    stub.Render(request, timeout=60)
+    futures = [stub.Render.future(request, timeout=120) for _ in range(6)]
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    deadline = time.monotonic() + 30
+    while metric(urllib.request.urlopen(url, timeout=5).read().decode(), "p2phd_queue_depth") < 1:
+        assert time.monotonic() < deadline, "requests never queued"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    with pytest.raises(grpc.RpcError) as refused:  # no new calls once shutdown began
+        renderer_pb2_grpc.RendererStub(grpc.insecure_channel(target)).Render(request, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    for f in futures:
+        assert f.result().raw.shape == [256, 512, 3]
+    assert proc.wait(timeout=60) == 0, proc.communicate()[0]
+
+
+def test_client_cli_writes_the_rendered_png(start_server, tmp_path, capsys):
+    s = start_server()
+    label, instance = make_maps(seed=4)
+    out = tmp_path / "out" / "photo.png"
+    out.parent.mkdir()
+    code = main(
+        ["client", s.target, "--label", str(save_png(tmp_path / "l.png", label)),
+         "--instance", str(save_png(tmp_path / "i.png", instance.astype(np.uint16))),
+         "-o", str(out), "--seed", "2"]
+    )  # fmt: skip
+    assert code == 0
+    image = np.asarray(Image.open(io.BytesIO(out.read_bytes())))
+    assert image.shape == (32, 64, 3)
+    assert [p.name for p in out.parent.iterdir()] == ["photo.png"]  # no temporaries left
+
+
+def test_client_cli_reports_an_unreachable_server_clearly(tmp_path, capsys):
+    label = save_png(tmp_path / "l.png", make_maps()[0])
+    code = main(
+        ["client", f"127.0.0.1:{free_port()}", "--label", str(label),
+         "-o", str(tmp_path / "o.png"), "--timeout", "5"]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unavailable" in err and "Traceback" not in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_client_cli_reports_a_bad_label_as_the_servers_reason(start_server, tmp_path, capsys):
+    s = start_server()
+    rgb = save_png(tmp_path / "rgb.png", np.zeros((32, 64, 3), np.uint8))
+    code = main(["client", s.target, "--label", str(rgb), "-o", str(tmp_path / "o.png")])
+    assert code == 2
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
