@@ -5,7 +5,6 @@
 // arithmetic the GPU runs (bit-exact: no fused multiply-add opportunity, IEEE float only).
 #pragma once
 
-#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -127,11 +126,11 @@ P2PHD_HD float instance_mean(double sum, double count) {
 // NaN -> 0. The original pix2pixHD (util.tensor2im) truncated instead of rounding, which darkens
 // every value by half a step on average.
 P2PHD_HD uint8_t to_uint8(float x) {
-  const float v = (x + 1.0f) * 127.5f;
-  if (!(v > 0.0f)) return 0;  // negatives, -inf and NaN
-  if (v >= 255.0f) return 255;
-  const float r = floorf(v);
-  return (uint8_t)((int)r + (v - r >= 0.5f ? 1 : 0));  // v - r is exact for 0 < v < 255
+  float v = (x + 1.0f) * 127.5f;
+  v = v > 0.0f ? v : 0.0f;      // negatives, -inf and NaN -> 0
+  v = v < 255.0f ? v : 255.0f;  // saturate (+inf too)
+  const int r = (int)v;         // floor, as 0 <= v <= 255; v - r is then exact
+  return (uint8_t)(r + (v - (float)r >= 0.5f ? 1 : 0));
 }
 
 }  // namespace p2phd

@@ -8,6 +8,17 @@
 
 #include "kernel_math.h"
 
+// Hot row loops get an AVX2 clone next to the baseline x86-64 one, picked at load time, so the
+// library stays portable to any x86-64 machine.
+#if defined(__x86_64__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define P2PHD_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+#ifndef P2PHD_CLONES
+#define P2PHD_CLONES
+#endif
+
 namespace p2phd::cpu {
 namespace {
 
@@ -99,6 +110,29 @@ inline void boundary_row(const int32_t* row, const int32_t* up, const int32_t* d
   out[l] = encode_edge(boundary(row[l], row[l - 1], row[l], up[l], down[l]));
 }
 
+// The one-hot channels of one row: label_nc plane rows, each element written once.
+template <typename S>
+P2PHD_CLONES void one_hot_row(const uint8_t* labels, int64_t width, int label_nc, S* out,
+                              int64_t plane, S one, S zero) {
+  for (int c = 0; c < label_nc; ++c) {
+    S* d = out + c * plane;
+    for (int64_t x = 0; x < width; ++x) d[x] = (int)labels[x] == c ? one : zero;
+  }
+}
+
+// One row of RGB from three planes of generator output.
+template <int DT>
+P2PHD_CLONES void rgb_row(const typename Storage<DT>::type* red, int64_t plane, int64_t width,
+                          uint8_t* out) {
+  const auto* green = red + plane;
+  const auto* blue = green + plane;
+  for (int64_t x = 0; x < width; ++x) {
+    out[3 * x] = to_uint8(decode<DT>(red[x]));
+    out[3 * x + 1] = to_uint8(decode<DT>(green[x]));
+    out[3 * x + 2] = to_uint8(decode<DT>(blue[x]));
+  }
+}
+
 template <int DT>
 AssembleStatus assemble(const uint8_t* labels, const int32_t* ids, const float* table, int64_t B,
                         int64_t H, int64_t W, int label_nc, bool edges, int64_t feat, int64_t kmax,
@@ -116,10 +150,7 @@ AssembleStatus assemble(const uint8_t* labels, const int32_t* ids, const float* 
     int max_label = 0;
     for (int64_t x = 0; x < W; ++x) max_label = std::max<int>(max_label, lab[x]);
     bad_label = bad_label || max_label >= label_nc;
-    for (int c = 0; c < label_nc; ++c) {
-      S* d = img + c * plane;
-      for (int64_t x = 0; x < W; ++x) d[x] = (int)lab[x] == c ? one : zero;
-    }
+    one_hot_row(lab, W, label_nc, img, plane, one, zero);
     const int32_t* row = ids ? ids + r * W : nullptr;
     if (edges) {
       const int32_t* up = y > 0 ? row - W : row;
@@ -150,15 +181,7 @@ void to_rgb(const void* output, int64_t B, int64_t H, int64_t W, uint8_t* rgb) {
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < B * H; ++r) {
     const int64_t b = r / H, y = r % H;
-    const S* red = static_cast<const S*>(output) + b * 3 * plane + y * W;
-    const S* green = red + plane;
-    const S* blue = green + plane;
-    uint8_t* d = rgb + r * W * 3;
-    for (int64_t x = 0; x < W; ++x) {
-      d[3 * x] = to_uint8(decode<DT>(red[x]));
-      d[3 * x + 1] = to_uint8(decode<DT>(green[x]));
-      d[3 * x + 2] = to_uint8(decode<DT>(blue[x]));
-    }
+    rgb_row<DT>(static_cast<const S*>(output) + b * 3 * plane + y * W, plane, W, rgb + r * W * 3);
   }
 }
 
