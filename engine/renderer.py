@@ -47,6 +47,8 @@ class Renderer:
         self.clusters = self.package.feature_clusters()
         self._encoder: ReferenceEncoder | None = None
         self.backend, self.choice = open_backend(self.package, backend, precision, options)
+        # TensorRT with the CUDA kernels built runs preprocessing and output conversion on the GPU.
+        self._on_device = bool(getattr(self.backend, "renders_maps", False))
 
     def describe(self) -> dict:
         """Backend, precision, device, and why they were chosen."""
@@ -85,6 +87,42 @@ class Renderer:
             self._encoder = ReferenceEncoder(path)
         return self._encoder
 
+    def _instance_inputs(
+        self,
+        labels: np.ndarray,
+        instances: np.ndarray | None,
+        styles: Sequence[Style],
+        photos: np.ndarray | None,
+    ):
+        """Compact instance ids and the feature table [B, Kmax, F] (each None when unused)."""
+        from p2phd.engine import kernels
+
+        m = self.manifest
+        if not (m.instance or m.feat_num):
+            return None, None
+        if instances is None:
+            # Without an instance map every class region is one instance (its outline an edge).
+            instances = labels.astype(np.int32)
+        compact = kernels.compact_instances(
+            np.ascontiguousarray(instances, np.int32), np.ascontiguousarray(labels)
+        )
+        if not m.feat_num:
+            return compact, None
+        encoded = None
+        if photos is not None:
+            encoded = self._encoder_for().pooled(photos, compact)
+        table = np.zeros((len(labels), compact.kmax, m.feat_num), np.float32)
+        for b, style in enumerate(styles):
+            table[b] = image_features(
+                style,
+                compact.original[b],
+                compact.classes[b],
+                self.clusters,
+                m.feat_num,
+                None if encoded is None or style.reference is None else encoded[b],
+            )
+        return compact, table
+
     def dense_input(
         self,
         labels: np.ndarray,
@@ -96,29 +134,7 @@ class Renderer:
         from p2phd.engine import kernels
 
         m = self.manifest
-        compact = None
-        if m.instance or m.feat_num:
-            if instances is None:
-                # Without an instance map every class region is one instance (its outline an edge).
-                instances = labels.astype(np.int32)
-            compact = kernels.compact_instances(
-                np.ascontiguousarray(instances, np.int32), np.ascontiguousarray(labels)
-            )
-        table = None
-        if m.feat_num:
-            encoded = None
-            if photos is not None:
-                encoded = self._encoder_for().pooled(photos, compact)
-            table = np.zeros((len(labels), compact.kmax, m.feat_num), np.float32)
-            for b, style in enumerate(styles):
-                table[b] = image_features(
-                    style,
-                    compact.original[b],
-                    compact.classes[b],
-                    self.clusters,
-                    m.feat_num,
-                    None if encoded is None or style.reference is None else encoded[b],
-                )
+        compact, table = self._instance_inputs(labels, instances, styles, photos)
         return kernels.assemble_input(
             np.ascontiguousarray(labels),
             compact,
@@ -149,7 +165,15 @@ class Renderer:
                     f"style reference: photo {photos.shape[1:3]} differs from the label map "
                     f"{labels.shape[1:]} (HxW)"
                 )
-        fitted = fit(labels, instances, self.manifest.size_multiple, self.size_policy, photos)
+        m = self.manifest
+        fitted = fit(labels, instances, m.size_multiple, self.size_policy, photos)
+        if self._on_device:
+            compact, table = self._instance_inputs(
+                fitted.labels, fitted.instances, styles, fitted.images
+            )
+            lab = np.ascontiguousarray(fitted.labels)
+            images = self.backend.render_maps(lab, compact, table, m.instance, m.feat_num)
+            return fitted.restore(images)
         x = self.dense_input(fitted.labels, fitted.instances, styles, fitted.images)
         out = self.backend.infer(x)
         return fitted.restore(to_uint8_rgb(np.ascontiguousarray(out, np.float32)))

@@ -10,8 +10,9 @@ stale engine.
 Run: tensors bound by name (`set_input_shape`, `set_tensor_address`), `execute_async_v3` on our
 own non-blocking stream, device buffers allocated once for the profile's largest batch at a size
 and reused, pinned host buffers for the copies, and one CUDA graph per batch-size bucket (powers
-of two up to the profile's max; a batch runs in the smallest bucket that holds it). Callers with
-their own CUDA preprocessing write into `input_pointer()` and call `run_device`.
+of two up to the profile's max; a batch runs in the smallest bucket that holds it). With the CUDA
+kernels built, `render_maps` assembles the input on the GPU straight into the engine's input
+buffer and converts the output to uint8 there too.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ class TensorRTBackend(Backend):
         self.out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
         self.stream = _check(self._cuda.cudaStreamCreateWithFlags(self._cuda.cudaStreamNonBlocking))
         self._buffers_hw: tuple[int, int] | None = None
-        self._dev_in = self._dev_out = self._host_in = self._host_out = 0
+        self._in = self._out = self._labels = self._ids = self._rgb = None
+        self._table: _Buffer | None = None
         self._graphs: dict[tuple[int, int, int], object] = {}
         self._shape: tuple[int, ...] | None = None
 
@@ -257,28 +259,18 @@ class TensorRTBackend(Backend):
     # -- run ------------------------------------------------------------------------------------
 
     def _ensure_buffers(self, h: int, w: int) -> None:
-        """Device and pinned host buffers for the profile's max batch at (h, w), reused."""
+        """Engine and staging buffers for the profile's max batch at (h, w), reused across calls."""
         if self._buffers_hw == (h, w):
             return
         self._free_buffers()
-        batch = self.profile.batch[2]
+        n = self.profile.batch[2] * h * w
         channels = self.package.manifest.input_channels
-        in_bytes = batch * channels * h * w * np.dtype(np.float32).itemsize
-        out_bytes = batch * 3 * h * w * self.out_dtype.itemsize
-        cuda = self._cuda
-        self._dev_in = _check(cuda.cudaMalloc(in_bytes))
-        self._dev_out = _check(cuda.cudaMalloc(out_bytes))
-        self._host_in = _check(cuda.cudaMallocHost(in_bytes))
-        self._host_out = _check(cuda.cudaMallocHost(out_bytes))
-        self._in_bytes, self._out_bytes = in_bytes, out_bytes
+        self._in = _Buffer(n * channels * 4)
+        self._out = _Buffer(n * 3 * self.out_dtype.itemsize)
+        self._labels, self._ids, self._rgb = _Buffer(n), _Buffer(n * 4), _Buffer(n * 3)
         self._buffers_hw = (h, w)
-        self.context.set_tensor_address(self.input_name, int(self._dev_in))
-        self.context.set_tensor_address(self.output_name, int(self._dev_out))
-
-    def _host_view(self, ptr: int, nbytes: int, dtype: np.dtype, shape: tuple) -> np.ndarray:
-        raw = (ctypes.c_uint8 * nbytes).from_address(int(ptr))
-        count = int(np.prod(shape))
-        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+        self.context.set_tensor_address(self.input_name, self._in.device)
+        self.context.set_tensor_address(self.output_name, self._out.device)
 
     def _bucket(self, batch: int) -> int:
         return next(b for b in self.profile.buckets() if b >= batch)
@@ -289,11 +281,11 @@ class TensorRTBackend(Backend):
                 raise InputError(f"tensorrt: input shape {shape} rejected by the engine")
             self._shape = shape
 
-    def _launch(self, bucket: int, h: int, w: int) -> None:
-        """Run the engine for [bucket, C, h, w] on the stream, via its CUDA graph."""
+    def _launch(self, batch: int, h: int, w: int) -> None:
+        """Run the engine on the input buffer for `batch` images, via its bucket's CUDA graph."""
         cuda = self._cuda
-        shape = (bucket, self.package.manifest.input_channels, h, w)
-        self._set_shape(shape)
+        bucket = self._bucket(batch)
+        self._set_shape((bucket, self.package.manifest.input_channels, h, w))
         key = (bucket, h, w)
         graph_exec = self._graphs.get(key)
         if graph_exec is None:
@@ -317,33 +309,81 @@ class TensorRTBackend(Backend):
                 f"({self.profile.text()}); build one with 'p2phd build --batch ... --size HxW'"
             )
 
-    def input_pointer(self, batch: int, h: int, w: int) -> tuple[int, int]:
-        """(device pointer, stream handle) where [batch, C, h, w] float32 input is to be written."""
-        self._check_shape(batch, h, w)
-        self._ensure_buffers(h, w)
-        return int(self._dev_in), int(self.stream)
-
-    def run_device(self, batch: int, h: int, w: int) -> np.ndarray:
-        """Run on the input already in the device buffer; return float32 [batch, 3, h, w]."""
-        cuda = self._cuda
-        bucket = self._bucket(batch)
-        self._launch(bucket, h, w)
-        nbytes = batch * 3 * h * w * self.out_dtype.itemsize
-        kind = cuda.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(cuda.cudaMemcpyAsync(self._host_out, self._dev_out, nbytes, kind, self.stream))
-        _check(cuda.cudaStreamSynchronize(self.stream))
-        out = self._host_view(self._host_out, self._out_bytes, self.out_dtype, (batch, 3, h, w))
-        return out.astype(np.float32, copy=True)
-
     def infer(self, x: np.ndarray) -> np.ndarray:
         batch, _, h, w = x.shape
         self._check_shape(batch, h, w)
         self._ensure_buffers(h, w)
-        host = self._host_view(self._host_in, self._in_bytes, np.dtype(np.float32), x.shape)
-        host[...] = x
-        kind = self._cuda.cudaMemcpyKind.cudaMemcpyHostToDevice
-        _check(self._cuda.cudaMemcpyAsync(self._dev_in, self._host_in, x.nbytes, kind, self.stream))
-        return self.run_device(batch, h, w)
+        self._in.host(np.float32, x.shape)[...] = x
+        self._in.upload(x.nbytes, self.stream)
+        self._launch(batch, h, w)
+        out_shape = (batch, 3, h, w)
+        self._out.download(int(np.prod(out_shape)) * self.out_dtype.itemsize, self.stream)
+        _check(self._cuda.cudaStreamSynchronize(self.stream))
+        return self._out.host(self.out_dtype, out_shape).astype(np.float32, copy=True)
+
+    @property
+    def renders_maps(self) -> bool:
+        """True when the CUDA preprocessing kernels are built: `render_maps` can be used."""
+        from p2phd.engine.kernels import cuda as kernels_cuda
+
+        return kernels_cuda.available()
+
+    def render_maps(
+        self, labels: np.ndarray, compact, table: np.ndarray | None, edges: bool, feat: int
+    ) -> np.ndarray:
+        """The whole pipeline on the GPU from compact maps: uint8 RGB [B, H, W, 3].
+
+        Labels, compact ids and the feature table go up (5 bytes a pixel instead of 4 per
+        input channel); the CUDA kernels write the dense input straight into the engine's input
+        buffer and convert its output to uint8 on the device; only RGB bytes come back.
+        """
+        from p2phd.engine.kernels import cuda as kc
+
+        batch, h, w = labels.shape
+        self._check_shape(batch, h, w)
+        self._ensure_buffers(h, w)
+        m = self.package.manifest
+        self._labels.host(np.uint8, labels.shape)[...] = labels
+        self._labels.upload(labels.nbytes, self.stream)
+        ids = kmax = None
+        if compact is not None:
+            self._ids.host(np.int32, labels.shape)[...] = compact.ids
+            self._ids.upload(compact.ids.nbytes, self.stream)
+            ids, kmax = (
+                kc.DeviceArray(self._ids.device, labels.shape, np.dtype(np.int32)),
+                compact.kmax,
+            )
+        device_table = None
+        if table is not None:
+            if self._table is None or self._table.nbytes < table.nbytes:
+                if self._table is not None:
+                    self._table.free()
+                self._table = _Buffer(max(table.nbytes, 1 << 16))
+            self._table.host(np.float32, table.shape)[...] = table
+            self._table.upload(table.nbytes, self.stream)
+            device_table = kc.DeviceArray(self._table.device, table.shape, np.dtype(np.float32))
+        stream = int(self.stream)
+        x = kc.DeviceArray(self._in.device, (batch, m.input_channels, h, w), np.dtype(np.float32))
+        kc.assemble_input(
+            kc.DeviceArray(self._labels.device, labels.shape, np.dtype(np.uint8)),
+            ids,
+            device_table,
+            m.label_nc,
+            edges,
+            x,
+            kmax=kmax or 0,
+            feat_channels=feat,
+            stream=stream,
+        )
+        self._launch(batch, h, w)
+        out = kc.DeviceArray(self._out.device, (batch, 3, h, w), self.out_dtype)
+        rgb_shape = (batch, h, w, 3)
+        kc.to_uint8_rgb(
+            out, kc.DeviceArray(self._rgb.device, rgb_shape, np.dtype(np.uint8)), stream
+        )
+        self._rgb.download(batch * h * w * 3, self.stream)
+        _check(self._cuda.cudaStreamSynchronize(self.stream))
+        return self._rgb.host(np.uint8, rgb_shape).copy()
 
     def device(self) -> str:
         return f"cuda:0 ({self.gpu_name}, sm{self.compute_capability})"
@@ -354,21 +394,18 @@ class TensorRTBackend(Backend):
             "profile": self.profile.text(),
             "tensorrt": self._trt.__version__,
             "cuda_graphs": len(self._graphs),
+            "preprocessing": "cuda" if self.renders_maps else "cpu",
         }
 
     def _free_buffers(self) -> None:
-        cuda = self._cuda
         for graph_exec in self._graphs.values():
-            cuda.cudaGraphExecDestroy(graph_exec)
+            self._cuda.cudaGraphExecDestroy(graph_exec)
         self._graphs.clear()
         self._shape = None
-        for ptr in (self._dev_in, self._dev_out):
-            if ptr:
-                cuda.cudaFree(ptr)
-        for ptr in (self._host_in, self._host_out):
-            if ptr:
-                cuda.cudaFreeHost(ptr)
-        self._dev_in = self._dev_out = self._host_in = self._host_out = 0
+        for buf in (self._in, self._out, self._labels, self._ids, self._rgb, self._table):
+            if buf is not None:
+                buf.free()
+        self._in = self._out = self._labels = self._ids = self._rgb = self._table = None
         self._buffers_hw = None
 
     def close(self) -> None:
@@ -379,6 +416,36 @@ class TensorRTBackend(Backend):
         self.stream = None
         self.context = None
         self.engine = None
+
+
+class _Buffer:
+    """A device buffer and its pinned host twin of the same size, for async copies."""
+
+    def __init__(self, nbytes: int):
+        cuda = _cudart()
+        self.nbytes = nbytes
+        self.device = int(_check(cuda.cudaMalloc(nbytes)))
+        self.pinned = int(_check(cuda.cudaMallocHost(nbytes)))
+
+    def host(self, dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """A numpy view of the first elements of the pinned buffer."""
+        raw = (ctypes.c_uint8 * self.nbytes).from_address(self.pinned)
+        return np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+    def upload(self, nbytes: int, stream) -> None:
+        cuda = _cudart()
+        kind = cuda.cudaMemcpyKind.cudaMemcpyHostToDevice
+        _check(cuda.cudaMemcpyAsync(self.device, self.pinned, nbytes, kind, stream))
+
+    def download(self, nbytes: int, stream) -> None:
+        cuda = _cudart()
+        kind = cuda.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _check(cuda.cudaMemcpyAsync(self.pinned, self.device, nbytes, kind, stream))
+
+    def free(self) -> None:
+        cuda = _cudart()
+        cuda.cudaFree(self.device)
+        cuda.cudaFreeHost(self.pinned)
 
 
 def _gpu() -> tuple[str, str]:

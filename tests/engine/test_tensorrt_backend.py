@@ -80,3 +80,18 @@ def test_auto_picks_tensorrt_on_a_gpu_and_fp16_only_when_measured(tiny_package):
     ok, _ = quality.allows(quality.read_report(tiny_package / "engines"), "tensorrt:fp16")
     d = Renderer(tiny_package, options=OPTIONS).describe()
     assert d["precision"] == ("fp16" if ok else "fp32"), result.quality
+
+
+def test_cuda_preprocessing_renders_what_the_host_path_renders(tiny_package, tiny_maps):
+    from p2phd.engine.kernels import to_uint8_rgb
+
+    labels, instances = tiny_maps
+    r = Renderer(tiny_package, "tensorrt", "fp32", options=OPTIONS)
+    assert r.describe()["preprocessing"] == "cuda"
+    device = r.render(labels, instances, Style(seed=4))
+    host = to_uint8_rgb(r.backend.infer(r.dense_input(labels, instances, [Style(seed=4)] * 2)))
+    assert np.array_equal(device, host)  # same input written on the GPU as on the CPU
+    cpu = Renderer(tiny_package, "onnxruntime", "fp32")
+    assert np.abs(device.astype(int) - cpu.render(labels, instances, Style(seed=4))).max() <= 2
+    odd = r.render(labels[:, :30, :45], instances[:, :30, :45])  # padded to 32x48 on the way
+    assert odd.shape == (2, 30, 45, 3)
