@@ -68,6 +68,12 @@ def build_engine(
     """Build `backend` at `precision` for `options`, and record its quality against fp32."""
     renderer = Renderer(model_dir, backend, precision, "reject", options=options)
     m = renderer.manifest
+    for sh, sw in options.sizes:
+        if sh % m.size_multiple or sw % m.size_multiple:
+            raise ConfigError(
+                f"--size {sh}x{sw}: height and width must be multiples of {m.size_multiple} "
+                "for this model"
+            )
     files = renderer.backend.build()
     mult = m.size_multiple
     h, w = options.sizes[0] if options.sizes else QUALITY_SIZE

@@ -29,7 +29,7 @@ import numpy as np
 
 from p2phd.engine.atomic import atomic_write_bytes
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.errors import BackendUnavailable, InputError, PackageError
+from p2phd.engine.errors import BackendUnavailable, ConfigError, InputError, PackageError
 from p2phd.engine.package import ModelPackage
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Profile:
             opt, lo, hi = DEFAULT_SIZES
         for h, w in (lo, opt, hi):
             if h % multiple or w % multiple:
-                raise InputError(f"size {h}x{w} is not a multiple of the model's {multiple}")
+                raise ConfigError(f"size {h}x{w} is not a multiple of the model's {multiple}")
         return cls(tuple(options.batch), lo, opt, hi)
 
     def shapes(self, channels: int) -> tuple[tuple[int, ...], ...]:
@@ -203,8 +203,9 @@ class TensorRTBackend(Backend):
     def _build(self, plan: Path) -> None:
         trt = self._trt
         builder = trt.Builder(self.logger)
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(flags)
+        # Required on TensorRT 10 (precision from the graph); always on, flag optional, on 11.
+        strong = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        network = builder.create_network(0 if strong is None else 1 << int(strong))
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(self.source)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
