@@ -146,12 +146,9 @@ class DynamicBatcher(Generic[P, R]):
         if self._scheduler is None:
             self._scheduler = asyncio.get_running_loop().create_task(self._schedule())
 
-    async def submit(self, key: Hashable, payload: P, deadline: float | None = None) -> R:
-        """Queue `payload` and wait for its result.
-
-        `deadline` is a `time.monotonic()` instant after which the request is dropped unrendered
-        (DeadlineExceeded). Raises Overloaded at once when `max_queue` requests already wait.
-        """
+    def admit(self) -> None:
+        """Raise now what `submit` would raise at once: Overloaded when the queue is full,
+        BackendUnavailable when closing (callers check before costly work such as decoding)."""
         if self._closing or self._scheduler is None:
             raise BackendUnavailable("the server is shutting down; no new requests are accepted")
         if self._queues.count >= self.config.max_queue:
@@ -159,6 +156,14 @@ class DynamicBatcher(Generic[P, R]):
             raise Overloaded(
                 f"request queue is full ({self.config.max_queue} waiting); retry later"
             )
+
+    async def submit(self, key: Hashable, payload: P, deadline: float | None = None) -> R:
+        """Queue `payload` and wait for its result.
+
+        `deadline` is a `time.monotonic()` instant after which the request is dropped unrendered
+        (DeadlineExceeded). Raises Overloaded at once when `max_queue` requests already wait.
+        """
+        self.admit()
         now = time.monotonic()
         if deadline is not None and deadline <= now:
             self._observe("dropped", "deadline")

@@ -200,6 +200,7 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         self._check_model(request.model_name, request.model_version)
+        self.core.batcher.admit()  # a full queue refuses before any decoding
         items = await self.core.in_io(items_from, request, self.core)
         images = await asyncio.gather(*(self.core.render(it, context) for it in items))
         stacked = await self.core.in_io(np.stack, images)

@@ -129,6 +129,7 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
     async def _render(
         self, request: pb.RenderRequest, context: grpc.aio.ServicerContext
     ) -> pb.RenderResponse:
+        self.core.batcher.admit()  # a full queue refuses before any decoding
         item = await self.core.in_io(item_from, request, self.core)
         image = await self.core.render(item, context)
         return await self.core.in_io(response_for, request, image)

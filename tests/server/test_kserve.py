@@ -155,3 +155,20 @@ def test_tritonclient_drives_the_server_unchanged(served, server_package, tmp_pa
     assert image.shape == (2, 32, 64, 3) and image.dtype == np.uint8
     assert np.abs(image.astype(np.int16) - expected).max() <= 2
     assert int(label.max()) < LABEL_NC
+
+
+def test_model_stream_infer_answers_each_request_and_reports_errors_inline(served):
+    stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(served.target))
+    good = [infer_request(make_maps(seed=s)[0][None]) for s in range(3)]
+    for i, r in enumerate(good):
+        r.id = f"ok-{i}"
+    bad = infer_request(make_maps()[0][None], model="missing")
+    bad.id = "bad"
+    responses = list(stub.ModelStreamInfer(iter([*good, bad]), timeout=60))
+    by_id = {r.infer_response.id: r for r in responses}
+    assert sorted(by_id) == ["bad", "ok-0", "ok-1", "ok-2"]
+    assert "NOT_FOUND" in by_id["bad"].error_message
+    for i in range(3):
+        r = by_id[f"ok-{i}"]
+        assert r.error_message == ""
+        assert list(r.infer_response.outputs[0].shape) == [1, 32, 64, 3]

@@ -167,3 +167,40 @@ def test_oversize_message_gets_resource_exhausted_with_the_limit(start_server):
         stub.Render(pb.RenderRequest(label=_raw(big)), timeout=30)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "larger than max" in e.value.details()
+
+
+class FailingOnMarker:
+    """The real renderer, except that a batch holding a pixel of class 11 at (0, 0) raises."""
+
+    def __init__(self, renderer):
+        self.renderer = renderer
+        self.manifest = renderer.manifest
+
+    def render(self, labels, instances=None, style=None):
+        if (labels[:, 0, 0] == 11).any():
+            raise RuntimeError("simulated backend fault")
+        return self.renderer.render(labels, instances, style)
+
+    def describe(self):
+        return self.renderer.describe()
+
+    def close(self):
+        self.renderer.close()
+
+
+def test_an_engine_failure_is_internal_for_its_batch_and_the_server_keeps_serving(start_server):
+    from p2phd.engine.server import default_renderer
+
+    s = start_server(lambda cfg: FailingOnMarker(default_renderer(cfg)), max_batch_size=1)
+    label, instance = make_maps(seed=8)
+    marked = label.copy()
+    marked[0, 0] = 11
+    stub = renderer_pb2_grpc.RendererStub(grpc.insecure_channel(s.target))
+    bad = stub.Render.future(RenderItem(marked, instance).request(), timeout=30)
+    good = stub.Render.future(RenderItem(label, instance).request(), timeout=30)
+    with pytest.raises(grpc.RpcError) as e:
+        bad.result()
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert "simulated backend fault" in e.value.details()
+    assert good.result().raw.shape == [32, 64, 3]
+    assert stub.Render(RenderItem(label, instance).request(), timeout=30).raw.shape == [32, 64, 3]

@@ -1,0 +1,236 @@
+"""Server load benchmark: N concurrent clients against a real `p2phd serve`, batching on vs off.
+
+Measures images/s and latency p50/p90/p99 through the server with dynamic batching on (max batch
+B) and off (max batch 1), and the engine's own throughput in-process at batch B and at batch 1, so
+the server's overhead shows directly (target: saturated throughput through the server >= 90% of
+the engine's at the same batch size). The server runs as its own process; the clients share one
+process and the machine with it, as they would on a single box. Writes
+benchmarks/results/load.json and prints a Markdown table.
+
+    .venv/bin/python benchmarks/load.py --model models/default --clients 16 --seconds 20
+
+Without a trained package, make one of the wanted size with benchmarks/make_package.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "load.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {"p50_ms": float("nan"), "p90_ms": float("nan"), "p99_ms": float("nan")}
+    p50, p90, p99 = np.percentile(np.asarray(latencies) * 1e3, [50, 90, 99])
+    return {"p50_ms": round(p50, 2), "p90_ms": round(p90, 2), "p99_ms": round(p99, 2)}
+
+
+def engine_throughput(args, labels, instances, batch: int) -> dict:
+    """The Renderer's own images/s at `batch`, in this process, with nothing else running."""
+    from p2phd.engine.renderer import Renderer
+    from p2phd.engine.style import Style
+
+    with Renderer(args.model, backend=args.backend, precision=args.precision) as r:
+        lab, inst = labels[:batch], instances[:batch]
+        styles = [Style(seed=i) for i in range(batch)]
+        for _ in range(2):
+            r.render(lab, inst, styles)
+        times = []
+        end = time.perf_counter() + args.seconds / 2
+        while time.perf_counter() < end or len(times) < 3:
+            t = time.perf_counter()
+            r.render(lab, inst, styles)
+            times.append(time.perf_counter() - t)
+        describe = r.describe()
+    per_call = float(np.median(times))
+    return {
+        "name": f"engine alone, batch {batch}",
+        "batch": batch,
+        "images_per_s": round(batch / per_call, 2),
+        **percentiles(times),
+        "backend": describe.get("backend"),
+        "precision": describe.get("precision"),
+    }
+
+
+def metric(text: str, name: str) -> float:
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(m.group(1)) if m else 0.0
+
+
+async def drive(target: str, requests: list, clients: int, warmup: float, seconds: float) -> dict:
+    """`clients` closed-loop clients for warmup + seconds; stats over the requests completed in
+    the measured window."""
+    import grpc
+
+    from p2phd.engine.wire import renderer_pb2_grpc
+
+    channels = [grpc.aio.insecure_channel(target, options=[
+        ("grpc.max_receive_message_length", 256 << 20),
+        ("grpc.max_send_message_length", 256 << 20),
+    ]) for _ in range(min(clients, 4))]  # fmt: skip
+    stubs = [renderer_pb2_grpc.RendererStub(c) for c in channels]
+    start = time.perf_counter()
+    window = (start + warmup, start + warmup + seconds)
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    done = 0
+
+    async def client(i: int) -> None:
+        nonlocal done
+        stub = stubs[i % len(stubs)]
+        k = i
+        while time.perf_counter() < window[1]:
+            t = time.perf_counter()
+            try:
+                await stub.Render(requests[k % len(requests)], timeout=120)
+            except grpc.aio.AioRpcError as e:
+                errors[e.code().name] = errors.get(e.code().name, 0) + 1
+                continue
+            finally:
+                k += clients
+            end = time.perf_counter()
+            if window[0] <= end <= window[1]:
+                latencies.append(end - t)
+                done += 1
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    for c in channels:
+        await c.close()
+    return {"images_per_s": round(done / seconds, 2), **percentiles(latencies), "errors": errors}
+
+
+def server_run(args, name: str, max_batch: int, delay_us: int, requests: list) -> dict:
+    """Start `p2phd serve` with these batching knobs, load it, read its batch-size metric."""
+    port, metrics_port = free_port(), free_port()
+    cmd = [
+        sys.executable, "-m", "p2phd.engine.cli", "serve", str(args.model),
+        "--port", str(port), "--metrics-port", str(metrics_port),
+        "--backend", args.backend, "--precision", args.precision,
+        "--max-batch", str(max_batch), "--max-queue-delay-us", str(delay_us),
+        "--max-queue", str(4 * args.clients),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        import grpc
+
+        target = f"127.0.0.1:{port}"
+        grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=120)
+        stats = asyncio.run(drive(target, requests, args.clients, args.warmup, args.seconds))
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        calls = metric(text, "p2phd_batch_size_count")
+        mean_batch = metric(text, "p2phd_batch_size_sum") / calls if calls else 0.0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {
+        "name": name,
+        "batch": max_batch,
+        "max_queue_delay_us": delay_us,
+        "clients": args.clients,
+        "mean_batch": round(mean_batch, 2),
+        **stats,
+    }
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| run | max batch | mean batch | images/s | p50 ms | p90 ms | p99 ms | vs engine |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = f"{r['vs_engine']:.0%}" if "vs_engine" in r else ""
+        lines.append(
+            f"| {r['name']} | {r['batch']} | {r.get('mean_batch', r['batch'])} | "
+            f"{r['images_per_s']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", type=Path, default=REPO / "models" / "default")
+    p.add_argument("--size", default="128x256", help="HxW of the label maps (default 128x256)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent closed-loop clients")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per run")
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--max-queue-delay-us", type=int, default=5000)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT)
+    args = p.parse_args(argv)
+    if not (args.model / "manifest.json").is_file():
+        p.error(f"{args.model}: not a model package (make one with benchmarks/make_package.py)")
+
+    from p2phd.engine.atomic import atomic_write_bytes
+    from p2phd.engine.client import RenderItem
+    from p2phd.engine.package import ModelPackage
+    from p2phd.engine.quality import synthetic_maps
+
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    label_nc = ModelPackage(args.model).manifest.label_nc
+    n = max(args.max_batch, 8)
+    labels, instances = synthetic_maps(n, h, w, label_nc, seed=1)
+    requests = [
+        RenderItem(labels[i], instances[i], seed=i).request(output_raw=True) for i in range(n)
+    ]
+
+    engine_b = engine_throughput(args, labels, instances, args.max_batch)
+    engine_1 = engine_throughput(args, labels, instances, 1)
+    on = server_run(args, "server, batching on", args.max_batch, args.max_queue_delay_us, requests)
+    off = server_run(args, "server, batching off", 1, 0, requests)
+    on["vs_engine"] = round(on["images_per_s"] / engine_b["images_per_s"], 3)
+    off["vs_engine"] = round(off["images_per_s"] / engine_1["images_per_s"], 3)
+    rows = [engine_1, engine_b, off, on]
+
+    result = {
+        "command": "benchmarks/load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "model": str(args.model),
+        "size": [h, w],
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+        "backend": engine_b["backend"],
+        "precision": engine_b["precision"],
+        "runs": rows,
+        "target_met": on["vs_engine"] >= 0.9,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(args.output, json.dumps(result, indent=2).encode() + b"\n")
+    print(markdown(rows))
+    print(f"\nbackend {result['backend']} {result['precision']}, {h}x{w}, {args.clients} clients; "
+          f"wrote {args.output}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
