@@ -1,13 +1,77 @@
-"""`p2phd bench`: not implemented yet."""
+"""`p2phd bench`: benchmark a model package across backends, precisions, batches and sizes."""
 
-HELP = "(not implemented yet)"
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+HELP = "benchmark latency, throughput, memory, % of peak and quality against the pix2pixHD baseline"
+
+LOAD_LIMIT = 1.5  # a 1-minute load average above this (per 2 cores) makes timings noisy
 
 
-def configure(parser):
-    pass
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def run(args):
-    from p2phd.engine.errors import P2PHDError
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="the model package")
+    parser.add_argument(
+        "--backends",
+        default="openvino,onnxruntime,torch",
+        help="comma-separated: openvino, onnxruntime, torch, tensorrt",
+    )
+    parser.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32,bf16,fp16")
+    parser.add_argument("--batch", default="1,2,4", help="comma-separated batch sizes")
+    parser.add_argument("--size", default="256x512", help="comma-separated HxW sizes")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per case")
+    parser.add_argument("--iters", type=int, default=10, help="timed runs per case")
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the original pix2pixHD path (torch eager fp32, batch 1)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="output folder (default benchmarks/results/bench-<model name>)",
+    )
 
-    raise P2PHDError("'p2phd bench' is not implemented yet")
+
+def run(args: argparse.Namespace) -> int:
+    from p2phd.engine.bench.harness import BenchConfig, run_bench
+    from p2phd.engine.bench.report import write_report
+    from p2phd.engine.build import parse_size
+    from p2phd.engine.errors import ConfigError
+
+    try:
+        batches = tuple(int(b) for b in _csv(args.batch))
+    except ValueError:
+        raise ConfigError(f"--batch {args.batch!r}: expected comma-separated integers") from None
+    config = BenchConfig(
+        model_dir=Path(args.model_dir),
+        backends=_csv(args.backends),
+        precisions=_csv(args.precision),
+        batches=batches,
+        sizes=tuple(parse_size(s) for s in _csv(args.size)),
+        warmup=args.warmup,
+        iters=args.iters,
+        baseline=args.baseline,
+    )
+    load = os.getloadavg()[0]
+    result = run_bench(config, progress=lambda msg: print(f"bench: {msg}", flush=True))
+    if load > LOAD_LIMIT:
+        result["provisional"] = (
+            f"1-minute load average was {load:.2f} (> {LOAD_LIMIT}) when the run started: "
+            "other work shared the CPU, so timings are noisy"
+        )
+    out = Path(args.output or Path("benchmarks/results") / f"bench-{Path(args.model_dir).name}")
+    for path in write_report(result, out):
+        print(f"wrote {path}")
+    failed = [r for r in result["rows"] if r["status"] == "failed"]
+    for r in failed:
+        print(f"failed: {r['backend']} {r['precision']} {r['batch']}x{r['size']}: {r['reason']}")
+    return 1 if failed else 0

@@ -1,0 +1,95 @@
+"""`p2phd bench` end to end on a tiny package: the three outputs, the rows and their columns."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from PIL import Image
+
+from p2phd.engine.bench.harness import STAGES
+from p2phd.engine.cpu_features import has_native_bf16
+
+
+def rows(result: dict, backend: str, precision: str) -> list[dict]:
+    return [r for r in result["rows"] if r["backend"] == backend and r["precision"] == precision]
+
+
+def test_writes_json_markdown_and_plots(bench_run, bench_result):
+    _, out = bench_run
+    for name in ("latency_vs_batch.png", "throughput_vs_size.png"):
+        with Image.open(out / name) as img:
+            assert img.format == "PNG" and img.width > 200 and img.height > 200
+    md = (out / "bench.md").read_text()
+    assert "| backend | precision | batch | size | median ms | p90 ms | p99 ms | images/s" in md
+    ok = [r for r in bench_result["rows"] if r["status"] == "ok"]
+    # every measured row is a line of the headline table and of the stage table
+    for r in ok:
+        line = f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['size']} |"
+        assert md.count(line) == 2, line
+    machine = bench_result["machine"]
+    assert machine["physical_cores"] >= 1 and "avx512_bf16" in machine["flags"]
+    assert "onnxruntime" in machine["libraries"]
+
+
+def test_engine_rows_have_every_measurement(bench_result, bench_shape):
+    batches, (h, w) = bench_shape
+    for backend in ("openvino", "onnxruntime", "torch"):
+        measured = rows(bench_result, backend, "fp32")
+        assert sorted(r["batch"] for r in measured) == list(batches)
+        for r in measured:
+            assert r["status"] == "ok" and r["size"] == f"{h}x{w}"
+            lat = r["latency_ms"]
+            assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"]
+            assert set(r["stages_ms"]) == set(STAGES)
+            assert math.isclose(r["images_per_s"], r["batch"] * 1e3 / lat["median"], rel_tol=1e-2)
+            assert r["peak_rss_mib"] > 0 and r["gmacs"] > 0
+            assert 0 < r["efficiency_pct"] < 100
+            assert r["speedup"] > 0
+
+
+def test_baseline_row_is_the_original_path_at_batch_one(bench_result):
+    (base,) = rows(bench_result, "baseline", "fp32")
+    assert base["status"] == "ok" and base["batch"] == 1
+    assert base["speedup"] == 1.0
+    assert "torch one-hot" in base["describe"]["path"]
+    # every other row's speed-up is its images/s over the baseline's
+    for r in bench_result["rows"]:
+        if r["status"] == "ok":
+            expected = r["images_per_s"] / base["images_per_s"]
+            assert math.isclose(r["speedup"], expected, rel_tol=0.01)
+
+
+def test_skipped_combinations_carry_their_reason(bench_result, bench_shape):
+    for backend, precision, words in (
+        ("torch", "bf16", "no bf16 mode"),
+        ("openvino", "fp16", "no fp16 mode"),
+        ("onnxruntime", "fp16", "CUDA"),
+    ):
+        skipped = rows(bench_result, backend, precision)
+        assert len(skipped) == len(bench_shape[0])
+        assert all(r["status"] == "skipped" and words in r["reason"] for r in skipped)
+    trt = rows(bench_result, "tensorrt", "fp32")
+    if trt[0]["status"] == "skipped":
+        assert trt[0]["reason"]
+
+
+def test_reduced_precision_rows_carry_quality(bench_result, bench_shape):
+    bf16 = rows(bench_result, "openvino", "bf16")
+    if not has_native_bf16():
+        assert all(r["status"] == "skipped" and "AVX512-BF16" in r["reason"] for r in bf16)
+        pytest.skip("this CPU has no native bf16")
+    first = next(r for r in bf16 if r["batch"] == min(bench_shape[0]))
+    q = first["quality"]
+    assert q["reference"] == "torch:fp32"
+    assert q["max_abs_err"] > 0  # bf16 rounds
+    assert q["identical_uint8"] or q["psnr_db"] > 20
+    md_psnr = "identical" if q["identical_uint8"] else f"{q['psnr_db']:.1f}"
+    assert md_psnr in first_table_line(bench_result, first)
+
+
+def first_table_line(result: dict, row: dict) -> str:
+    from p2phd.engine.bench.report import markdown
+
+    prefix = f"| {row['backend']} | {row['precision']} | {row['batch']} | {row['size']} |"
+    return next(line for line in markdown(result).splitlines() if line.startswith(prefix))
