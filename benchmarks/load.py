@@ -142,7 +142,9 @@ def server_run(args, name: str, max_batch: int, delay_us: int, requests: list) -
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         text = urllib.request.urlopen(url, timeout=10).read().decode()
         calls = metric(text, "p2phd_batch_size_count")
-        mean_batch = metric(text, "p2phd_batch_size_sum") / calls if calls else 0.0
+        images = metric(text, "p2phd_batch_size_sum")
+        compute = metric(text, "p2phd_compute_seconds_sum")
+        mean_batch = images / calls if calls else 0.0
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -155,8 +157,17 @@ def server_run(args, name: str, max_batch: int, delay_us: int, requests: list) -
         "max_queue_delay_us": delay_us,
         "clients": args.clients,
         "mean_batch": round(mean_batch, 2),
+        # The engine's speed inside the server (images / engine seconds) and how busy it was.
+        "engine_in_server_images_per_s": round(images / compute, 2) if compute else 0.0,
+        "engine_busy": round(compute / (args.warmup + args.seconds), 3),
         **stats,
     }
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median throughput, with every round's throughput alongside."""
+    ordered = sorted(runs, key=lambda r: r["images_per_s"])
+    return {**ordered[len(ordered) // 2], "rounds_images_per_s": [r["images_per_s"] for r in runs]}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -182,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per run")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-queue-delay-us", type=int, default=5000)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT)
@@ -202,13 +214,22 @@ def main(argv: list[str] | None = None) -> int:
         RenderItem(labels[i], instances[i], seed=i).request(output_raw=True) for i in range(n)
     ]
 
-    engine_b = engine_throughput(args, labels, instances, args.max_batch)
-    engine_1 = engine_throughput(args, labels, instances, 1)
-    on = server_run(args, "server, batching on", args.max_batch, args.max_queue_delay_us, requests)
-    off = server_run(args, "server, batching off", 1, 0, requests)
+    # Rounds alternate the four runs so that load from elsewhere on the machine hits them alike;
+    # each row reports the median round.
+    rounds: list[list[dict]] = []
+    for _ in range(args.rounds):
+        rounds.append([
+            engine_throughput(args, labels, instances, 1),
+            engine_throughput(args, labels, instances, args.max_batch),
+            server_run(args, "server, batching off", 1, 0, requests),
+            server_run(
+                args, "server, batching on", args.max_batch, args.max_queue_delay_us, requests
+            ),
+        ])  # fmt: skip
+    rows = [median_run([r[i] for r in rounds]) for i in range(4)]
+    engine_1, engine_b, off, on = rows
     on["vs_engine"] = round(on["images_per_s"] / engine_b["images_per_s"], 3)
     off["vs_engine"] = round(off["images_per_s"] / engine_1["images_per_s"], 3)
-    rows = [engine_1, engine_b, off, on]
 
     result = {
         "command": "benchmarks/load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -218,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
+            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
         "backend": engine_b["backend"],
         "precision": engine_b["precision"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
@@ -77,10 +77,6 @@ class ServerMetrics:
         self.request_seconds.labels(method).observe(seconds)
 
     # -- exposition -------------------------------------------------------------------------------
-
-    def text(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
 
     def serve_http(self, host: str, port: int) -> int:
         """Serve /metrics on a daemon thread; returns the bound port (useful with port 0)."""

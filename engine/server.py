@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from p2phd.engine.batcher import BatcherConfig
+from p2phd.engine.client import DEFAULT_MAX_MESSAGE_BYTES
 from p2phd.engine.decode import DEFAULT_MAX_PIXELS
 from p2phd.engine.errors import ConfigError
 from p2phd.engine.kserve import KServeService
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 RENDERER_SERVICE = renderer_pb2.DESCRIPTOR.services_by_name["Renderer"].full_name
 KSERVE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # a 2048x1024 request as raw int32 maps is ~10 MB
 
 
 @dataclass
@@ -140,7 +140,6 @@ class P2PHDServer:
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
-        self._stopped = asyncio.Event()
 
     async def start(self) -> int:
         """Load the model, bind, and start serving; returns the bound port."""
@@ -207,10 +206,6 @@ class P2PHDServer:
         await self._server.stop(grace)
         await self.core.close(timeout=grace)
         self.metrics.stop_http()
-        self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
 
 
 async def serve(

@@ -20,19 +20,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import io
-
-    from PIL import Image
-
     from p2phd.engine.atomic import atomic_write_bytes
     from p2phd.engine.client import RenderClient
+    from p2phd.engine.serving import encode_png
 
     with RenderClient(
         args.target, timeout=args.timeout, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
     ) as client:
         image = client.render(args.label, args.instance, seed=args.seed)
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    atomic_write_bytes(args.output, buf.getvalue())
+    atomic_write_bytes(args.output, encode_png(image))
     print(f"wrote {args.output} ({image.shape[1]}x{image.shape[0]})")
     return 0
