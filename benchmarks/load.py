@@ -44,7 +44,8 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     if not latencies:
         return {"p50_ms": float("nan"), "p90_ms": float("nan"), "p99_ms": float("nan")}
     p50, p90, p99 = np.percentile(np.asarray(latencies) * 1e3, [50, 90, 99])
-    return {"p50_ms": round(p50, 2), "p90_ms": round(p90, 2), "p99_ms": round(p99, 2)}
+    return {"p50_ms": round(float(p50), 2), "p90_ms": round(float(p90), 2),
+            "p99_ms": round(float(p99), 2)}  # fmt: skip
 
 
 def engine_throughput(args, labels, instances, batch: int) -> dict:
