@@ -52,13 +52,20 @@ def pool(features: np.ndarray, ids: np.ndarray, kmax: int) -> tuple[np.ndarray, 
 
 
 def pool_per_instance_loop(features: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """The original pix2pixHD way (one mask per instance, mean per channel): the baseline."""
-    out = np.empty_like(features)
-    for i in range(features.shape[0]):
-        for k in np.unique(ids[i]):
-            mask = ids[i] == k
+    """pix2pixHD's Encoder.forward loop ported to NumPy, the baseline the pooling kernel replaces.
+
+    For each unique id and image: the pixel indices (nonzero), then per channel a gather, a mean
+    and a scatter of the mean back to those pixels.
+    """
+    out = features.copy()
+    for k in np.unique(ids):
+        for b in range(features.shape[0]):
+            indices = np.nonzero(ids[b : b + 1, None] == k)  # n, c, y, x as in the original
+            if not len(indices[0]):
+                continue
             for j in range(features.shape[1]):
-                out[i, j][mask] = features[i, j][mask].mean()
+                where = (indices[0] + b, indices[1] + j, indices[2], indices[3])
+                out[where] = features[where].mean()
     return out
 
 

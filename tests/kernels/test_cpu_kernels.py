@@ -30,7 +30,7 @@ def instance_maps(draw, max_side: int = 19, max_id: int = 65535):
     use large ids; a block factor makes runs like real instance maps.
     """
     b = draw(st.integers(1, 3))
-    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, max_side))
+    h, w = draw(st.integers(1, max_side)), draw(st.integers(1, 3 * max_side + 10))
     pool = draw(st.lists(st.integers(0, max_id), min_size=1, max_size=12, unique=True))
     pool.append(draw(st.integers(2049, max_id)))
     seed = draw(st.integers(0, 2**32 - 1))
@@ -171,6 +171,20 @@ def test_assembled_input_matches_the_reference(maps, label_nc, edges, features, 
     # fp16/bf16 outputs equal the fp32 result cast to that dtype, bit for bit.
     bits = np.uint32 if dtype == "float32" else np.uint16
     np.testing.assert_array_equal(out.view(bits), expected.astype(out.dtype).view(bits))
+
+
+@settings(max_examples=30, deadline=None)
+@given(instance_maps(max_side=40), st.sampled_from(sorted(NP_DTYPES)))
+def test_assembly_into_a_misaligned_caller_buffer(maps, dtype):
+    """A caller's buffer need not be 16-byte aligned (streaming stores align themselves)."""
+    instances, labels = maps
+    inst = kernels.compact_instances(instances, labels)
+    table = np.random.default_rng(5).normal(size=(labels.shape[0], inst.kmax, 2)).astype(np.float32)
+    expected = kernels.assemble_input(labels, inst, 35, True, table, dtype)
+    storage = np.full(expected.size + 1, np.nan, NP_DTYPES[dtype])
+    out = storage[1:].reshape(expected.shape)
+    kernels.assemble_input(labels, inst, 35, True, table, dtype, out)
+    np.testing.assert_array_equal(out.view(np.uint8), expected.view(np.uint8))
 
 
 def test_assembly_without_instances_is_one_hot_only():
