@@ -83,9 +83,10 @@ def random_image(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 
 def parity_sizes(multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Two small sizes every network accepts (the bottleneck is 2x2 and 2x3: reflection padding
-    needs more than one pixel)."""
-    return (2 * multiple, 2 * multiple), (2 * multiple, 3 * multiple)
+    """Two small sizes whose bottleneck is 4x4 and 4x6. Not smaller: InstanceNorm over a 2x2
+    bottleneck divides by the spread of four nearly equal values and amplifies rounding (the
+    512p generator measures 1.4e-4 fp32 relative error at 32x32 but 6e-6 at 64x64 and above)."""
+    return (4 * multiple, 4 * multiple), (4 * multiple, 6 * multiple)
 
 
 def export_package(
