@@ -196,6 +196,39 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
         return await self.core.unary("ModelConfig", context, handle)
 
+    async def ModelStatistics(self, request, context):
+        async def handle():
+            if request.name:
+                self._check_model(request.name, request.version)
+            t = self.core.metrics.totals
+
+            def duration(d) -> pb.StatisticDuration:
+                return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+            return pb.ModelStatisticsResponse(
+                model_stats=[
+                    pb.ModelStatistics(
+                        name=self.core.model_name,
+                        version=VERSION,
+                        last_inference=t.last_inference_ms,
+                        inference_count=t.inference_count,
+                        execution_count=t.execution_count,
+                        inference_stats=pb.InferStatistics(
+                            success=duration(t.success),
+                            fail=duration(t.fail),
+                            queue=duration(t.queue),
+                            compute_infer=duration(t.compute),
+                        ),
+                        batch_stats=[
+                            pb.InferBatchStatistics(batch_size=size, compute_infer=duration(d))
+                            for size, d in sorted(t.batches.items())
+                        ],
+                    )
+                ]
+            )
+
+        return await self.core.unary("ModelStatistics", context, handle)
+
     async def _infer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:

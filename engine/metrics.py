@@ -1,18 +1,49 @@
 """The server's Prometheus metrics: requests, queue depth, batch sizes, queue/compute latency.
 
 Each server owns its own registry, so several servers (tests, embedding) can live in one process.
-`ServerMetrics` is also the batcher's observer (`p2phd.engine.batcher.BatchObserver`).
+`ServerMetrics` is also the batcher's observer (`p2phd.engine.batcher.BatchObserver`), and keeps
+running totals in the shape of KServe/Triton's ModelStatistics for that protocol's statistics call.
+All updates happen on the server's event loop.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+INFERENCE_METHODS = frozenset({"Render", "RenderStream", "ModelInfer", "ModelStreamInfer"})
+
+
+@dataclass
+class Duration:
+    """A count and a cumulative duration in nanoseconds (Triton's StatisticDuration)."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, seconds: float, count: int = 1) -> None:
+        self.count += count
+        self.ns += int(seconds * count * 1e9)
+
+
+@dataclass
+class ModelTotals:
+    """Per-model running totals: requests (success/fail/queue/compute) and engine calls."""
+
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute: Duration = field(default_factory=Duration)
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference_ms: int = 0
+    batches: dict[int, Duration] = field(default_factory=dict)
 
 
 class ServerMetrics:
@@ -49,6 +80,7 @@ class ServerMetrics:
         self.batch_failures = Counter(
             "p2phd_batch_failures", "Engine calls that raised", registry=r
         )
+        self.totals = ModelTotals()
         self._http = None
         self._http_thread: threading.Thread | None = None
 
@@ -61,11 +93,19 @@ class ServerMetrics:
         self.batch_size.observe(batch_size)
         for s in queue_seconds:
             self.queue_seconds.observe(s)
+            self.totals.queue.add(s)
 
     def computed(self, batch_size: int, compute_seconds: float, ok: bool) -> None:
         self.compute_seconds.observe(compute_seconds)
         if not ok:
             self.batch_failures.inc()
+            return
+        t = self.totals
+        t.inference_count += batch_size
+        t.execution_count += 1
+        t.last_inference_ms = int(time.time() * 1000)
+        t.compute.add(compute_seconds, batch_size)
+        t.batches.setdefault(batch_size, Duration()).add(compute_seconds)
 
     def dropped(self, reason: str) -> None:
         self.dropped_total.labels(reason).inc()
@@ -75,6 +115,8 @@ class ServerMetrics:
     def request_done(self, method: str, status: str, seconds: float) -> None:
         self.requests.labels(method, status).inc()
         self.request_seconds.labels(method).observe(seconds)
+        if method in INFERENCE_METHODS:
+            (self.totals.success if status == "OK" else self.totals.fail).add(seconds)
 
     # -- exposition -------------------------------------------------------------------------------
 

@@ -54,6 +54,10 @@ def test_model_infer_renders_a_batch_like_the_engine(served, server_package):
     with Renderer(server_package) as r:
         expected = r.render(label, instance, [Style(seed=3), Style(seed=4)])
     assert np.abs(image.astype(np.int16) - expected).max() <= 2
+    (stats,) = stub.ModelStatistics(pb.ModelStatisticsRequest(name="p2phd"), timeout=10).model_stats
+    assert stats.inference_count == 2 and 1 <= stats.execution_count <= 2
+    assert stats.inference_stats.success.count == 1 and stats.inference_stats.fail.count == 0
+    assert sum(b.batch_size * b.compute_infer.count for b in stats.batch_stats) == 2
 
 
 def test_kserve_metadata_config_and_readiness(served):
@@ -126,6 +130,8 @@ TRITON_SCRIPT = textwrap.dedent(
     inputs[2].set_data_from_numpy(np.arange(label.shape[0], dtype=np.int64))
     result = client.infer("p2phd", inputs, outputs=[tc.InferRequestedOutput("image")])
     np.save(out_path, result.as_numpy("image"))
+    stats = client.get_inference_statistics("p2phd", as_json=True)["model_stats"][0]
+    report["inference_count"] = int(stats["inference_count"])
     print(json.dumps(report))
     """
 )
@@ -147,7 +153,7 @@ def test_tritonclient_drives_the_server_unchanged(served, server_package, tmp_pa
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report == {
         "live": True, "ready": True, "model_ready": True,
-        "inputs": ["label", "instance", "seed"], "max_batch_size": 4,
+        "inputs": ["label", "instance", "seed"], "max_batch_size": 4, "inference_count": 2,
     }  # fmt: skip
     image = np.load(out)
     with Renderer(server_package) as r:
