@@ -27,6 +27,7 @@ DATATYPES = {"UINT8": np.uint8, "INT32": np.int32, "INT64": np.int64}
 CONTENTS_FIELD = {"UINT8": "uint_contents", "INT32": "int_contents", "INT64": "int64_contents"}
 INPUTS = {"label": ("UINT8", 3), "instance": ("INT32", 3), "seed": ("INT64", 1)}
 OUTPUT = "image"
+EXTENSIONS = ("model_configuration", "statistics")
 
 
 class UnknownModel(InputError):
@@ -146,7 +147,9 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request, context):
-        return pb.ServerMetadataResponse(name="p2phd", version=self.server_version, extensions=[])
+        return pb.ServerMetadataResponse(
+            name="p2phd", version=self.server_version, extensions=list(EXTENSIONS)
+        )
 
     async def ModelMetadata(self, request, context):
         async def handle():
