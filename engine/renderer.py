@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,6 +50,9 @@ class Renderer:
         self.backend, self.choice = open_backend(self.package, backend, precision, options)
         # TensorRT with the CUDA kernels built runs preprocessing and output conversion on the GPU.
         self._on_device = bool(getattr(self.backend, "renders_maps", False))
+        # Backends reuse infer requests, bindings and device buffers: one batch at a time runs
+        # in them, while other threads decode and preprocess the next batches.
+        self._infer_lock = threading.Lock()
 
     def describe(self) -> dict:
         """Backend, precision, device, and why they were chosen."""
@@ -172,10 +176,12 @@ class Renderer:
                 fitted.labels, fitted.instances, styles, fitted.images
             )
             lab = np.ascontiguousarray(fitted.labels)
-            images = self.backend.render_maps(lab, compact, table, m.instance, m.feat_num)
+            with self._infer_lock:
+                images = self.backend.render_maps(lab, compact, table, m.instance, m.feat_num)
             return fitted.restore(images)
         x = self.dense_input(fitted.labels, fitted.instances, styles, fitted.images)
-        out = self.backend.infer(x)
+        with self._infer_lock:
+            out = self.backend.infer(x)
         return fitted.restore(to_uint8_rgb(np.ascontiguousarray(out, np.float32)))
 
     def render(

@@ -144,3 +144,14 @@ def test_bad_arrays_are_input_errors(tiny_maps, onnxruntime):
         onnxruntime.render(labels, instances[:, :16])
     with pytest.raises(InputError, match="uint8"):
         onnxruntime.render(labels.astype(np.int64), instances)
+
+
+def test_concurrent_renders_from_threads_match_sequential_ones(tiny_package_source, tiny_maps):
+    from concurrent.futures import ThreadPoolExecutor
+
+    labels, instances = tiny_maps
+    r = Renderer(tiny_package_source, "openvino", "fp32")
+    expected = [r.render(labels, instances, Style(seed=s)) for s in range(6)]
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda s: r.render(labels, instances, Style(seed=s)), range(6)))
+    assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
