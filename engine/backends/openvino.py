@@ -4,6 +4,8 @@ One compiled model per input size (height and width static: static spatial shape
 plugin pick its fastest convolutions), each with one reused infer request; batch 1, the latency
 case, gets a fully static model (about 25% faster here than a dynamic batch), larger batches
 share one with a dynamic batch dimension, so a server's varying batch sizes compile nothing new.
+The performance hint is LATENCY: each call is one synchronous request (the server batches
+upstream), which THROUGHPUT's several CPU streams would each run with fewer cores.
 Compiled blobs are cached in MODEL_DIR/engines/openvino/, so a restart compiles nothing.
 """
 
