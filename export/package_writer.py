@@ -20,7 +20,6 @@ import onnx
 import torch
 from torch import nn
 
-from p2phd.engine.atomic import atomic_path
 from p2phd.engine.classes import SemanticClass
 from p2phd.engine.errors import ExportError
 from p2phd.engine.package import (
@@ -134,17 +133,17 @@ def export_package(
             parity["encoder"] = check_parity(enc, staging / ENCODER, random_image, sizes)
         if features:
             arrays = {f"class_{c}": np.asarray(v, np.float32) for c, v in sorted(features.items())}
-            with atomic_path(staging / FEATURES) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+            np.savez(staging / FEATURES, **arrays)  # the staging directory makes it atomic
+        class_table = [
+            c.to_json() if isinstance(c, SemanticClass) else dict(c) for c in classes or []
+        ]
         manifest = Manifest(
             architecture=config.to_json(),
             label_nc=config.label_nc,
             instance=config.instance,
             feat_num=config.feat_num,
             size_multiple=multiple,
-            classes=[c.to_json() if isinstance(c, SemanticClass) else dict(c) for c in classes]
-            if classes
-            else [],
+            classes=class_table,  # empty: write_manifest fills in the default table
             variants=variants,
             parity=parity,
             exporter_version=exporter_version(),

@@ -9,7 +9,6 @@ which option disagrees with the file, instead of a wall of key names.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,4 +206,4 @@ def load_pix2pixhd(
     for cls in features or {}:
         if not 0 <= cls < cfg.label_nc:
             raise CheckpointError(f"{features_path}: class {cls} is not in 0..{cfg.label_nc - 1}")
-    return Pix2PixHDCheckpoint(dataclasses.replace(cfg), g_state, e_state, features)
+    return Pix2PixHDCheckpoint(cfg, g_state, e_state, features)

@@ -10,6 +10,7 @@ import torch
 from onnx import TensorProto
 
 from p2phd.engine.backends.torch import TorchBackend
+from p2phd.engine.classes import SemanticClass
 from p2phd.engine.errors import ExportError
 from p2phd.engine.package import ModelPackage
 from p2phd.export import onnx_export, package_writer
@@ -34,7 +35,9 @@ def run_torch(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 def test_generator_onnx_is_clean_dynamic_and_named_like_the_state_dict(tmp_path):
     g = tiny(CFG)
-    pkg = ModelPackage(export_package(tmp_path / "m", g, CFG, fp16=False))
+    classes = [SemanticClass(i, f"class {i}", (i, 2 * i, 3 * i)) for i in range(CFG.label_nc)]
+    pkg = ModelPackage(export_package(tmp_path / "m", g, CFG, classes=classes, fp16=False))
+    assert pkg.manifest.semantic_classes() == classes
     model = onnx.load(str(pkg.generator_path))
     assert model.opset_import[0].version >= 17
     assert set(g.state_dict()) <= {i.name for i in model.graph.initializer}
