@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", type=Path, default=REPO / "benchmarks/results/kernels.json")
     args = p.parse_args(argv)
 
+    load = os.getloadavg()[0]  # other work on the machine inflates the times; recorded
     source, pairs = frames(args.frames)
     rows: dict = {}
     counts = []
@@ -184,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {
             "cpu": _cpu_model(),
             "cores": os.cpu_count(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "all cores"),
+            "load_average_1min_at_start": round(load, 2),
             "python": platform.python_version(),
             "numpy": np.__version__,
         },

@@ -87,8 +87,7 @@ def compact_instances(instances: np.ndarray, labels: np.ndarray) -> CompactInsta
         if low < 0 or high > _INT32_MAX:
             bad = low if low < 0 else high
             raise InputError(f"instances: id {bad} is outside 0..{_INT32_MAX}")
-        instances = instances.astype(np.int32)
-    elif instances.dtype == np.uint8:
+    if instances.dtype in (np.int64, np.uint8):
         instances = instances.astype(np.int32)
     ids = np.empty(instances.shape, np.int32)
     negative_at, counts, original, classes = _native.compact_instances(instances, labels, ids)
