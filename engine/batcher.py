@@ -114,7 +114,8 @@ class DynamicBatcher(Generic[P, R]):
     """Groups submitted payloads by key into batches for `run_batch`, run in worker threads.
 
     `run_batch(payloads) -> results` gets same-key payloads and returns one result per payload,
-    in order. Use it from one event loop: `start()`, many `await submit(...)`, `await close()`.
+    in order; an exception returned as a result fails only its own request. Use it from one
+    event loop: `start()`, many `await submit(...)`, `await close()`.
     """
 
     def __init__(
@@ -289,7 +290,11 @@ class DynamicBatcher(Generic[P, R]):
                     p.future.set_exception(e)
         else:
             for p, r in zip(batch, results, strict=True):
-                if not p.future.done():
+                if p.future.done():
+                    continue
+                if isinstance(r, BaseException):
+                    p.future.set_exception(r)
+                else:
                     p.future.set_result(r)
         finally:
             self._observe("computed", len(batch), time.monotonic() - start, ok)

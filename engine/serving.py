@@ -142,11 +142,26 @@ class RenderCore:
         deadline = None if remaining is None else time.monotonic() + remaining
         return await self.batcher.submit(item.key, item, deadline)
 
-    def _run_batch(self, items: list[Item]) -> list[np.ndarray]:
+    def _render(self, items: list[Item]) -> list[np.ndarray]:
         labels = np.stack([it.label for it in items])
         instances = None if items[0].instance is None else np.stack([it.instance for it in items])
-        images = self.engine.render(labels, instances, [it.style for it in items])
-        return list(images)
+        return list(self.engine.render(labels, instances, [it.style for it in items]))
+
+    def _run_batch(self, items: list[Item]) -> list[np.ndarray | InputError]:
+        """Render a batch; if the engine rejects one item's input (a style choosing a cluster
+        that does not exist, say), render the items one by one so only that item fails."""
+        try:
+            return self._render(items)
+        except InputError:
+            if len(items) == 1:
+                raise
+        results: list[np.ndarray | InputError] = []
+        for it in items:
+            try:
+                results.extend(self._render([it]))
+            except InputError as e:
+                results.append(e)
+        return results
 
     async def unary(
         self,

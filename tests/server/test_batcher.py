@@ -247,3 +247,20 @@ def test_close_finishes_queued_work_then_refuses_new_requests():
 def test_invalid_knobs_are_config_errors(cfg):
     with pytest.raises(ConfigError):
         BatcherConfig(**cfg)
+
+
+def test_an_exception_returned_as_a_result_fails_only_its_request():
+    def engine(payloads):
+        return [ValueError(f"bad {p}") if p < 0 else p * 2 for p in payloads]
+
+    async def main():
+        b = await _started(engine, max_batch_size=4, max_queue_delay_us=50_000)
+        outcomes = await asyncio.gather(
+            *(b.submit("k", p) for p in (1, -1, 3)), return_exceptions=True
+        )
+        await b.close()
+        return outcomes
+
+    ok1, bad, ok3 = run(main())
+    assert (ok1, ok3) == (2, 6)
+    assert isinstance(bad, ValueError) and "bad -1" in str(bad)

@@ -170,15 +170,19 @@ def test_oversize_message_gets_resource_exhausted_with_the_limit(start_server):
 
 
 class FailingOnMarker:
-    """The real renderer, except that a batch holding a pixel of class 11 at (0, 0) raises."""
+    """The real renderer, except that a batch holding a pixel of class 11 at (0, 0) raises
+    `error` (a backend fault by default), and it records the size of every batch it gets."""
 
-    def __init__(self, renderer):
+    def __init__(self, renderer, error: Exception | None = None):
         self.renderer = renderer
         self.manifest = renderer.manifest
+        self.error = error or RuntimeError("simulated backend fault")
+        self.batches: list[int] = []
 
     def render(self, labels, instances=None, style=None):
+        self.batches.append(len(labels))
         if (labels[:, 0, 0] == 11).any():
-            raise RuntimeError("simulated backend fault")
+            raise self.error
         return self.renderer.render(labels, instances, style)
 
     def describe(self):
@@ -204,3 +208,24 @@ def test_an_engine_failure_is_internal_for_its_batch_and_the_server_keeps_servin
     assert "simulated backend fault" in e.value.details()
     assert good.result().raw.shape == [32, 64, 3]
     assert stub.Render(RenderItem(label, instance).request(), timeout=30).raw.shape == [32, 64, 3]
+
+
+def test_an_input_the_engine_rejects_fails_alone_not_its_batch(start_server):
+    from p2phd.engine.server import default_renderer
+
+    engines = []
+
+    def factory(cfg):
+        engines.append(FailingOnMarker(default_renderer(cfg), InputError("style: no such cluster")))
+        return engines[0]
+
+    s = start_server(factory, max_batch_size=4, max_queue_delay_us=200_000)
+    label, instance = make_maps(seed=9)
+    marked = label.copy()
+    marked[0, 0] = 11
+    items = [RenderItem(marked if i == 2 else label, instance, request_id=str(i)) for i in range(4)]
+    with RenderClient(s.target) as c:
+        results = dict(c.render_stream(items))
+    assert isinstance(results["2"], InputError) and "no such cluster" in str(results["2"])
+    assert all(results[str(i)].shape == (32, 64, 3) for i in (0, 1, 3))
+    assert 4 in engines[0].batches  # they were batched together, then retried one by one
