@@ -6,6 +6,8 @@ kernel that skips an element fails.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -272,6 +274,41 @@ def test_uint8_conversion_fixed_points():
     assert out[1, 0, :, 2].tolist() == [0, 128, 255, 0, 255, 0, 255, 0, 64, 1]
     with pytest.raises(InputError, match="3 channels"):
         kernels.to_uint8_rgb(np.zeros((1, 4, 2, 2), np.float32))
+
+
+def test_concurrent_callers_get_exact_results():
+    """Server threads call the kernels at once (the GIL is released): every result stays right."""
+
+    def inputs(seed: int):
+        rng = np.random.default_rng(seed)
+        instances = rng.choice([5, 26001, 26002, 33000], size=(2, 12, 20)).repeat(4, 1).repeat(4, 2)
+        labels = (instances // 1000 % 35).astype(np.uint8)
+        features = rng.normal(size=(2, 3, 48, 80)).astype(np.float32)
+        return instances.astype(np.int32), labels, features, rng.normal(size=(2, 4, 3))
+
+    def native(seed: int):
+        instances, labels, features, table = inputs(seed)
+        inst = kernels.compact_instances(instances, labels)
+        table = table[:, : inst.kmax].astype(np.float32)
+        dense = kernels.assemble_input(labels, inst, 35, True, table, "float16")
+        return inst.ids, dense, kernels.instance_pool(features, inst)[1]
+
+    def expected(seed: int):
+        instances, labels, features, table = inputs(seed)
+        ids, _, _, _ = reference.compact(instances, labels)
+        kmax = int(ids.max()) + 1
+        table = table[:, :kmax].astype(np.float32)
+        dense = reference.assemble(labels, ids, 35, True, table).astype(np.float16)
+        return ids, dense, reference.pool(features, ids, kmax)[1]
+
+    seeds = list(range(16))
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(native, seeds))
+    for seed, got in zip(seeds, results, strict=True):
+        ids, dense, pooled = expected(seed)
+        np.testing.assert_array_equal(got[0], ids)
+        np.testing.assert_array_equal(got[1], dense)
+        np.testing.assert_allclose(got[2], pooled, rtol=1e-5, atol=1e-6)
 
 
 def test_real_cityscapes_frame(cityscapes_sample):

@@ -1,16 +1,16 @@
-// CPU kernels of p2phd (see kernels_cpu.h). Pixel loops are row-parallel (OpenMP) and
+// CPU kernels of p2phd (see kernels_cpu.h). Pixel loops are row-parallel (task_pool.h) and
 // vectorisable; per-instance work is done per run of equal ids in a row, never per instance.
 #include "kernels_cpu.h"
 
-#include <omp.h>
-
 #include <algorithm>
+#include <atomic>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
 #include "kernel_math.h"
+#include "task_pool.h"
 
 // Hot row loops get an AVX2 clone next to the baseline x86-64 one, picked at load time, so the
 // library stays portable to any x86-64 machine.
@@ -26,9 +26,23 @@
 namespace p2phd::cpu {
 namespace {
 
-// Rows are handed out dynamically in small tasks, so a thread that the OS preempts (a busy
-// machine) does not hold the others at the end of a loop.
-constexpr int kRowsPerTask = 8;
+// Rows are handed out in small tasks, so the threads that run balance each other.
+constexpr int64_t kRowsPerTask = 8;
+
+// Runs fn(row, worker) for every row in [0, rows), in parallel (see parallel_for).
+template <typename F>
+void for_rows(int64_t rows, F&& fn) {
+  parallel_for((rows + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task, int worker) {
+    const int64_t end = std::min(rows, (task + 1) * kRowsPerTask);
+    for (int64_t r = task * kRowsPerTask; r < end; ++r) fn(r, worker);
+  });
+}
+
+// One scratch row buffer of `size` elements per worker.
+template <typename S>
+std::vector<std::vector<S>> scratch(int64_t size) {
+  return std::vector<std::vector<S>>(kernel_threads(), std::vector<S>(size));
+}
 
 // Open-addressing map from a non-negative instance id to its index in order of insertion.
 class IdMap {
@@ -190,6 +204,36 @@ P2PHD_CLONES void one_hot_row(const uint8_t* labels, int64_t width, int label_nc
   }
 }
 
+// Adds each run of one row to its instance's sums [kmax, C] and pixel count; features holds C
+// planes `plane` apart. False when an id is outside [0, kmax) (its run is skipped).
+P2PHD_CLONES bool sum_row(const int32_t* ids, int64_t width, const float* features, int64_t C,
+                          int64_t plane, int64_t kmax, double* sum, double* count) {
+  bool valid = true;
+  for_each_run(ids, width, [&](int32_t id, int64_t x, int64_t n) {
+    if (id < 0 || id >= kmax) {
+      valid = false;
+      return;
+    }
+    count[id] += (double)n;
+    for (int64_t c = 0; c < C; ++c) {
+      const float* p = features + c * plane + x;
+      double s = 0.0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t i = 0; i < n; ++i) s += p[i];
+      sum[id * C + c] += s;
+    }
+  });
+  return valid;
+}
+
+// One row of the broadcast map: each pixel of C planes `plane` apart gets its instance's mean.
+P2PHD_CLONES void broadcast_row(const int32_t* ids, int64_t width, const float* means, int64_t C,
+                                int64_t plane, float* map) {
+  for_each_run(ids, width, [&](int32_t id, int64_t x, int64_t n) {
+    for (int64_t c = 0; c < C; ++c) std::fill_n(map + c * plane + x, n, means[id * C + c]);
+  });
+}
+
 // One row of RGB from three planes of generator output.
 template <int DT>
 P2PHD_CLONES void rgb_row(const typename Storage<DT>::type* red, int64_t plane, int64_t width,
@@ -211,57 +255,52 @@ AssembleStatus assemble(const uint8_t* labels, const int32_t* ids, const float* 
   const S one = encode<DT>(1.0f), zero = encode<DT>(0.0f);
   const int64_t plane = H * W, channels = label_nc + (edges ? 1 : 0) + feat;
   const int64_t feat0 = label_nc + (edges ? 1 : 0);
-  bool bad_label = false, bad_id = false;
-#pragma omp parallel reduction(|| : bad_label, bad_id)
-  {
-    std::vector<S> buffer(W * std::max<int64_t>(1, feat));  // rows built before streaming
-#pragma omp for schedule(dynamic, kRowsPerTask)
-    for (int64_t r = 0; r < B * H; ++r) {
-      const int64_t b = r / H, y = r % H;
-      const uint8_t* lab = labels + r * W;
-      S* img = static_cast<S*>(out) + b * channels * plane + y * W;
-      int max_label = 0;
-      for (int64_t x = 0; x < W; ++x) max_label = std::max<int>(max_label, lab[x]);
-      bad_label = bad_label || max_label >= label_nc;
-      one_hot_row(lab, W, label_nc, img, plane, one, zero);
-      const int32_t* row = ids ? ids + r * W : nullptr;
-      if (edges) {
-        const int32_t* up = y > 0 ? row - W : row;
-        const int32_t* down = y + 1 < H ? row + W : row;
-        boundary_row(row, up, down, W, buffer.data(),
-                     [one, zero](uint8_t e) { return e ? one : zero; });
-        stream_row(img + label_nc * plane, buffer.data(), W);
-      }
-      if (feat > 0 && table) {
-        for_each_run(row, W, [&](int32_t id, int64_t x, int64_t n) {
-          const bool valid = id >= 0 && id < kmax;
-          bad_id = bad_id || !valid;
-          const float* values = table + ((b * kmax) + (valid ? id : 0)) * feat;
-          for (int64_t f = 0; f < feat; ++f) {
-            std::fill_n(buffer.data() + f * W + x, n, encode<DT>(values[f]));
-          }
-        });
-      } else if (feat > 0) {
-        std::fill_n(buffer.data(), W, zero);
-      }
-      for (int64_t f = 0; f < feat; ++f) {
-        stream_row(img + (feat0 + f) * plane, buffer.data() + (table ? f * W : 0), W);
-      }
-      store_fence();
+  std::atomic<bool> bad_label{false}, bad_id{false};
+  auto buffers = scratch<S>(W * std::max<int64_t>(1, feat));  // rows built before streaming
+  for_rows(B * H, [&](int64_t r, int worker) {
+    S* buffer = buffers[worker].data();
+    const int64_t b = r / H, y = r % H;
+    const uint8_t* lab = labels + r * W;
+    S* img = static_cast<S*>(out) + b * channels * plane + y * W;
+    int max_label = 0;
+    for (int64_t x = 0; x < W; ++x) max_label = std::max<int>(max_label, lab[x]);
+    if (max_label >= label_nc) bad_label.store(true, std::memory_order_relaxed);
+    one_hot_row(lab, W, label_nc, img, plane, one, zero);
+    const int32_t* row = ids ? ids + r * W : nullptr;
+    if (edges) {
+      const int32_t* up = y > 0 ? row - W : row;
+      const int32_t* down = y + 1 < H ? row + W : row;
+      boundary_row(row, up, down, W, buffer, [one, zero](uint8_t e) { return e ? one : zero; });
+      stream_row(img + label_nc * plane, buffer, W);
     }
-  }
-  return AssembleStatus{bad_label, bad_id};
+    if (feat > 0 && table) {
+      for_each_run(row, W, [&](int32_t id, int64_t x, int64_t n) {
+        const bool valid = id >= 0 && id < kmax;
+        if (!valid) bad_id.store(true, std::memory_order_relaxed);
+        const float* values = table + ((b * kmax) + (valid ? id : 0)) * feat;
+        for (int64_t f = 0; f < feat; ++f) {
+          std::fill_n(buffer + f * W + x, n, encode<DT>(values[f]));
+        }
+      });
+    } else if (feat > 0) {
+      std::fill_n(buffer, W, zero);
+    }
+    for (int64_t f = 0; f < feat; ++f) {
+      stream_row(img + (feat0 + f) * plane, buffer + (table ? f * W : 0), W);
+    }
+    store_fence();
+  });
+  return AssembleStatus{bad_label.load(), bad_id.load()};
 }
 
 template <int DT>
 void to_rgb(const void* output, int64_t B, int64_t H, int64_t W, uint8_t* rgb) {
   using S = typename Storage<DT>::type;
   const int64_t plane = H * W;
-#pragma omp parallel for schedule(dynamic, kRowsPerTask)
-  for (int64_t r = 0; r < B * H; ++r) {
+  for_rows(B * H, [&](int64_t r, int) {
     const int64_t b = r / H, y = r % H;
     rgb_row<DT>(static_cast<const S*>(output) + b * 3 * plane + y * W, plane, W, rgb + r * W * 3);
-  }
+  });
 }
 
 }  // namespace
@@ -269,7 +308,7 @@ void to_rgb(const void* output, int64_t B, int64_t H, int64_t W, uint8_t* rgb) {
 template <typename T>
 Compaction compact_instances(const T* instances, const uint8_t* labels, int64_t B, int64_t H,
                              int64_t W, int32_t* ids) {
-  const int64_t per_image = std::max<int64_t>(1, std::min<int64_t>(H, omp_get_max_threads()));
+  const int64_t per_image = std::max<int64_t>(1, std::min<int64_t>(H, kernel_threads()));
   std::vector<Band> bands;
   bands.reserve(B * per_image);
   for (int64_t b = 0; b < B; ++b) {
@@ -280,8 +319,7 @@ Compaction compact_instances(const T* instances, const uint8_t* labels, int64_t 
   const int64_t n_bands = (int64_t)bands.size();
 
   // 1. Each band numbers its ids locally, in raster order (runs of one id cost one compare).
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t i = 0; i < n_bands; ++i) {
+  parallel_for(n_bands, [&](int64_t i, int) {
     Band& band = bands[i];
     const int64_t begin = (band.image * H + band.row_begin) * W;
     const int64_t end = (band.image * H + band.row_end) * W;
@@ -298,7 +336,7 @@ Compaction compact_instances(const T* instances, const uint8_t* labels, int64_t 
       }
       ids[p] = last_index;
     }
-  }
+  });
 
   Compaction result;
   for (const Band& band : bands) {
@@ -328,15 +366,14 @@ Compaction compact_instances(const T* instances, const uint8_t* labels, int64_t 
   }
 
   // 3. Renumber the bands whose local numbering differs from the image's.
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t i = 0; i < n_bands; ++i) {
+  parallel_for(n_bands, [&](int64_t i, int) {
     const Band& band = bands[i];
-    if (band.identity) continue;
+    if (band.identity) return;
     const int32_t* map = band.to_global.data();
     const int64_t begin = (band.image * H + band.row_begin) * W;
     const int64_t end = (band.image * H + band.row_end) * W;
     for (int64_t p = begin; p < end; ++p) ids[p] = map[ids[p]];
-  }
+  });
   return result;
 }
 
@@ -346,75 +383,46 @@ template Compaction compact_instances<uint16_t>(const uint16_t*, const uint8_t*,
                                                 int64_t, int32_t*);
 
 void instance_boundaries(const int32_t* ids, int64_t B, int64_t H, int64_t W, uint8_t* out) {
-#pragma omp parallel for schedule(dynamic, kRowsPerTask)
-  for (int64_t r = 0; r < B * H; ++r) {
+  for_rows(B * H, [&](int64_t r, int) {
     const int64_t y = r % H;
     const int32_t* row = ids + r * W;
     boundary_row(row, y > 0 ? row - W : row, y + 1 < H ? row + W : row, W, out + r * W,
                  [](uint8_t e) { return e; });
-  }
+  });
 }
 
 bool instance_pool(const float* features, const int32_t* ids, int64_t B, int64_t C, int64_t H,
                    int64_t W, int64_t kmax, float* means, float* broadcast) {
-  const int threads = omp_get_max_threads();
-  const int64_t plane = H * W;
-  bool bad = false;
-  std::vector<double> sums, counts;
-  for (int64_t b = 0; b < B; ++b) {
-    // Segmented reduction: each thread sums the runs of its rows into its own table.
-    sums.assign((size_t)threads * kmax * C, 0.0);
-    counts.assign((size_t)threads * kmax, 0.0);
-    const float* image = features + b * C * plane;
-#pragma omp parallel for schedule(dynamic, kRowsPerTask) reduction(|| : bad)
-    for (int64_t y = 0; y < H; ++y) {
-      const int t = omp_get_thread_num();
-      double* sum = sums.data() + (size_t)t * kmax * C;
-      double* count = counts.data() + (size_t)t * kmax;
-      for_each_run(ids + (b * H + y) * W, W, [&](int32_t id, int64_t x, int64_t n) {
-        if (id < 0 || id >= kmax) {
-          bad = true;
-          return;
-        }
-        count[id] += (double)n;
-        for (int64_t c = 0; c < C; ++c) {
-          const float* p = image + c * plane + y * W + x;
-          double s = 0.0;
-#pragma omp simd reduction(+ : s)
-          for (int64_t i = 0; i < n; ++i) s += p[i];
-          sum[id * C + c] += s;
-        }
-      });
+  const int64_t plane = H * W, instances = B * kmax;  // instance slots in the batch
+  const size_t threads = (size_t)kernel_threads();
+  std::atomic<bool> bad{false};
+  // Segmented reduction: each worker sums the runs of its rows into its own table.
+  std::vector<double> sums(threads * instances * C, 0.0), counts(threads * instances, 0.0);
+  for_rows(B * H, [&](int64_t r, int worker) {
+    const int64_t b = r / H, y = r % H;
+    double* sum = sums.data() + ((size_t)worker * instances + b * kmax) * C;
+    double* count = counts.data() + (size_t)worker * instances + b * kmax;
+    const float* image = features + b * C * plane + y * W;
+    if (!sum_row(ids + r * W, W, image, C, plane, kmax, sum, count)) {
+      bad.store(true, std::memory_order_relaxed);
     }
-    if (bad) return false;
-    for (int t = 1; t < threads; ++t) {
-      for (int64_t k = 0; k < kmax; ++k) {
-        counts[k] += counts[(size_t)t * kmax + k];
-        for (int64_t c = 0; c < C; ++c) sums[k * C + c] += sums[((size_t)t * kmax + k) * C + c];
-      }
-    }
-    float* mean = means + b * kmax * C;
-    for (int64_t k = 0; k < kmax; ++k) {
-      for (int64_t c = 0; c < C; ++c) mean[k * C + c] = instance_mean(sums[k * C + c], counts[k]);
-    }
-    if (!broadcast) continue;
-#pragma omp parallel
-    {
-      std::vector<float> buffer(C * W);  // rows built before streaming
-#pragma omp for schedule(dynamic, kRowsPerTask)
-      for (int64_t y = 0; y < H; ++y) {
-        for_each_run(ids + (b * H + y) * W, W, [&](int32_t id, int64_t x, int64_t n) {
-          for (int64_t c = 0; c < C; ++c) {
-            std::fill_n(buffer.data() + c * W + x, n, mean[id * C + c]);
-          }
-        });
-        for (int64_t c = 0; c < C; ++c) {
-          stream_row(broadcast + (b * C + c) * plane + y * W, buffer.data() + c * W, W);
-        }
-        store_fence();
-      }
-    }
+  });
+  if (bad.load()) return false;
+  for (size_t t = 1; t < threads; ++t) {
+    for (int64_t i = 0; i < instances; ++i) counts[i] += counts[t * instances + i];
+    for (int64_t i = 0; i < instances * C; ++i) sums[i] += sums[t * instances * C + i];
   }
+  for (int64_t i = 0; i < instances; ++i) {
+    for (int64_t c = 0; c < C; ++c) means[i * C + c] = instance_mean(sums[i * C + c], counts[i]);
+  }
+  if (!broadcast) return true;
+  // Plain stores: the map is a few channels, small enough for the last-level cache to absorb
+  // (measured faster than streaming stores here, unlike the many-channel generator input).
+  for_rows(B * H, [&](int64_t r, int) {
+    const int64_t b = r / H, y = r % H;
+    float* map = broadcast + b * C * plane + y * W;
+    broadcast_row(ids + r * W, W, means + b * kmax * C, C, plane, map);
+  });
   return true;
 }
 

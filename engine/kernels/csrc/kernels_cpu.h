@@ -1,4 +1,4 @@
-// CPU kernels of p2phd: C++17, threaded with OpenMP, one pass over the pixels each.
+// CPU kernels of p2phd: C++17, threaded (task_pool.h), one pass over the pixels each.
 //
 // All tensors are C-contiguous; the caller (bindings.cpp, after the Python wrapper validated
 // shapes and dtypes) owns every buffer. Nothing here allocates per pixel or loops per instance.
