@@ -1,6 +1,7 @@
 """The CUDA kernels against the CPU kernels (torch CUDA tensors as device buffers).
 
-Needs an NVIDIA GPU, torch with CUDA and the library built with nvcc; skipped elsewhere.
+The `gpu` tests need an NVIDIA GPU, torch with CUDA and the library built with nvcc (skipped
+elsewhere); the others check what the wrapper does before any launch, on any machine.
 Device outputs are poisoned first, so a skipped element fails the comparison.
 """
 
@@ -12,13 +13,48 @@ import pytest
 from PIL import Image
 
 from p2phd.engine import kernels
-from p2phd.engine.errors import InputError
+from p2phd.engine.errors import BackendUnavailable, InputError
 from p2phd.engine.kernels import cuda
 
-pytestmark = pytest.mark.gpu
+gpu = pytest.mark.gpu
 
 DTYPES = ["float32", "float16", "bfloat16"]
 SHAPES = [(1, 1, 1), (1, 1, 7), (2, 5, 1), (3, 17, 23), (2, 64, 129)]
+
+
+class FakeDeviceArray:
+    """An object exposing __cuda_array_interface__ (address 0: the wrapper checks, never reads)."""
+
+    def __init__(self, shape, dtype, strides=None):
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "typestr": np.dtype(dtype).str,
+            "data": (0, False),
+            "strides": strides,
+            "version": 3,
+        }
+
+
+@pytest.mark.skipif(cuda.available(), reason="the CUDA kernels are usable here")
+def test_without_a_gpu_the_wrapper_says_why():
+    ids = FakeDeviceArray((1, 4, 4), np.int32)
+    with pytest.raises(BackendUnavailable, match="CUDA kernels: "):
+        cuda.instance_boundaries(ids, FakeDeviceArray((1, 4, 4), np.uint8))
+
+
+def test_device_buffers_are_checked_before_any_launch():
+    ids = FakeDeviceArray((1, 4, 4), np.int32)
+    with pytest.raises(InputError, match=r"out: expected shape \(1, 4, 4\)"):
+        cuda.instance_boundaries(ids, FakeDeviceArray((1, 4, 5), np.uint8))
+    with pytest.raises(InputError, match="ids: expected dtype int32"):
+        cuda.instance_boundaries(FakeDeviceArray((1, 4, 4), np.int64), ids)
+    with pytest.raises(InputError, match="C-contiguous"):
+        cuda.instance_boundaries(FakeDeviceArray((1, 4, 4), np.int32, (64, 4, 16)), ids)
+    with pytest.raises(InputError, match="out: expected dtype"):
+        labels = FakeDeviceArray((1, 4, 4), np.uint8)
+        cuda.assemble_input(labels, None, None, 3, False, FakeDeviceArray((1, 3, 4, 4), np.int8))
+    with pytest.raises(InputError, match="ids: instance ids are required"):
+        cuda.assemble_input(labels, None, None, 3, True, FakeDeviceArray((1, 4, 4, 4), np.float32))
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +95,7 @@ def maps(shape, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(instances), labels
 
 
+@gpu
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cuda_boundaries_equal_cpu(torch, shape):
     instances, _ = maps(shape, 0)
@@ -68,6 +105,7 @@ def test_cuda_boundaries_equal_cpu(torch, shape):
     np.testing.assert_array_equal(out.cpu().numpy(), kernels.instance_boundaries(instances))
 
 
+@gpu
 @pytest.mark.parametrize("shape", SHAPES)
 def test_cuda_pooling_equals_cpu(torch, shape):
     instances, labels = maps(shape, 1)
@@ -88,6 +126,7 @@ def test_cuda_pooling_equals_cpu(torch, shape):
     np.testing.assert_allclose(broadcast.cpu().numpy(), cpu_map, rtol=1e-5, atol=1e-6)
 
 
+@gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("features", ["table", "zeros", "none"])
 @pytest.mark.parametrize("shape", SHAPES)
@@ -119,6 +158,7 @@ def test_cuda_assembly_equals_cpu_bit_for_bit(torch, dtype, features, shape):
     np.testing.assert_array_equal(bits(torch, out), expected.view(bits(torch, out).dtype))
 
 
+@gpu
 def test_cuda_assembly_reports_a_label_at_or_above_label_nc(torch):
     labels = np.zeros((2, 4, 6), np.uint8)
     labels[1, 3, 2] = 9
@@ -130,6 +170,7 @@ def test_cuda_assembly_reports_a_label_at_or_above_label_nc(torch):
         )
 
 
+@gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_uint8_conversion_equals_cpu(torch, dtype):
     rng = np.random.default_rng(5)
@@ -143,6 +184,7 @@ def test_cuda_uint8_conversion_equals_cpu(torch, dtype):
     np.testing.assert_array_equal(rgb.cpu().numpy(), kernels.to_uint8_rgb(output))
 
 
+@gpu
 def test_cuda_assembly_of_a_real_cityscapes_frame(torch, cityscapes_sample):
     name = sorted((cityscapes_sample / "test_inst").glob("*.png"))[0]
     instances = np.asarray(Image.open(name))[None].astype(np.int32)
