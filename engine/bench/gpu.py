@@ -155,8 +155,9 @@ def tensorrt_layer_times(backend, x: np.ndarray, runs: int = 5) -> list[dict]:
     cuda = _cudart()
     dev_out = _ok(cuda.cudaMalloc(batch * 3 * h * w * backend.out_dtype.itemsize))
     context = backend.engine.create_execution_context()
+    profiler = Profiler()  # held here: the context keeps only a pointer to it
     try:
-        context.profiler = Profiler()
+        context.profiler = profiler
         context.set_input_shape(backend.input_name, tuple(x.shape))
         context.set_tensor_address(backend.input_name, dev_in)
         context.set_tensor_address(backend.output_name, int(dev_out))

@@ -89,8 +89,8 @@ def markdown(result: dict) -> str:
         + ", ".join(f"{k}: {v}" for k, v in model["gmacs_per_image"].items())
         + ".",
         "",
-        f"Latency is one batch, {result['latency_definition'].split(', ', 1)[1]}; median/p90/p99 "
-        f"over {result['config']['iters']} timed runs after {result['config']['warmup']} warm-up. "
+        f"Latency: {result['latency_definition']}; median/p90/p99 over "
+        f"{result['config']['iters']} timed runs after {result['config']['warmup']} warm-up. "
         "Speed-up is images/s over the baseline (original pix2pixHD path: PyTorch eager fp32, "
         "batch 1) at the same size. % of peak: the generator's MACs over the median infer time, "
         "against the nominal peak for the row's precision (see the JSON's machine.peak). "
