@@ -93,3 +93,27 @@ def first_table_line(result: dict, row: dict) -> str:
 
     prefix = f"| {row['backend']} | {row['precision']} | {row['batch']} | {row['size']} |"
     return next(line for line in markdown(result).splitlines() if line.startswith(prefix))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--size", "30x60"], "not a multiple of this model's 4"),
+        (["--backends", "openvino,cuda"], "unknown backend 'cuda'"),
+        (["--batch", "1,two"], "--batch '1,two'"),
+        (["--batch", "0"], "batch sizes must be >= 1"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(bench_package, tmp_path, capsys, args, message):
+    from p2phd.engine.cli import main
+
+    assert main(["bench", str(bench_package), "-o", str(tmp_path / "out"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_package_is_a_clear_error(tmp_path, capsys):
+    from p2phd.engine.cli import main
+
+    assert main(["bench", str(tmp_path / "nowhere"), "-o", str(tmp_path / "out")]) == 2
+    assert "nowhere" in capsys.readouterr().err
