@@ -19,8 +19,8 @@ from p2phd.engine.pairing import Pair, find_pairs
 
 
 def round_to_multiple(size: tuple[int, int], multiple: int) -> tuple[int, int]:
-    """(H, W) rounded to the nearest multiple of `multiple`, at least one multiple each."""
-    return tuple(max(multiple, int(round(s / multiple)) * multiple) for s in size)  # type: ignore[return-value]
+    """(H, W) rounded to the nearest multiple of `multiple` (halves up), at least one each."""
+    return tuple(max(multiple, int(s / multiple + 0.5) * multiple) for s in size)  # type: ignore[return-value]
 
 
 def read_label(path: Path) -> np.ndarray:
