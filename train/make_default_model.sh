@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make the default model under models/default/ from scratch: synthetic data, training, feature
-# clustering, example inputs. One command, ~15-20 minutes on 2 CPU cores:
-#   train/make_default_model.sh
+# clustering, example inputs. One command, ~25 minutes on 2 CPU cores (measured 24 min with
+# OMP_NUM_THREADS=1, which is much faster than 2 threads when other jobs share the cores):
+#   OMP_NUM_THREADS=1 train/make_default_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 P2PHD=${P2PHD:-.venv/bin/p2phd}
