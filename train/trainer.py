@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from p2phd.engine.atomic import atomic_path
+from p2phd.engine.atomic import atomic_path, remove_stale_temporaries
 from p2phd.engine.classes import default_classes
 from p2phd.engine.errors import CheckpointError, ConfigError
 from p2phd.train.checkpoint import (
@@ -210,6 +210,8 @@ class Trainer:
     def run(self) -> list[dict]:
         """Train until the epochs (or max_iters) are done; return the losses of each iteration."""
         self.out.mkdir(parents=True, exist_ok=True)
+        if stale := remove_stale_temporaries(self.out):
+            log.info("removed %d partial file(s) left by a killed save in %s", stale, self.out)
         log_path = self.out / "loss_log.csv"
         self._trim_log(log_path)
         history: list[dict] = []

@@ -88,6 +88,13 @@ def test_a_process_killed_while_saving_leaves_the_last_good_checkpoint(trained, 
         child.wait()
     assert Path(path).read_bytes() == before
     assert load_checkpoint(path).iteration == 2
+    # the killed writer's partial temporary is cleaned up when training resumes
+    out = Path(trained.output)
+    assert list(out.glob(f"{TMP_PREFIX}*"))
+    trained.max_iters = 3
+    Trainer(trained, resume=True).run()
+    assert not list(out.glob(f"{TMP_PREFIX}*"))
+    assert load_checkpoint(path).iteration == 3
 
 
 def test_weights_only_copy_keeps_what_inference_needs(trained, tmp_path):
