@@ -66,3 +66,11 @@ def test_label_beyond_label_nc_names_the_file_and_value(synth_data):
     with pytest.raises(InputError, match=r"label value 2\d .*label_nc 20") as err:
         ds[0]
     assert ds.pairs[0].label.name in str(err.value)
+
+
+def test_real_cityscapes_sample_loads_at_a_training_size(cityscapes_sample):
+    ds = PairedDataset(cityscapes_sample, 16, (128, 256), label_nc=35)
+    sample = ds[0]
+    assert sample["image"].shape == (3, 128, 256)
+    ids = sample["instance"].unique()
+    assert (ids >= 1000).any() and (ids < 1000).any()  # things and stuff, Cityscapes-style
