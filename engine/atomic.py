@@ -15,12 +15,24 @@ from pathlib import Path
 TMP_PREFIX = ".p2phd-tmp-"
 
 
+def _read_umask() -> int:
+    """The process umask, read once at import: os.umask is process-wide and racy in threads."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=target.suffix, dir=target.parent)
+    # mkstemp makes the file private (0600); give it the mode a plain open() would have.
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

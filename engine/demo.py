@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from p2phd.engine.backends import REDUCED, backend_class
-from p2phd.engine.batch_render import BatchRenderer, Summary, list_images, plan_jobs
+from p2phd.engine.batch_render import BatchRenderer, Summary, plan_jobs
 from p2phd.engine.decode import decode_pair
 from p2phd.engine.errors import BackendUnavailable, PackageError
 from p2phd.engine.package import ModelPackage
@@ -37,12 +37,12 @@ class LatencyRow:
 
 
 def example_inputs(model_dir: Path) -> tuple[list[Path], list[Path]]:
-    """The package's bundled examples: `examples/label/*.png` and `examples/inst/*.png`."""
-    examples = model_dir / "examples"
-    labels, insts = examples / "label", examples / "inst"
-    if not labels.is_dir():
-        raise PackageError(f"{model_dir}: no bundled examples in {labels}")
-    return list_images(labels), list_images(insts) if insts.is_dir() else []
+    """The package's bundled examples: `examples/*_labelIds.png` and `*_instanceIds.png`."""
+    examples = sorted((model_dir / "examples").glob("*.png"))
+    labels = [p for p in examples if p.stem.endswith("_labelIds")]
+    if not labels:
+        raise PackageError(f"{model_dir}: no bundled examples (examples/*_labelIds.png)")
+    return labels, [p for p in examples if p.stem.endswith("_instanceIds")]
 
 
 def ensure_quality_report(model_dir: Path, backend: str) -> None:

@@ -11,12 +11,11 @@ from p2phd.engine.quality import synthetic_maps
 
 def test_demo_renders_examples_and_times_backends(tiny_package, tmp_path):
     labels, instances = synthetic_maps(3, 32, 64, 35, seed=11)
-    for sub in ("label", "inst"):
-        (tiny_package / "examples" / sub).mkdir(parents=True)
+    examples = tiny_package / "examples"
+    examples.mkdir()
     for i in range(3):
-        Image.fromarray(labels[i]).save(tiny_package / "examples" / "label" / f"ex{i}.png")
-        inst = instances[i].astype(np.uint16)
-        Image.fromarray(inst).save(tiny_package / "examples" / "inst" / f"ex{i}.png")
+        Image.fromarray(labels[i]).save(examples / f"ex{i}_labelIds.png")
+        Image.fromarray(instances[i].astype(np.uint16)).save(examples / f"ex{i}_instanceIds.png")
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "p2phd.engine.cli", "demo", "--model", str(tiny_package)]
     proc = subprocess.run([*cmd, "-o", str(out)], capture_output=True, text=True, timeout=300)

@@ -50,3 +50,22 @@ def test_missing_manifest_and_bad_version(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(d))
     with pytest.raises(PackageError, match="format_version 99"):
         ModelPackage(tmp_path)
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from p2phd.engine.atomic import atomic_write_bytes
+
+    atomic_write_bytes(tmp_path / "f.bin", b"x")
+    (tmp_path / "plain.bin").write_bytes(b"x")
+    mode = (tmp_path / "f.bin").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain.bin").stat().st_mode & 0o777
+    assert mode != 0o600 or _umask_is_private()
+
+
+def _umask_is_private() -> bool:
+    """True when this process's umask itself hides files from group and others."""
+    import os
+
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask & 0o044 == 0o044
