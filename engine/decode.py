@@ -121,17 +121,24 @@ def decode_pair(
     label_nc: int,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    label_name: str | None = None,
+    instance_name: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode and validate a label PNG and its optional instance PNG for a model."""
-    labels = decode_label(label_src, max_pixels=max_pixels)
+    """Decode and validate a label PNG and its optional instance PNG for a model.
+
+    `label_name`/`instance_name` name the maps in messages (e.g. an upload's file name).
+    """
+    label_name = _name(label_src, label_name)
+    labels = decode_label(label_src, name=label_name, max_pixels=max_pixels)
     instances = None
     if instance_src is not None:
-        instances = decode_instance(instance_src, max_pixels=max_pixels)
+        instance_name = _name(instance_src, instance_name)
+        instances = decode_instance(instance_src, name=instance_name, max_pixels=max_pixels)
         if instances.shape != labels.shape:
             raise InputError(
-                f"instance map {_name(instance_src, None)}: {instances.shape[1]}x"
-                f"{instances.shape[0]} differs from label map {_name(label_src, None)}: "
+                f"instance map {instance_name}: {instances.shape[1]}x"
+                f"{instances.shape[0]} differs from label map {label_name}: "
                 f"{labels.shape[1]}x{labels.shape[0]}"
             )
-    validate_maps(labels, instances, label_nc, name=f"label map {_name(label_src, None)}")
+    validate_maps(labels, instances, label_nc, name=f"label map {label_name}")
     return labels, instances

@@ -26,6 +26,7 @@ COMMANDS = (
     "client",
     "bench",
     "demo",
+    "edit",
 )
 
 
