@@ -417,8 +417,14 @@ let seqCounter = 0, inFlight = false, pending = false, timer = null;
 
 function scheduleRender(delay = RENDER_DELAY_MS) {
   clearTimeout(timer);
-  timer = setTimeout(sendRender, delay);
+  timer = setTimeout(() => {
+    timer = null;
+    sendRender();
+  }, delay);
 }
+
+// True when every edit so far has been rendered (or failed): nothing scheduled or in flight.
+editor.settled = () => timer === null && !inFlight && !pending;
 
 async function renderForm(s) {
   const form = new FormData();
