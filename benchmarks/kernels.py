@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {
             "cpu": _cpu_model(),
             "cores": os.cpu_count(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "all cores"),
+            "kernel_threads": os.environ.get("P2PHD_KERNEL_THREADS", "all cores"),
             "load_average_1min_at_start": round(load, 2),
             "python": platform.python_version(),
             "numpy": np.__version__,

@@ -32,12 +32,14 @@ __all__ = [
     "instance_pool",
     "pool_workspace_bytes",
     "to_uint8_rgb",
+    "unavailable_reason",
 ]
 
 # Installed next to the CPU module (in an editable install that is site-packages, not engine/).
 LIBRARY = Path(_native.__file__).with_name("libp2phd_kernels_cuda.so")
 _CODES = {np_dtype: code for np_dtype, code in DTYPES.values()}
 _NO_ERROR = 2**64 - 1
+_CUDA_ERROR_INSUFFICIENT_DRIVER = 35  # also what the runtime reports when there is no driver
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,18 @@ def _library() -> ctypes.CDLL:
     err = lib.p2phd_cuda_device_count(ctypes.byref(count))
     if err or count.value == 0:
         reason = lib.p2phd_cuda_error_string(err).decode() if err else "no CUDA device"
+        if err == _CUDA_ERROR_INSUFFICIENT_DRIVER and not _driver_present():
+            reason = "no NVIDIA driver: libcuda.so.1 not found"
         raise BackendUnavailable(f"CUDA kernels: no usable GPU ({reason})")
     return lib
+
+
+def _driver_present() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def _check(err: int) -> None:
@@ -129,13 +141,18 @@ def _check(err: int) -> None:
         raise P2PHDError(f"CUDA kernels: launch failed: {reason} (cudaError {err})")
 
 
-def available() -> bool:
-    """True when the CUDA kernels library is built and a GPU is visible."""
+def unavailable_reason() -> str | None:
+    """Why the CUDA kernels cannot run here (library not built, no driver or GPU), or None."""
     try:
         _library()
-    except BackendUnavailable:
-        return False
-    return True
+    except BackendUnavailable as e:
+        return str(e)
+    return None
+
+
+def available() -> bool:
+    """True when the CUDA kernels library is built and a GPU is visible."""
+    return unavailable_reason() is None
 
 
 def instance_boundaries(ids: Any, out: Any, stream: int = 0) -> None:

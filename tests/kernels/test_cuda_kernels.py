@@ -37,6 +37,7 @@ class FakeDeviceArray:
 
 @pytest.mark.skipif(cuda.available(), reason="the CUDA kernels are usable here")
 def test_without_a_gpu_the_wrapper_says_why():
+    assert cuda.unavailable_reason().startswith("CUDA kernels: ")
     ids = FakeDeviceArray((1, 4, 4), np.int32)
     with pytest.raises(BackendUnavailable, match="CUDA kernels: "):
         cuda.instance_boundaries(ids, FakeDeviceArray((1, 4, 4), np.uint8))
@@ -62,7 +63,8 @@ def torch():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA device")
-    assert cuda.available(), f"{cuda.LIBRARY} missing or unusable: was p2phd built with nvcc?"
+    reason = cuda.unavailable_reason()
+    assert reason is None, f"{reason} (was p2phd built with nvcc on this machine?)"
     return torch
 
 
