@@ -159,8 +159,11 @@ def test_a_car_stroke_is_painted_and_rendered(page, editor_renderer):
     assert after["label"][y, 60:120].tolist() == [CAR] * 60
     image = shown_image(page)
     assert not np.array_equal(image, image_before)
-    # Latest wins: what is shown is the render of the final maps, not of a stroke midway.
+    # Latest wins: what is shown is the render of the final maps, not of a stroke midway,
+    # and no render was ever shown after a newer one.
     np.testing.assert_array_equal(image, engine_render(editor_renderer, after))
+    seqs = page.evaluate("p2phdEditor.renders.map(r => r.seq)")
+    assert seqs == sorted(set(seqs))
 
 
 def test_restyle_an_instance_then_undo_and_redo(page, editor_renderer):

@@ -81,9 +81,6 @@ function setMaps(maps, keepHistory) {
   const seed = editor.state ? editor.state.seed : 0;
   editor.state = { ...maps, seed, clusters: {} };
   editor.selected = null;
-  const canvas = $("labels");
-  canvas.width = maps.width;
-  canvas.height = maps.height;
   afterChange();
 }
 
@@ -99,7 +96,9 @@ function afterChange() {
 
 function drawLabels(preview) {
   const { width: w, height: h, label, instance } = editor.state;
-  const ctx = $("labels").getContext("2d");
+  const canvas = $("labels");
+  if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
+  const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(w, h);
   const px = img.data;
   const sel = editor.selected;
@@ -398,6 +397,11 @@ function onUp(ev) {
   drag = null;
   if (d.kind === "add") {
     const b = box(d.start, pixelAt(ev));
+    if (b.x1 === b.x0 || b.y1 === b.y0) {
+      say("drag a box to add an instance");
+      drawLabels();
+      return;
+    }
     try {
       const id = newInstanceId(d.cls);
       pushUndo();
@@ -577,7 +581,8 @@ async function main() {
     else say("nothing rendered yet", "error");
   };
   document.addEventListener("keydown", (ev) => {
-    if (!(ev.ctrlKey || ev.metaKey) || ev.target.tagName === "INPUT") return;
+    const typing = ev.target.tagName === "INPUT" && ["text", "number"].includes(ev.target.type);
+    if (!(ev.ctrlKey || ev.metaKey) || typing) return;
     const key = ev.key.toLowerCase();
     if (key === "z" && !ev.shiftKey) restore(editor.undo, editor.redo);
     else if (key === "y" || (key === "z" && ev.shiftKey)) restore(editor.redo, editor.undo);
