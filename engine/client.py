@@ -209,3 +209,29 @@ def _pem(value: bytes | str | os.PathLike | None, what: str) -> bytes | None:
         return Path(value).read_bytes()
     except OSError as e:
         raise InputError(f"TLS {what} {value}: cannot be read ({e.strerror or e})") from e
+
+
+def remote_batch_renderer(target: str, **client_options):
+    """`(render_batch, label_nc, uses_instances)` for `p2phd render --server`: each batch goes
+    to the server as one stream, so its dynamic batcher sees the images together."""
+    client = RenderClient(target, **client_options)
+    info = client.model_info()
+
+    def render_batch(labels: np.ndarray, instances: np.ndarray | None, styles) -> np.ndarray:
+        items = []
+        for i, style in enumerate(styles):
+            reference = None
+            if style.reference is not None:
+                buf = io.BytesIO()
+                Image.fromarray(style.reference).save(buf, format="PNG")
+                reference = buf.getvalue()
+            inst = None if instances is None else instances[i]
+            items.append(RenderItem(labels[i], inst, style.seed, reference, str(i)))
+        images: list[np.ndarray | None] = [None] * len(items)
+        for rid, result in client.render_stream(items):
+            if isinstance(result, P2PHDError):
+                raise result
+            images[int(rid)] = result
+        return np.stack(images)
+
+    return render_batch, info.label_nc, info.instance
