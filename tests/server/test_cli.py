@@ -13,13 +13,13 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
-from conftest import make_maps
 from PIL import Image
-from test_load import metric
+from tests.server.test_load import metric
 
 from p2phd.engine.cli import main
 from p2phd.engine.client import RenderItem
 from p2phd.engine.wire import renderer_pb2_grpc
+from tests.server.conftest import make_maps
 
 
 def free_port() -> int:

@@ -15,12 +15,12 @@ import textwrap
 import grpc
 import numpy as np
 import pytest
-from conftest import LABEL_NC, make_maps
 
 from p2phd.engine.renderer import Renderer
 from p2phd.engine.style import Style
 from p2phd.engine.wire import grpc_service_pb2 as pb
 from p2phd.engine.wire import grpc_service_pb2_grpc
+from tests.server.conftest import LABEL_NC, make_maps
 
 
 def infer_request(label, instance=None, seed=None, model="p2phd") -> pb.ModelInferRequest:

@@ -7,11 +7,11 @@ import re
 import time
 
 import grpc
-from conftest import make_maps
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from p2phd.engine.client import RenderItem
 from p2phd.engine.wire import grpc_service_pb2, grpc_service_pb2_grpc, renderer_pb2_grpc
+from tests.server.conftest import make_maps
 
 
 def metric(text: str, name: str, labels: str = "") -> float:

@@ -7,7 +7,6 @@ import io
 import grpc
 import numpy as np
 import pytest
-from conftest import LABEL_NC, make_maps
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
@@ -18,6 +17,7 @@ from p2phd.engine.renderer import Renderer
 from p2phd.engine.style import Style
 from p2phd.engine.wire import renderer_pb2 as pb
 from p2phd.engine.wire import renderer_pb2_grpc
+from tests.server.conftest import LABEL_NC, make_maps
 
 
 def png(a: np.ndarray) -> bytes:

@@ -4,11 +4,11 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import make_maps
 from PIL import Image
 
 from p2phd.engine.renderer import Renderer
 from p2phd.engine.style import Style
+from tests.server.conftest import make_maps
 
 
 def test_render_through_server_matches_local_fp32(start_server, server_package, tmp_path):

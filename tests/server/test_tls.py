@@ -6,10 +6,10 @@ import datetime
 import ipaddress
 
 import pytest
-from conftest import make_maps
 
 from p2phd.engine.client import RenderClient
 from p2phd.engine.errors import BackendUnavailable, ConfigError
+from tests.server.conftest import make_maps
 
 x509 = pytest.importorskip("cryptography.x509", reason="cryptography (dev extra) makes the certs")
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
