@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     import openvino as ov
 
     from p2phd.engine.atomic import atomic_write_bytes
+    from p2phd.engine.bench.harness import OtherLoad
     from p2phd.engine.bench.machine import describe_machine
     from p2phd.engine.package import ModelPackage
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = tuning_configs(cores)
     if args.configs != "all":
         configs = [configs[int(i)] for i in args.configs.split(",")]
-    load_before = os.getloadavg()
+    others = OtherLoad()
     results = []
     rng = np.random.default_rng(0)
     for precision, batch in itertools.product(args.precision.split(","), args.batch.split(",")):
@@ -116,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "model_dir": str(package.path),
         "size": args.size,
-        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
-        "provisional": max(load_before[0], os.getloadavg()[0]) > 1.5,
+        "other_load": others.measure(),
         "machine": describe_machine(),
         "openvino": ov.__version__,
         "results": results,

@@ -128,6 +128,40 @@ class PeakMemory:
         }
 
 
+class OtherLoad:
+    """How much CPU other processes took while we measured: busy time of all CPUs
+    (/proc/stat, steal included) minus this process's own CPU time, over wall time x CPUs.
+    Unlike the load average, our own threads do not count."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except (OSError, IndexError):
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        return time.monotonic(), busy, t.user + t.system
+
+    def measure(self) -> dict:
+        end = self._sample()
+        if self.start is None or end is None:
+            return {"other_cpu_share": None, "how": "no /proc/stat"}
+        wall = end[0] - self.start[0]
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        cpus = os.cpu_count() or 1
+        return {
+            "other_cpu_share": round(max(0.0, others) / (wall * cpus), 3) if wall > 0 else None,
+            "other_cpu_s": round(max(0.0, others), 1),
+            "wall_s": round(wall, 1),
+            "how": "all CPUs' busy time (/proc/stat, steal included) minus this process's",
+        }
+
+
 # -- one pipeline (engine or baseline) ------------------------------------------------------------
 
 
@@ -436,6 +470,7 @@ class Bench:
         c = self.config
         started = time.time()
         load_before = os.getloadavg()
+        others = OtherLoad()
         rows: list[dict] = []
         if c.baseline:
             rows += [self.run_baseline(h, w) for h, w in c.sizes]
@@ -458,6 +493,7 @@ class Bench:
             },
             "machine": describe_machine() | ({"gpu": self.gpu} if self.gpu else {}),
             "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+            "other_load": others.measure(),
             "memory_method": self.memory.method,
             "latency_definition": "one batch, PNG bytes in to PNG bytes out (sum of the stages)",
             "rows": rows,

@@ -52,6 +52,10 @@ def _fmt(v, digits: int = 1) -> str:
     return str(v)
 
 
+def _share(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.0%}"
+
+
 def _label(row: dict) -> str:
     return f"{row['backend']} {row['precision']}"
 
@@ -147,9 +151,9 @@ def markdown(result: dict) -> str:
         out.append(f"- {prec}: {p['gmacs_per_s']} GMAC/s = " + " × ".join(p["assumptions"]))
     out += [
         "",
-        f"Peak memory: {result['memory_method']}. Load average before/after: "
-        f"{', '.join(f'{x:.2f}' for x in result['load_average']['before'])} / "
-        f"{', '.join(f'{x:.2f}' for x in result['load_average']['after'])}.",
+        f"Peak memory: {result['memory_method']}. Other processes' share of the CPUs during "
+        f"the run: {_share(result.get('other_load', {}).get('other_cpu_share'))}; load average "
+        f"before: {', '.join(f'{x:.2f}' for x in result['load_average']['before'])}.",
         "",
     ]
     return "\n".join(out)
