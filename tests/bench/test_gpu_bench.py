@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from p2phd.engine.bench.gpu import CudaEventTimer, Nvtx, describe_gpu
+from p2phd.engine.bench.gpu import CudaEventTimer, describe_gpu
 from p2phd.engine.bench.harness import BenchConfig, run_bench
 
 
@@ -21,15 +21,9 @@ def test_cuda_event_timer_measures_stream_work():
     _, ms = timer.time_ms(lambda: time.sleep(0.01))
     timer.close()
     cudart.cudaStreamDestroy(stream)
-    assert ms >= 0
+    # the end event completes ~10 ms of host time after the start event on an idle stream
+    assert 5 <= ms < 1000
     assert describe_gpu()["sms"] > 0
-
-
-@pytest.mark.gpu
-def test_nvtx_ranges_nest_around_stages():
-    nvtx = Nvtx()
-    with nvtx.range("infer"), nvtx.range("inner"):
-        pass
 
 
 @pytest.mark.gpu
