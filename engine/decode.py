@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from p2phd.engine.errors import InputError
 DEFAULT_MAX_PIXELS = 2048 * 2048 * 2
 LABEL_MODES = ("L", "P")
 INSTANCE_MODES = ("L", "P", "I;16", "I;16L", "I;16B", "I")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 Source = str | os.PathLike | bytes
 
@@ -29,6 +31,16 @@ def _name(src: Source, name: str | None) -> str:
     if name:
         return name
     return "<bytes>" if isinstance(src, bytes | bytearray) else str(src)
+
+
+def _check_declared_size(data: bytes, what: str, label: str, max_pixels: int) -> None:
+    """Refuse a PNG whose IHDR declares more than `max_pixels`, before any decoder sees it."""
+    if data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+        if w * h > max_pixels:
+            raise InputError(
+                f"{what} {label}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}"
+            )
 
 
 def _open_png(src: Source, what: str, name: str | None, max_pixels: int) -> tuple[Image.Image, str]:
@@ -41,6 +53,7 @@ def _open_png(src: Source, what: str, name: str | None, max_pixels: int) -> tupl
             data = Path(src).read_bytes()
         except OSError as e:
             raise InputError(f"{what} {label}: cannot be read ({e.strerror or e})") from e
+    _check_declared_size(data, what, label, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -54,6 +67,8 @@ def _open_png(src: Source, what: str, name: str | None, max_pixels: int) -> tupl
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InputError(f"{what} {label}: too many pixels ({e})") from e
     except Image.UnidentifiedImageError as e:
+        if data.startswith(PNG_SIGNATURE):  # the signature is there, the rest is not
+            raise InputError(f"{what} {label}: corrupt or truncated PNG") from e
         raise InputError(f"{what} {label}: not a PNG file") from e
     except (OSError, SyntaxError, ValueError) as e:
         if isinstance(e, InputError):
