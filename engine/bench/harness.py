@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
 BASELINE = "baseline"
-REDUCED_PRECISIONS = ("bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -67,6 +67,9 @@ class BenchConfig:
         self.model_dir = Path(self.model_dir)
         for name in self.backends:
             backend_class(name)  # ConfigError for an unknown name
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown:
+            raise ConfigError(f"unknown precision {unknown[0]!r}; choose {', '.join(PRECISIONS)}")
         if not self.batches or min(self.batches) < 1:
             raise ConfigError(f"batch sizes must be >= 1, got {list(self.batches)}")
         if self.warmup < 0 or self.iters < 1:
@@ -346,10 +349,10 @@ class Bench:
         """The fp32 PyTorch output for dense input `x` (cached per batch and size)."""
         if key not in self._references:
             if self._reference_pipe is None:
-                from p2phd.engine.bench.baseline import OriginalPipeline
-
                 if backend_class("torch").availability():
                     return None
+                from p2phd.engine.bench.baseline import OriginalPipeline
+
                 self._reference_pipe = OriginalPipeline(self.package)
             self._references[key] = self._reference_pipe.reference(x)
         return self._references[key]
@@ -402,8 +405,7 @@ class Bench:
         if reference is None:
             row["quality"] = {"skipped": "no fp32 PyTorch reference (torch is not installed)"}
             return
-        out = t.output.numpy() if hasattr(t.output, "numpy") else t.output
-        row["quality"] = {**quality.measure(reference, out), "reference": "torch:fp32"}
+        row["quality"] = {**quality.measure(reference, t.output), "reference": "torch:fp32"}
 
     def run_baseline(self, h: int, w: int) -> dict:
         row = self._row(BASELINE, "fp32", 1, h, w)
