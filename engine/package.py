@@ -4,7 +4,8 @@ Layout::
 
     MODEL_DIR/
       manifest.json    what the model is and how to feed it (see `Manifest`)
-      generator.onnx   dense NCHW float input: one-hot ⊕ edges ⊕ features -> tanh image
+      generator.onnx   dense NCHW float input: one-hot ⊕ edges ⊕ features (or, for an image
+                       model such as pix2pix, an RGB image in [-1, 1]) -> tanh image
       encoder.onnx     optional: photo -> per-pixel features (before instance pooling)
       features.npz     optional: k-means centres per class, arrays "class_<id>" of [k, feat_num]
       generator.fp16.onnx  optional precision variant (manifest.variants), same input and output
@@ -42,6 +43,9 @@ class Manifest:
     `architecture` is the network's constructor config (e.g. ``{"family": "pix2pixhd",
     "netG": "global", "ngf": 64, ...}``); `input_order` names the generator's input channel
     blocks in order, e.g. ``["onehot:35", "edges:1", "features:3"]``.
+
+    `input_kind` is "labels" (label/instance maps, the pix2pixHD family) or "image" (an image of
+    `input_nc` channels normalised to [-1, 1], the pix2pix family: label_nc is then 0).
     """
 
     architecture: dict
@@ -57,14 +61,24 @@ class Manifest:
     # Measured at export, ONNX Runtime vs PyTorch: e.g. {"generator": 2e-7, "fp16": 1e-3}
     parity: dict[str, float] = field(default_factory=dict)
     exporter_version: str = ""
+    input_kind: str = "labels"
+    input_nc: int = 0
     format_version: int = FORMAT_VERSION
 
     @property
+    def image_input(self) -> bool:
+        return self.input_kind == "image"
+
+    @property
     def input_channels(self) -> int:
+        if self.image_input:
+            return self.input_nc
         return self.label_nc + int(self.instance) + self.feat_num
 
     @property
     def input_order(self) -> list[str]:
+        if self.image_input:
+            return [f"image:{self.input_nc}"]
         order = [f"onehot:{self.label_nc}"]
         if self.instance:
             order.append("edges:1")
@@ -96,7 +110,12 @@ class Manifest:
         missing = {"architecture", "label_nc", "instance", "feat_num", "size_multiple"} - set(d)
         if missing:
             raise PackageError(f"{source}: missing field(s) {', '.join(sorted(missing))}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        manifest = cls(**{k: v for k, v in d.items() if k in names})
+        if manifest.input_kind not in ("labels", "image"):
+            raise PackageError(
+                f"{source}: input_kind {manifest.input_kind!r} is not 'labels' or 'image'"
+            )
+        return manifest
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -120,7 +139,7 @@ def write_manifest(model_dir: str | Path, manifest: Manifest) -> Path:
         manifest.files[p.name] = sha256_file(p)
     manifest.encoder = ENCODER in manifest.files
     manifest.features = FEATURES in manifest.files
-    if not manifest.classes:
+    if not manifest.classes and not manifest.image_input:
         manifest.classes = [c.to_json() for c in default_classes(manifest.label_nc)]
     path = model_dir / MANIFEST
     atomic_write_bytes(path, json.dumps(manifest.to_json(), indent=2).encode() + b"\n")

@@ -1,4 +1,5 @@
-"""The Renderer: label maps (and instance maps, style) in, uint8 RGB photos out, on any backend.
+"""The Renderer: label maps (and instance maps, style) in, uint8 RGB photos out, on any backend;
+for an image-to-image package (pix2pix family), images in (`render_images`).
 
 One request, as data: decode/validate -> fit to the generator's size multiple -> kernels (compact
 instance ids, edges, per-instance features, one-hot) -> backend.infer -> tanh to uint8 -> crop or
@@ -19,6 +20,7 @@ from p2phd.engine.backends import open_backend
 from p2phd.engine.backends.base import EngineOptions
 from p2phd.engine.decode import DEFAULT_MAX_PIXELS, Source, decode_pair, validate_maps
 from p2phd.engine.errors import InputError
+from p2phd.engine.image_input import decode_image, to_model_input, validate_images
 from p2phd.engine.package import ModelPackage
 from p2phd.engine.size_policy import SizePolicy, fit
 from p2phd.engine.style import ReferenceEncoder, Style, image_features
@@ -63,6 +65,7 @@ class Renderer:
             "precision_reason": self.choice.precision_reason,
             "size_policy": self.size_policy.value,
             "size_multiple": m.size_multiple,
+            "input_kind": m.input_kind,
             "label_nc": m.label_nc,
             "feature_clusters": len(self.clusters),
             "model_dir": str(self.package.path),
@@ -196,6 +199,11 @@ class Renderer:
         any sizes (returns a list of [H, W, 3]; maps of equal size are batched together).
         `instances` int32/uint16 of the same shape(s); `style` one Style or one per image.
         """
+        if self.manifest.image_input:
+            raise InputError(
+                f"{self.package.path} is an image-to-image model: it takes input images "
+                "(render_images, p2phd render --images), not label maps"
+            )
         if isinstance(labels, np.ndarray):
             single = labels.ndim == 2
             lab = labels[None] if single else labels
@@ -237,6 +245,58 @@ class Renderer:
             label_png, instance_png, self.manifest.label_nc, max_pixels=self.max_pixels
         )
         return self.render(labels, instances, style)[0]
+
+    # -- image-to-image models ------------------------------------------------------------------
+
+    def render_images(
+        self, images: np.ndarray | Sequence[np.ndarray]
+    ) -> np.ndarray | list[np.ndarray]:
+        """Translate uint8 images of an image-input package into uint8 RGB images.
+
+        `images` [B, H, W, C] or [H, W, C] (returns [B, H, W, 3]), or a list of [H, W, C] images
+        of any sizes (returns a list; images of equal size are batched together). C is the
+        package's input_nc (3: RGB, 1: grey, also accepted as [H, W]).
+        """
+        m = self.manifest
+        if not m.image_input:
+            raise InputError(
+                f"{self.package.path} takes label maps (label_nc {m.label_nc}), not images; "
+                "use render / p2phd render --labels"
+            )
+        if isinstance(images, np.ndarray):
+            single = images.ndim == 3 or (images.ndim == 2 and m.input_nc == 1)
+            batch = self._as_batch(images[None] if single else images)
+            return self._render_image_batch(batch)
+        items = [self._as_batch(np.asarray(im)[None])[0] for im in images]
+        groups: dict[tuple, list[int]] = {}
+        for i, im in enumerate(items):
+            groups.setdefault(im.shape, []).append(i)
+        out: list[np.ndarray | None] = [None] * len(items)
+        for idx in groups.values():
+            rendered = self._render_image_batch(np.stack([items[i] for i in idx]))
+            for j, i in enumerate(idx):
+                out[i] = rendered[j]
+        return out
+
+    def _as_batch(self, images: np.ndarray) -> np.ndarray:
+        if images.ndim == 3 and self.manifest.input_nc == 1:
+            images = images[..., None]
+        validate_images(images, self.manifest.input_nc)
+        return images
+
+    def _render_image_batch(self, images: np.ndarray) -> np.ndarray:
+        from p2phd.engine.kernels import to_uint8_rgb
+
+        fitted = fit(None, None, self.manifest.size_multiple, self.size_policy, images)
+        x = to_model_input(fitted.images, self.backend.input_dtype)
+        with self._infer_lock:
+            out = self.backend.infer(x)
+        return fitted.restore(to_uint8_rgb(np.ascontiguousarray(out, np.float32)))
+
+    def render_image_file(self, src) -> np.ndarray:
+        """Decode an input image (PNG/JPEG path or bytes) and translate it: uint8 [H, W, 3]."""
+        image = decode_image(src, self.manifest.input_nc, max_pixels=self.max_pixels)
+        return self.render_images(image[None])[0]
 
     def close(self) -> None:
         self.backend.close()

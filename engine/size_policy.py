@@ -55,25 +55,29 @@ def _resize_stack(a: np.ndarray, size: tuple[int, int], resample: Image.Resampli
     for img in a:
         if img.dtype == np.int32:  # PIL mode "I": nearest keeps 32-bit ids exact
             out.append(np.asarray(Image.fromarray(img, mode="I").resize((w, h), resample)))
+        elif img.ndim == 3 and img.shape[-1] == 1:  # a grey image [H, W, 1]
+            out.append(np.asarray(Image.fromarray(img[..., 0]).resize((w, h), resample))[..., None])
         else:
             out.append(np.asarray(Image.fromarray(img).resize((w, h), resample)))
     return np.stack(out).astype(a.dtype, copy=False)
 
 
 def fit(
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     instances: np.ndarray | None,
     multiple: int,
     policy: SizePolicy,
     images: np.ndarray | None = None,
 ) -> Fitted:
-    """Fit a batch of maps [B, H, W] (and optional photos [B, H, W, 3]) to `multiple`."""
-    _, h, w = labels.shape
+    """Fit a batch of maps [B, H, W] (and optional photos [B, H, W, C]) to `multiple`; an
+    image model's batch is `images` alone (`labels` None)."""
+    _, h, w = (labels if labels is not None else images).shape[:3]
     if h % multiple == 0 and w % multiple == 0:
         return Fitted(labels, instances, images, lambda out: out)
     if policy is SizePolicy.REJECT:
+        what = "label map" if labels is not None else "input image"
         raise InputError(
-            f"label map size {h}x{w} (HxW) is not a multiple of {multiple}, which this model "
+            f"{what} size {h}x{w} (HxW) is not a multiple of {multiple}, which this model "
             "needs; resize it, or use the 'pad' or 'resize' size policy"
         )
     if policy is SizePolicy.PAD:
@@ -94,7 +98,7 @@ def fit(
     nw = max(multiple, round(w / multiple) * multiple)
     nearest = Image.Resampling.NEAREST
     return Fitted(
-        _resize_stack(labels, (nh, nw), nearest),
+        None if labels is None else _resize_stack(labels, (nh, nw), nearest),
         None if instances is None else _resize_stack(instances.astype(np.int32), (nh, nw), nearest),
         None if images is None else _resize_stack(images, (nh, nw), Image.Resampling.BILINEAR),
         lambda out: _resize_stack(out, (h, w), Image.Resampling.BICUBIC),

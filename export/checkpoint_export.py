@@ -1,4 +1,5 @@
-"""Export from checkpoints: ours (`p2phd train`) or the original pix2pixHD's files.
+"""Export from checkpoints: ours (`p2phd train`), the original pix2pixHD's files, or a pix2pix /
+CycleGAN generator file.
 
 Both kinds reach here as an object with `.model_config`, `.generator_state` and
 `.encoder_state`; the networks are rebuilt from the config, loaded strictly, and written as a
@@ -17,6 +18,8 @@ from p2phd.engine.errors import CheckpointError
 from p2phd.export.package_writer import export_package
 from p2phd.train.model_config import ModelConfig
 from p2phd.train.networks import build_encoder, build_generator
+from p2phd.train.pix2pix_checkpoint import Pix2PixCheckpoint
+from p2phd.train.pix2pix_networks import build_pix2pix_generator
 from p2phd.train.pix2pixhd_checkpoint import load_into
 
 
@@ -57,3 +60,13 @@ def export_checkpoint(
     if features is None:
         features = getattr(ckpt, "features", None)
     return export_package(out_dir, generator, cfg, encoder=encoder, features=features, fp16=fp16)
+
+
+def export_pix2pix(
+    ckpt: Pix2PixCheckpoint, out_dir: str | Path, source: str = "checkpoint", fp16: bool = True
+) -> Path:
+    """Build the pix2pix generator in the config's BatchNorm mode, load `ckpt` strictly and
+    export an image-input package."""
+    generator = build_pix2pix_generator(ckpt.model_config)
+    load_into(generator, ckpt.generator_state, f"{source} (generator)")
+    return export_package(out_dir, generator, ckpt.model_config, fp16=fp16)

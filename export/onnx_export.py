@@ -52,6 +52,9 @@ def export_onnx(
                 output_names=[output_name],
                 dynamic_axes={input_name: DYNAMIC, output_name: DYNAMIC},
                 do_constant_folding=True,
+                # Export in the module's own (eval) mode without the eval peephole, which would
+                # fold BatchNorm into the preceding convolution and rename its weights.
+                training=torch.onnx.TrainingMode.PRESERVE,
             )
         model = onnx.load(str(raw))  # external tensors, if torch wrote any, load from `tmp`
         fold_constants(model)

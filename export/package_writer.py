@@ -32,9 +32,10 @@ from p2phd.engine.package import (
 )
 from p2phd.export.fp16 import to_fp16
 from p2phd.export.onnx_export import OPSET, export_onnx, save_onnx
-from p2phd.export.parity import check_parity, measure_error
+from p2phd.export.parity import InputMaker, check_parity, measure_error
 from p2phd.train.input_encoding import encode_input
 from p2phd.train.model_config import ModelConfig
+from p2phd.train.pix2pix_config import Pix2PixConfig
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,9 @@ def random_generator_input(cfg: ModelConfig, batch: int, h: int, w: int, seed: i
     return encode_input(cfg, label, instance, feats)
 
 
-def random_image(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+def random_image(batch: int, h: int, w: int, seed: int = 0, channels: int = 3) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed + 1000 * h + w)
-    return torch.rand(batch, 3, h, w, generator=g) * 2 - 1
+    return torch.rand(batch, channels, h, w, generator=g) * 2 - 1
 
 
 def parity_sizes(multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -88,18 +89,42 @@ def parity_sizes(multiple: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return (4 * multiple, 4 * multiple), (4 * multiple, 6 * multiple)
 
 
+def generator_inputs(
+    config: ModelConfig | Pix2PixConfig, multiple: int
+) -> tuple[InputMaker, tuple[tuple[int, int], ...]]:
+    """Random valid generator inputs for `config` and the sizes parity is checked at. A U-Net
+    is checked at its smallest sizes (1x1 and 1x2 bottlenecks; 4x larger would cost 16x), a
+    pix2pix ResNet generator at 64x64 and 64x96."""
+    if isinstance(config, Pix2PixConfig):
+        maker = lambda b, h, w: random_image(b, h, w, channels=config.input_nc)  # noqa: E731
+        if config.is_unet:
+            return maker, ((multiple, multiple), (multiple, 2 * multiple))
+        return maker, ((64, 64), (64, 96))
+    maker = lambda b, h, w: random_generator_input(config, b, h, w)  # noqa: E731
+    return maker, parity_sizes(multiple)
+
+
+def _input_fields(config: ModelConfig | Pix2PixConfig) -> dict:
+    """The manifest's description of the generator input."""
+    if isinstance(config, Pix2PixConfig):
+        return {"label_nc": 0, "instance": False, "feat_num": 0, "input_kind": "image",
+                "input_nc": config.input_nc}  # fmt: skip
+    return {"label_nc": config.label_nc, "instance": config.instance, "feat_num": config.feat_num}
+
+
 def export_package(
     out_dir: str | Path,
     generator: nn.Module,
-    config: ModelConfig,
+    config: ModelConfig | Pix2PixConfig,
     encoder: nn.Module | None = None,
     features: dict[int, np.ndarray] | None = None,
     classes: Sequence[SemanticClass | dict] | None = None,
     *,
     fp16: bool = True,
 ) -> Path:
-    """Export `generator` (and `encoder`, `features`) described by `config` into the model
-    package `out_dir`; parity-check every graph; return `out_dir`. Raises ExportError."""
+    """Export `generator` (and `encoder`, `features`) described by `config` (pix2pixHD, or a
+    pix2pix image-to-image generator) into the model package `out_dir`; parity-check every
+    graph; return `out_dir`. Raises ExportError."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir}: exists and is not a directory")
@@ -107,12 +132,11 @@ def export_package(
     multiple = config.size_multiple
     if encoder is not None:
         multiple = max(multiple, 2**config.n_downsample_E)
-    sizes = parity_sizes(multiple)
+    make_gen, sizes = generator_inputs(config, multiple)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.export-"))
     try:
         generator = generator.eval()
-        make_gen = lambda b, h, w: random_generator_input(config, b, h, w)  # noqa: E731
         gen_path = staging / GENERATOR
         export_onnx(generator, make_gen(1, *sizes[0]), gen_path, "input", "image")
         parity = {"generator": check_parity(generator, gen_path, make_gen, sizes)}
@@ -139,10 +163,8 @@ def export_package(
         ]
         manifest = Manifest(
             architecture=config.to_json(),
-            label_nc=config.label_nc,
-            instance=config.instance,
-            feat_num=config.feat_num,
             size_multiple=multiple,
+            **_input_fields(config),
             classes=class_table,  # empty: write_manifest fills in the default table
             variants=variants,
             parity=parity,
@@ -160,11 +182,20 @@ def export_package(
 
 def _check_inputs(
     generator: nn.Module,
-    config: ModelConfig,
+    config: ModelConfig | Pix2PixConfig,
     encoder: nn.Module | None,
     features: dict[int, np.ndarray] | None,
 ) -> None:
     first = next(iter(generator.state_dict().values()))
+    if isinstance(config, Pix2PixConfig):
+        if first.shape[1] != config.input_nc:
+            raise ExportError(
+                f"the generator takes {first.shape[1]} input channels but the config says "
+                f"input_nc {config.input_nc}"
+            )
+        if encoder is not None or features:
+            raise ExportError("a pix2pix generator takes no encoder or feature clusters")
+        return
     if first.dim() == 4 and first.shape[1] != config.input_nc:
         raise ExportError(
             f"the generator takes {first.shape[1]} input channels but the config says "

@@ -9,6 +9,7 @@ which option disagrees with the file, instead of a wall of key names.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +35,10 @@ class Pix2PixHDCheckpoint:
     features: dict[int, np.ndarray] | None = None
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, keep: Collection[str] = ()) -> dict[str, torch.Tensor]:
     """The tensors of a .pth state_dict (never unpickling anything else), without a `module.`
-    prefix and without the legacy running statistics of affine-free InstanceNorm layers."""
+    prefix and without the legacy running statistics of affine-free InstanceNorm layers (running
+    statistics whose key is in `keep`, e.g. a BatchNorm network's own, are kept)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -51,7 +53,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     state = {}
     for key, value in raw.items():
         key = key.removeprefix("module.")
-        if key.rsplit(".", 1)[-1] in LEGACY_NORM_KEYS:
+        if key.rsplit(".", 1)[-1] in LEGACY_NORM_KEYS and key not in keep:
             continue
         state[key] = value
     return state
@@ -63,9 +65,16 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str | P
     module.load_state_dict(state, strict=True)
 
 
-def check_state(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+def check_state(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str | Path,
+    keys_hint: str | None = None,
+    shapes_hint: str = "check --ngf, --label-nc and --feat-num",
+) -> None:
     """Raise CheckpointError unless `state` has exactly `module`'s keys and shapes (works on a
-    module built on the meta device, so nothing is allocated)."""
+    module built on the meta device, so nothing is allocated). The hints name the options to
+    check (default: pix2pixHD's)."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -75,17 +84,20 @@ def check_state(module: nn.Module, state: dict[str, torch.Tensor], source: str |
             parts.append(f"missing {_few(missing)}")
         if unexpected:
             parts.append(f"unexpected {_few(unexpected)}")
+        if keys_hint is None:
+            keys_hint = (
+                f"{describe_layout(state)}: check --netG, --n-downsample-global, "
+                "--n-blocks-global and --n-blocks-local"
+            )
         raise CheckpointError(
-            f"{source}: keys do not match the architecture ({'; '.join(parts)}); "
-            f"{describe_layout(state)}: check --netG, --n-downsample-global, --n-blocks-global "
-            "and --n-blocks-local"
+            f"{source}: keys do not match the architecture ({'; '.join(parts)}); {keys_hint}"
         )
     for key, want in expected.items():
         found = state[key].shape
         if found != want.shape:
             raise CheckpointError(
                 f"{source}: {key} has shape {list(found)}, the architecture expects "
-                f"{list(want.shape)}; check --ngf, --label-nc and --feat-num"
+                f"{list(want.shape)}; {shapes_hint}"
             )
 
 

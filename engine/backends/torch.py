@@ -26,13 +26,9 @@ class TorchBackend(Backend):
             raise BackendUnavailable(reason)
         import torch
 
-        from p2phd.train.model_config import ModelConfig
-        from p2phd.train.networks import build_generator
-
         self._torch = torch
-        config = ModelConfig.from_json(package.manifest.architecture)
-        self.generator = build_generator(config).eval()
-        self.generator.load_state_dict(self._onnx_weights(self.generator.state_dict()))
+        self.generator = _build(package.manifest.architecture).eval()
+        self.generator.load_state_dict(self._onnx_weights(self.generator))
 
     @classmethod
     def availability(cls) -> str | None:
@@ -43,14 +39,20 @@ class TorchBackend(Backend):
             return f"the torch reference backend needs torch and onnx ({e.name} is not installed)"
         return None
 
-    def _onnx_weights(self, expected: dict) -> dict:
-        """The generator's state_dict, read from the ONNX initializers named like its keys."""
+    def _onnx_weights(self, generator) -> dict:
+        """The generator's state_dict, read from the ONNX initializers named like its keys.
+        Buffers the graph does not use (BatchNorm counters; running statistics of per-image
+        BatchNorm) keep the module's own values."""
         import onnx
         from onnx import numpy_helper
 
         path = self.package.generator_path
         graph = onnx.load(str(path)).graph
         found = {init.name: init for init in graph.initializer}
+        expected = generator.state_dict()
+        params = {name for name, _ in generator.named_parameters()}
+        for key in [k for k in expected if k not in found and k not in params]:
+            expected.pop(key)
         missing = [k for k in expected if k not in found]
         if missing:
             raise PackageError(
@@ -65,8 +67,8 @@ class TorchBackend(Backend):
                     f"{path}: initializer {key} has shape {value.shape}, the architecture in "
                     f"the manifest expects {tuple(tensor.shape)}"
                 )
-            weights[key] = self._torch.from_numpy(value.astype(np.float32, copy=True))
-        return weights
+            weights[key] = self._torch.from_numpy(value.astype(tensor.numpy().dtype, copy=True))
+        return {**generator.state_dict(), **weights}
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
@@ -75,3 +77,16 @@ class TorchBackend(Backend):
 
     def describe(self) -> dict:
         return {**super().describe(), "torch": self._torch.__version__}
+
+
+def _build(architecture: dict):
+    """The torch network `architecture` (a manifest's) describes: pix2pixHD or pix2pix."""
+    if architecture.get("family") == "pix2pix":
+        from p2phd.train.pix2pix_config import Pix2PixConfig
+        from p2phd.train.pix2pix_networks import build_pix2pix_generator
+
+        return build_pix2pix_generator(Pix2PixConfig.from_json(architecture))
+    from p2phd.train.model_config import ModelConfig
+    from p2phd.train.networks import build_generator
+
+    return build_generator(ModelConfig.from_json(architecture))
