@@ -18,7 +18,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from p2phd.engine.atomic import atomic_write_bytes
+from p2phd.engine.bench.machine import describe_machine
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "editor_latency.json"
@@ -192,6 +192,8 @@ def main() -> int:
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
 
+    machine = describe_machine()
+    load_start = os.getloadavg()[0]
     port = free_port()
     proc = start_editor(args.model, port)
     url = f"http://127.0.0.1:{port}/"
@@ -206,10 +208,9 @@ def main() -> int:
         "model": os.path.relpath(args.model, REPO),
         "renderer": {k: describe.get(k) for k in ("backend", "precision", "device")},
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
-        },  # fmt: skip
+            **{k: machine[k] for k in ("cpu_model", "logical_cpus", "physical_cores")},
+            "load_average_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
+        },
         "target_ms": 300,
         "http_round_trip": stats(http_ms),
         "browser_round_trip": stats(browser_ms),
