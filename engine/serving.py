@@ -67,10 +67,11 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 [H, W, 3] image (fast compression: the server's time is latency)."""
+def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """PNG bytes of a uint8 [H, W, 3] image (fast compression: the server's time is latency;
+    0 stores it uncompressed, for a link where bytes are cheaper than milliseconds)."""
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(image).save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
 
 

@@ -159,6 +159,8 @@ def create_app(engine: Engine, package: ModelPackage) -> Flask:
         labels, instances = _uploads(label_nc)
         style = style_from_json(request.form.get("style"))
         image = np.asarray(engine.render(labels, instances, style))
-        return Response(encode_png(image.reshape(labels.shape + (3,))), mimetype="image/png")
+        image = image.reshape(labels.shape + (3,))
+        # Uncompressed: on this local link encoding time, not bytes, is the editor's latency.
+        return Response(encode_png(image, compress_level=0), mimetype="image/png")
 
     return app
