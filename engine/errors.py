@@ -4,6 +4,19 @@ The CLI prints these without a traceback and exits non-zero; the server maps eac
 gRPC status (see `GRPC_STATUS`).
 """
 
+# How backends word an allocation failure: ONNX Runtime ("Failed to allocate memory"), OpenVINO
+# ("std::bad_alloc"), CUDA/TensorRT/torch ("out of memory", cudaErrorMemoryAllocation).
+_OUT_OF_MEMORY = ("out of memory", "outofmemory", "bad_alloc", "failed to allocate",
+                  "memoryallocation")  # fmt: skip
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when `exc` is a host or device out-of-memory error from Python or any backend."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(marker in text for marker in _OUT_OF_MEMORY)
+
 
 class P2PHDError(Exception):
     """Base of every error p2phd raises on purpose."""

@@ -22,7 +22,7 @@ from PIL import Image
 
 from p2phd.engine.batcher import BatcherConfig, DynamicBatcher
 from p2phd.engine.decode import validate_maps
-from p2phd.engine.errors import InputError, P2PHDError
+from p2phd.engine.errors import InputError, Overloaded, P2PHDError, is_out_of_memory
 from p2phd.engine.metrics import ServerMetrics
 from p2phd.engine.package import Manifest
 from p2phd.engine.style import Style
@@ -148,21 +148,26 @@ class RenderCore:
         instances = None if items[0].instance is None else np.stack([it.instance for it in items])
         return list(self.engine.render(labels, instances, [it.style for it in items]))
 
-    def _run_batch(self, items: list[Item]) -> list[np.ndarray | InputError]:
+    def _run_batch(self, items: list[Item]) -> list[np.ndarray | P2PHDError]:
         """Render a batch; if the engine rejects one item's input (a style choosing a cluster
-        that does not exist, say), render the items one by one so only that item fails."""
+        that does not exist, say), render the items one by one so only that item fails. If the
+        engine runs out of memory, retry the batch in halves: a big batch degrades, never dies."""
         try:
             return self._render(items)
-        except InputError:
+        except InputError as e:
             if len(items) == 1:
+                return [e]
+            return [r for it in items for r in self._run_batch([it])]
+        except Exception as e:
+            if not is_out_of_memory(e):
                 raise
-        results: list[np.ndarray | InputError] = []
-        for it in items:
-            try:
-                results.extend(self._render([it]))
-            except InputError as e:
-                results.append(e)
-        return results
+            h, w = items[0].label.shape
+            if len(items) == 1:
+                return [Overloaded(f"out of memory rendering one {w}x{h} image ({e})")]
+            log.warning("out of memory on a batch of %d %dx%d images; retrying in halves",
+                        len(items), w, h)  # fmt: skip
+            half = len(items) // 2
+            return self._run_batch(items[:half]) + self._run_batch(items[half:])
 
     async def unary(
         self,
