@@ -69,12 +69,16 @@ class IdMap {
   const std::vector<int64_t>& first_pixels() const { return first_pixel_; }
 
  private:
-  size_t hash(int32_t key) const { return ((uint32_t)key * 2654435761u) & mask_; }
+  // Fibonacci hashing: the top bits of the product, so ids that differ only in high bits
+  // (multiples of 65536, say) still spread over the table.
+  size_t hash(int32_t key) const { return ((uint32_t)key * 2654435769u) >> shift_; }
 
   void resize(size_t capacity) {
     keys_.assign(capacity, -1);
     values_.assign(capacity, 0);
     mask_ = capacity - 1;
+    shift_ = 32;
+    for (size_t c = capacity; c > 1; c >>= 1) --shift_;
     for (size_t i = 0; i < order_.size(); ++i) {
       size_t slot = hash(order_[i]);
       while (keys_[slot] >= 0) slot = (slot + 1) & mask_;
@@ -86,6 +90,7 @@ class IdMap {
   std::vector<int32_t> keys_, values_, order_;
   std::vector<int64_t> first_pixel_;
   size_t mask_ = 0;
+  int shift_ = 32;
 };
 
 // A band of rows of one image, compacted on its own first and then merged in raster order.
