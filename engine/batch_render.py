@@ -1,4 +1,5 @@
-"""`p2phd render`: a pipelined, resumable batch renderer for directories of label maps.
+"""`p2phd render`: a pipelined, resumable batch renderer for directories of label maps (or, for
+an image-to-image model, of input images).
 
 Decoding runs in worker threads, same-size maps are grouped into batches for the engine, and PNG
 encoding and writing run in worker threads, all overlapped with bounded queues so memory stays
@@ -24,6 +25,7 @@ from PIL import Image
 from p2phd.engine.atomic import atomic_path, remove_stale_temporaries
 from p2phd.engine.decode import DEFAULT_MAX_PIXELS, decode_pair
 from p2phd.engine.errors import InputError, P2PHDError
+from p2phd.engine.image_input import decode_image
 from p2phd.engine.pairing import IMAGE_EXTENSIONS, pair_key
 from p2phd.engine.style import Style
 
@@ -32,13 +34,15 @@ log = logging.getLogger(__name__)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
-# (labels [B,H,W] uint8, instances [B,H,W] int32 or None, styles) -> uint8 [B,H,W,3]
+# (labels [B,H,W] uint8, instances [B,H,W] int32 or None, styles) -> uint8 [B,H,W,3]; for an
+# image model the first argument is the input images [B,H,W,C] uint8 and the others are unused.
 RenderBatch = Callable[[np.ndarray, np.ndarray | None, list[Style]], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One output image to make: a label map, its partners, a seed and where it goes."""
+    """One output image to make: a label map (or input image), its partners, a seed and where it
+    goes."""
 
     key: str
     label: Path
@@ -84,10 +88,12 @@ def list_images(source: str | Path) -> list[Path]:
     return matches
 
 
-def _index_by_key(paths: Iterable[Path], what: str) -> dict[str, Path]:
+def _index_by_key(
+    paths: Iterable[Path], what: str, key_of: Callable[[Path], str] = pair_key
+) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for p in paths:
-        key = pair_key(p)
+        key = key_of(p)
         if key in index:
             raise InputError(f"{p}: {what} key {key!r} also used by {index[key]}")
         index[key] = p
@@ -102,9 +108,11 @@ def plan_jobs(
     references: Sequence[Path] | None = None,
     seeds: Sequence[int] = (0,),
     seed_suffix: bool = False,
+    key_of: Callable[[Path], str] = pair_key,
 ) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Pair inputs by key into jobs; inputs that cannot pair are returned as failures."""
-    by_label = _index_by_key(labels, "label map")
+    """Pair inputs by key into jobs; inputs that cannot pair are returned as failures.
+    `key_of` names a label map's key, and so its output OUT/<key>.png (default: `pair_key`)."""
+    by_label = _index_by_key(labels, "input", key_of)
     by_inst = _index_by_key(instances, "instance map") if instances is not None else None
     by_ref = _index_by_key(references, "reference photo") if references is not None else None
     jobs, failures = [], []
@@ -157,7 +165,11 @@ class BatchRenderer:
         workers: int = 2,
         queue: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        image_channels: int = 0,
     ):
+        """`image_channels` > 0: jobs name input images of that many channels (an image
+        model), decoded as such instead of as label maps."""
+        self.image_channels = image_channels
         self.render_batch = render_batch
         self.label_nc = label_nc
         self.batch = max(1, batch)
@@ -255,6 +267,9 @@ class BatchRenderer:
     def _decode(self, jobs: list[Job]) -> _Decoded | tuple[list[Job], str]:
         job = jobs[0]
         try:
+            if self.image_channels:
+                image = decode_image(job.label, self.image_channels, max_pixels=self.max_pixels)
+                return _Decoded(jobs, image, None, None)
             labels, instances = decode_pair(
                 job.label, job.instance, self.label_nc, max_pixels=self.max_pixels
             )

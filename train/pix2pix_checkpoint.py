@@ -73,9 +73,8 @@ def load_pix2pix(cfg: Pix2PixConfig, generator_path: str | Path) -> Pix2PixCheck
     if not cfg.is_unet:
         cfg = dataclasses.replace(cfg, use_dropout=_resnet_dropout(state))
     # Files saved before PyTorch 0.4.1 have no BatchNorm counters.
-    for key in _keys(cfg, cfg.use_dropout):
-        if key.endswith(".num_batches_tracked") and key not in state:
-            state[key] = torch.zeros((), dtype=torch.long)
+    for key in [k for k in state if k.endswith(".running_mean")]:
+        state.setdefault(key.replace(".running_mean", ".num_batches_tracked"), torch.tensor(0))
     layout = describe_layout(state)
     is_unet = UNET_FIRST in state
     if is_unet != cfg.is_unet or _has_norm_weights(state) != (cfg.norm == "batch"):
@@ -92,7 +91,7 @@ def load_pix2pix(cfg: Pix2PixConfig, generator_path: str | Path) -> Pix2PixCheck
         module,
         state,
         source,
-        keys_hint=f"{layout}: check --netG and --norm",
+        keys_hint=f"{layout}; you asked for {cfg.netG}, norm {cfg.norm}: check --netG and --norm",
         shapes_hint=f"{layout}: check --ngf, --input-nc and --output-nc",
     )
     return Pix2PixCheckpoint(cfg, state)

@@ -1,4 +1,5 @@
-"""`p2phd render`: render directories of label maps into photos, pipelined and resumable."""
+"""`p2phd render`: render directories of label maps (or, for an image-to-image model such as
+pix2pix, input images) into photos, pipelined and resumable."""
 
 from __future__ import annotations
 
@@ -7,15 +8,21 @@ import logging
 import os
 import sys
 
-HELP = "render a directory, glob or list of label maps into photos (pipelined, resumable)"
+HELP = "render a directory, glob or list of label maps or images into photos (resumable)"
 
 log = logging.getLogger("p2phd.render")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="the model package")
-    parser.add_argument(
-        "--labels", required=True, help="label maps: a directory (recursive), a glob or a list file"
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--labels", help="label maps: a directory (recursive), a glob or a list file"
+    )
+    source.add_argument(
+        "--images",
+        help="input images (PNG/JPEG) of an image-to-image model (pix2pix/CycleGAN): a "
+        "directory, glob or list file; each renders to OUT/<stem>.png",
     )
     parser.add_argument(
         "--instances", help="instance maps (directory, glob or list), paired by key"
@@ -41,13 +48,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from p2phd.engine.batch_render import BatchRenderer, list_images, plan_jobs
     from p2phd.engine.errors import ConfigError
 
     if args.instances and args.no_instance:
         raise ConfigError("--instances and --no-instance exclude each other")
+    if args.images:
+        return _run_images(args)
     out = Path(args.output)
     labels = list_images(args.labels)
     instances = list_images(args.instances) if args.instances else None
@@ -65,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
         seed_suffix=args.styles is not None,
     )
     renderer = BatchRenderer(engine, label_nc, batch=args.batch, workers=args.workers)
+    return _finish(args, renderer, jobs, failures, out)
+
+
+def _finish(args: argparse.Namespace, renderer, jobs, failures, out) -> int:
+    """Run the jobs with a progress bar, report failures; exit status 1 if any failed."""
+    from tqdm import tqdm
+
     with tqdm(
         total=len(jobs), unit="img", disable=args.quiet, dynamic_ncols=True, file=sys.stderr
     ) as bar:
@@ -76,6 +90,38 @@ def run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _run_images(args: argparse.Namespace) -> int:
+    """`--images`: translate each input image with an image-to-image package."""
+    from pathlib import Path
+
+    from p2phd.engine.batch_render import BatchRenderer, list_images, plan_jobs
+    from p2phd.engine.errors import ConfigError
+
+    for flag, given in (("--instances", args.instances), ("--reference", args.reference),
+                        ("--styles", args.styles), ("--server", args.server)):  # fmt: skip
+        if given:
+            raise ConfigError(f"{flag} does not apply to --images")
+    from p2phd.engine.renderer import Renderer
+
+    engine = Renderer(args.model_dir, backend=args.backend, precision=args.precision)
+    m = engine.manifest
+    if not m.image_input:
+        raise ConfigError(
+            f"{args.model_dir} takes label maps (label_nc {m.label_nc}): use --labels, not --images"
+        )
+    out = Path(args.output)
+    jobs, failures = plan_jobs(list_images(args.images), out, key_of=lambda p: Path(p).stem)
+    renderer = BatchRenderer(
+        lambda images, _instances, _styles: engine.render_images(images),
+        0,
+        batch=args.batch,
+        workers=args.workers,
+        image_channels=m.input_nc,
+        max_pixels=engine.max_pixels,
+    )
+    return _finish(args, renderer, jobs, failures, out)
+
+
 def _engine(args: argparse.Namespace):
     """(render function, label_nc, uses instance maps) of a local Renderer or a running server."""
     if args.server:
@@ -85,6 +131,12 @@ def _engine(args: argparse.Namespace):
     from p2phd.engine.renderer import Renderer
 
     renderer = Renderer(args.model_dir, backend=args.backend, precision=args.precision)
+    if renderer.manifest.image_input:
+        from p2phd.engine.errors import ConfigError
+
+        raise ConfigError(
+            f"{args.model_dir} is an image-to-image model: use --images, not --labels"
+        )
     d = renderer.describe()
     log.info("backend %s (%s), precision %s", d["backend"], d["backend_reason"], d["precision"])
     return renderer.render, renderer.manifest.label_nc, renderer.manifest.instance

@@ -1,0 +1,94 @@
+"""Original-layout checkpoints export to image-input packages that render what the original code
+computes: U-Net and ResNet generators, both norms, both BatchNorm modes, at batch 2 with
+differing images (per-image statistics must stay per image inside a batch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from p2phd.engine.errors import InputError
+from p2phd.engine.package import ModelPackage
+from p2phd.engine.renderer import Renderer
+from p2phd.export.checkpoint_export import export_pix2pix
+from p2phd.train.pix2pix_checkpoint import load_pix2pix
+from p2phd.train.pix2pix_config import Pix2PixConfig
+
+from .conftest import (
+    original_generator,
+    original_output,
+    random_images,
+    save_original,
+    to_input,
+    to_uint8,
+)
+
+CASES = [
+    # netG, norm, bn_mode, trained with dropout, (H, W)
+    ("unet_128", "batch", "image-stats", True, (128, 256)),
+    ("unet_128", "batch", "eval", True, (128, 128)),
+    ("unet_256", "batch", "image-stats", False, (256, 256)),
+    ("unet_128", "instance", "image-stats", False, (128, 128)),
+    ("resnet_6blocks", "batch", "image-stats", True, (40, 48)),
+    ("resnet_6blocks", "batch", "eval", False, (40, 48)),
+    ("resnet_9blocks", "instance", "eval", False, (40, 48)),
+]
+
+
+def export(tmp_path, net_g, norm, bn_mode, dropout):
+    trained = Pix2PixConfig(netG=net_g, norm=norm, ngf=4, use_dropout=dropout)
+    net = original_generator(trained, seed=len(net_g))
+    path = save_original(net, tmp_path / "latest_net_G.pth", prefix="module.")
+    cfg = Pix2PixConfig(netG=net_g, norm=norm, ngf=4, bn_mode=bn_mode)
+    package = export_pix2pix(load_pix2pix(cfg, path), tmp_path / "model", fp16=False)
+    return net, package
+
+
+@pytest.mark.parametrize(("net_g", "norm", "bn_mode", "dropout", "size"), CASES)
+def test_renders_what_the_original_computes(tmp_path, net_g, norm, bn_mode, dropout, size):
+    net, package = export(tmp_path, net_g, norm, bn_mode, dropout)
+    images = random_images(2, *size, seed=3)
+    expected = to_uint8(original_output(net, to_input(images), bn_mode))
+    with Renderer(package, backend="onnxruntime", precision="fp32") as renderer:
+        got = renderer.render_images(images)
+        alone = renderer.render_images(images[1])
+    assert got.shape == (2, *size, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - expected).max() <= 1
+    assert np.abs(alone.astype(int) - got[1]).max() <= 1  # a batch changes nothing
+    if norm == "batch":  # the other BatchNorm mode computes something else
+        other = "eval" if bn_mode == "image-stats" else "image-stats"
+        wrong = to_uint8(original_output(net, to_input(images), other))
+        assert np.abs(got.astype(int) - wrong).max() > 10
+
+
+def test_manifest_says_image_input(tmp_path):
+    _, package = export(tmp_path, "unet_256", "batch", "eval", False)
+    m = ModelPackage(package).manifest
+    assert m.input_kind == "image" and m.input_nc == 3 and m.input_order == ["image:3"]
+    assert m.size_multiple == 256 and m.label_nc == 0 and not m.classes
+    assert m.architecture["family"] == "pix2pix" and m.architecture["bn_mode"] == "eval"
+    assert m.parity["generator"] < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["openvino", "torch"])
+def test_other_backends_agree(tmp_path, backend):
+    net, package = export(tmp_path, "unet_128", "batch", "image-stats", True)
+    images = random_images(2, 128, 128, seed=5)
+    expected = to_uint8(original_output(net, to_input(images), "image-stats"))
+    with Renderer(package, backend=backend, precision="fp32") as renderer:
+        got = renderer.render_images(images)
+    assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+def test_size_policy_applies(tmp_path):
+    _, package = export(tmp_path, "unet_128", "instance", "image-stats", False)
+    odd = random_images(1, 100, 150)[0]
+    with Renderer(package, backend="onnxruntime", precision="fp32") as padded:
+        assert padded.render_images([odd, odd[:64]])[0].shape == (100, 150, 3)
+        with pytest.raises(InputError, match="takes input images"):
+            padded.render(np.zeros((128, 128), np.uint8))
+        with pytest.raises(InputError, match="1 channels; this model takes 3"):
+            padded.render_images(odd[..., :1])
+    strict = Renderer(package, "onnxruntime", "fp32", size_policy="reject")
+    with strict, pytest.raises(InputError, match="not a multiple of 128"):
+        strict.render_images(odd)
