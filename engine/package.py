@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -165,7 +166,13 @@ class ModelPackage:
             self.verify()
 
     def verify(self) -> None:
-        """Raise PackageError if any listed file is missing or its sha256 changed."""
+        """Raise PackageError if any listed file is outside the package, missing or changed."""
+        for name in (*self.manifest.files, *self.manifest.variants.values()):
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise PackageError(
+                    f"{self.path / MANIFEST}: file name {name!r} is not a plain file name inside "
+                    "the package"
+                )
         for name, expected in self.manifest.files.items():
             p = self.path / name
             if not p.is_file():
@@ -200,5 +207,11 @@ class ModelPackage:
         """K-means centres per class id, each [k, feat_num] float32 (empty without clusters)."""
         if not self.manifest.features:
             return {}
-        with np.load(self.path / FEATURES, allow_pickle=False) as z:
-            return {int(k.removeprefix("class_")): z[k].astype(np.float32) for k in z.files}
+        path = self.path / FEATURES
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {int(k.removeprefix("class_")): z[k].astype(np.float32) for k in z.files}
+        except (ValueError, zipfile.BadZipFile) as e:  # object arrays need pickle: never loaded
+            raise PackageError(
+                f"{path}: {e}; expected numeric arrays named class_<id>, each [k, feat_num]"
+            ) from e
