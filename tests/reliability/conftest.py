@@ -1,0 +1,55 @@
+"""Reliability fixtures: the server tests' tiny package and servers, and this process's memory.
+
+The servers under test run in this process (a real gRPC server on 127.0.0.1 in a thread), so the
+process's resident set is the server's plus the test client's: a bound on it bounds the server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.server.conftest import gated, server_package, start_server  # noqa: F401 (fixtures)
+
+STATUS = Path("/proc/self/status")
+
+
+def _status_kib(field: str) -> int:
+    for line in STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_mib() -> float:
+    """This process's resident memory now (MiB)."""
+    return _status_kib("VmRSS") / 1024
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since the last `reset_peak_rss` (MiB)."""
+    return _status_kib("VmHWM") / 1024
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+@pytest.fixture
+def memory():
+    """Skip on systems without /proc memory accounting; otherwise the helpers above."""
+    if not STATUS.exists():
+        pytest.skip("needs /proc/self/status (Linux) to measure resident memory")
+    try:
+        reset_peak_rss()
+    except OSError:
+        pytest.skip("cannot reset the peak resident memory (/proc/self/clear_refs)")
+
+    class Memory:
+        rss = staticmethod(rss_mib)
+        peak = staticmethod(peak_rss_mib)
+        reset_peak = staticmethod(reset_peak_rss)
+
+    return Memory
