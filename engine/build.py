@@ -1,8 +1,9 @@
 """What `p2phd build` does: build and cache one engine of a package, then measure its quality.
 
-The engine renders fixed synthetic maps (seeded blobs, style seed 0) and so does the fp32 PyTorch
-reference (ONNX Runtime fp32 where PyTorch is not installed, which export checked against it); the
-comparison is merged into MODEL_DIR/engines/quality.json under "<backend>:<precision>".
+The engine renders fixed synthetic maps (seeded blobs, style seed 0; for an image-input model,
+images painted from such blobs) and so does the fp32 PyTorch reference (ONNX Runtime fp32 where
+PyTorch is not installed, which export checked against it); the comparison is merged into
+MODEL_DIR/engines/quality.json under "<backend>:<precision>".
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from p2phd.engine import quality
 from p2phd.engine.backends import backend_class
 from p2phd.engine.backends.base import EngineOptions
 from p2phd.engine.errors import ConfigError
+from p2phd.engine.image_input import to_model_input
 from p2phd.engine.renderer import Renderer
 from p2phd.engine.style import Style
 
@@ -80,13 +82,18 @@ def build_engine(
     h, w = max(mult, h // mult * mult), max(mult, w // mult * mult)
     lo, _, hi = options.batch
     batch = min(max(QUALITY_BATCH, lo), hi)
-    labels, instances = quality.synthetic_maps(batch, h, w, m.label_nc)
-    x = renderer.dense_input(labels, instances if m.instance else None, [Style(seed=0)] * batch)
+    if m.image_input:
+        x = to_model_input(quality.synthetic_images(batch, h, w, m.input_nc))
+        inputs = f"synthetic_images(seed=2018) {batch}x{h}x{w}"
+    else:
+        labels, instances = quality.synthetic_maps(batch, h, w, m.label_nc)
+        x = renderer.dense_input(labels, instances if m.instance else None, [Style(seed=0)] * batch)
+        inputs = f"synthetic_maps(seed=2018) {batch}x{h}x{w}, style seed 0"
     reference = _reference(renderer)
     entry = quality.measure(reference.infer(x), renderer.backend.infer(x))
     entry |= {
         "reference": f"{reference.name}:fp32",
-        "inputs": f"synthetic_maps(seed=2018) {batch}x{h}x{w}, style seed 0",
+        "inputs": inputs,
         "device": renderer.backend.device(),
         "engine_files": [str(p.relative_to(renderer.package.path)) for p in files],
     }

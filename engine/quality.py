@@ -52,6 +52,18 @@ def synthetic_maps(
     return labels, instances
 
 
+def synthetic_images(
+    batch: int, height: int, width: int, channels: int = 3, seed: int = 2018
+) -> np.ndarray:
+    """Deterministic uint8 images [B,H,W,C] for image-input models: the label blobs of
+    `synthetic_maps` painted in random colours, plus noise, so there are edges and texture."""
+    labels, _ = synthetic_maps(batch, height, width, 256, seed)
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (256, channels))
+    noise = rng.normal(0, 12, (batch, height, width, channels))
+    return np.clip(palette[labels] + noise, 0, 255).astype(np.uint8)
+
+
 def psnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
     """PSNR of two uint8 images in dB (inf when identical)."""
     mse = float(np.mean((reference.astype(np.float64) - candidate.astype(np.float64)) ** 2))

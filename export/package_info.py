@@ -28,6 +28,14 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "
 
 
 def _architecture(arch: dict) -> str:
+    if arch.get("family") == "pix2pix":
+        norm = arch.get("norm")
+        if norm == "batch":
+            how = (
+                "per-image statistics" if arch.get("bn_mode") == "image-stats" else "running stats"
+            )
+            norm = f"batch ({how})"
+        return f"pix2pix {arch.get('netG')} generator: ngf {arch.get('ngf')}, norm {norm}"
     text = (
         f"pix2pixHD {arch.get('netG', '?')} generator: ngf {arch.get('ngf')}, "
         f"{arch.get('n_downsample_global')} downsamplings, {arch.get('n_blocks_global')} "
@@ -51,11 +59,16 @@ def describe_package(model_dir: str | Path) -> str:
         f"  format {m.format_version}, exported by {m.exporter_version or 'unknown'}",
         "",
         f"  architecture  {_architecture(m.architecture)}",
-        f"  labels        label_nc {m.label_nc} ({len(m.classes)} named classes)",
         f"  input         NCHW float32, {m.input_channels} channels = {' + '.join(m.input_order)}",
         f"  size          height and width multiples of {m.size_multiple}",
-        f"  instances     {'edges from the instance map' if m.instance else 'not used'}",
     ]
+    if m.image_input:
+        lines.insert(4, f"  images        {m.input_nc}-channel input images, scaled to [-1, 1]")
+    else:
+        lines.insert(4, f"  labels        label_nc {m.label_nc} ({len(m.classes)} named classes)")
+        lines.append(
+            f"  instances     {'edges from the instance map' if m.instance else 'not used'}"
+        )
     if m.encoder:
         lines.append(
             f"  encoder       encoder.onnx: photo -> {m.feat_num} feature channels "

@@ -92,3 +92,32 @@ def test_size_policy_applies(tmp_path):
     strict = Renderer(package, "onnxruntime", "fp32", size_policy="reject")
     with strict, pytest.raises(InputError, match="not a multiple of 128"):
         strict.render_images(odd)
+
+
+def test_reduced_precision_goes_through_the_quality_report(tmp_path):
+    from p2phd.engine.backends.base import EngineOptions
+    from p2phd.engine.build import build_engine
+    from p2phd.export.package_info import describe_package
+
+    _, package = export(tmp_path, "unet_128", "batch", "image-stats", False)
+    result = build_engine(package, "openvino", "bf16", EngineOptions(sizes=[(128, 256)]))
+    assert result.quality["reference"] == "torch:fp32"
+    assert result.quality["inputs"].startswith("synthetic_images")
+    assert result.quality["psnr_db"] is None or result.quality["psnr_db"] > 30
+    info = describe_package(package)
+    assert "pix2pix unet_128 generator" in info and "openvino:bf16" in info
+    assert "3-channel input images" in info
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_renders_what_the_original_computes(tmp_path, precision):
+    from p2phd.engine.quality import psnr_db
+
+    net, package = export(tmp_path, "unet_256", "batch", "image-stats", True)
+    images = random_images(2, 256, 512, seed=11)
+    expected = to_uint8(original_output(net, to_input(images), "image-stats"))
+    with Renderer(package, backend="tensorrt", precision=precision) as renderer:
+        got = renderer.render_images(images)
+    assert got.shape == expected.shape
+    assert psnr_db(expected, got) > (45 if precision == "fp32" else 35)
