@@ -14,12 +14,12 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
-from tests.server.test_load import metric
 
 from p2phd.engine.cli import main
 from p2phd.engine.client import RenderItem
 from p2phd.engine.wire import renderer_pb2_grpc
 from tests.server.conftest import make_maps
+from tests.server.test_load import metric
 
 
 def free_port() -> int:
