@@ -1,0 +1,92 @@
+"""Soak benchmark: a real `p2phd serve` at 70% of its capacity for 10 minutes.
+
+Measures the server's capacity first (closed-loop clients), then offers 70% of it open loop
+(Poisson arrivals) for `--seconds`. Passes with zero errors (every request OK) and resident memory
+growth under 5%: the median RSS over the last minute against the median over the first minute
+after `--warmup` seconds. Writes benchmarks/results/soak.json.
+
+    .venv/bin/python benchmarks/soak.py --model models/default --seconds 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from overload import (
+    RESULTS,
+    ServerProcess,
+    capacity,
+    common_args,
+    machine,
+    open_loop,
+    recovered,
+    requests_for,
+    serve_args,
+    shown,
+    thinned,
+    write_result,
+)
+
+
+def window_median(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    return statistics.median(m for t, m in samples if start <= t <= end)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_args(p)
+    p.add_argument("--load", type=float, default=0.7, help="offered load, x capacity")
+    p.add_argument("--seconds", type=float, default=600.0)
+    p.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS baseline")
+    p.add_argument("--max-rss-growth", type=float, default=0.05)
+    p.add_argument("-o", "--output", type=Path, default=RESULTS / "soak.json")
+    args = p.parse_args(argv)
+    requests = requests_for(args.model, args.size)
+    began = time.time()
+    with ServerProcess(args.model, *serve_args(args)) as server:
+        cap = asyncio.run(capacity(server.target, requests, args.clients, args.capacity_seconds))
+        run = asyncio.run(open_loop(server, requests, args.load * cap, args.seconds, 5.0))
+        after = recovered(server, requests[0])
+    minute = min(60.0, (args.seconds - args.warmup) / 2)
+    baseline = window_median(run.rss_samples, args.warmup, args.warmup + minute)
+    final = window_median(run.rss_samples, args.seconds - minute, args.seconds + 60)
+    growth = (final - baseline) / baseline
+    errors = run.sent - run.statuses.get("OK", 0)
+    checks = {
+        "zero_errors": errors == 0,
+        "rss_growth_below_limit": growth < args.max_rss_growth,
+        "recovered": after["health"] == "SERVING" and after["request_ok"],
+    }
+    result = {
+        "command": "benchmarks/soak.py " + " ".join(argv or sys.argv[1:]),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
+        "model": shown(args.model),
+        "size": args.size,
+        "server": {"max_batch": args.max_batch, "max_queue": args.max_queue},
+        "capacity_images_per_s": round(cap, 2),
+        "load_x_capacity": args.load,
+        **run.summary(),
+        "errors": errors,
+        "rss_mib": {
+            "baseline_first_minute": round(baseline, 1),
+            "final_last_minute": round(final, 1),
+            "growth": round(growth, 4),
+            "max": round(max(m for _, m in run.rss_samples), 1),
+        },  # fmt: skip
+        "rss_samples_mib": thinned(run.rss_samples),
+        "recovery": after,
+        "checks": checks,
+        "passed": all(checks.values()),
+        "machine": machine(),
+    }
+    write_result(args.output, result)
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
