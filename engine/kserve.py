@@ -2,7 +2,8 @@
 
 One model, named after the server's `model_name` (default "p2phd"), version "1". Tensors:
 inputs "label" UINT8 [B, H, W], "instance" INT32 [B, H, W] (optional), "seed" INT64 [B]
-(optional); output "image" UINT8 [B, H, W, 3]. The B images of a request go through the
+(optional); output "image" UINT8 [B, H, W, 3]. An image-to-image model (pix2pix family) takes
+input "input_image" UINT8 [B, H, W, C] instead. The B images of a request go through the
 dynamic batcher one by one, so they also batch with other clients' requests.
 """
 
@@ -26,6 +27,8 @@ VERSION = "1"
 DATATYPES = {"UINT8": np.uint8, "INT32": np.int32, "INT64": np.int64}
 CONTENTS_FIELD = {"UINT8": "uint_contents", "INT32": "int_contents", "INT64": "int64_contents"}
 INPUTS = {"label": ("UINT8", 3), "instance": ("INT32", 3), "seed": ("INT64", 1)}
+IMAGE_INPUT = "input_image"
+IMAGE_INPUTS = {IMAGE_INPUT: ("UINT8", 4)}
 OUTPUT = "image"
 EXTENSIONS = ("model_configuration", "statistics")
 
@@ -36,17 +39,19 @@ class UnknownModel(InputError):
     grpc_status = "NOT_FOUND"
 
 
-def _tensor(request: pb.ModelInferRequest, index: int, max_elements: int) -> np.ndarray:
+def _tensor(
+    request: pb.ModelInferRequest, index: int, max_elements: int, inputs: dict = INPUTS
+) -> np.ndarray:
     """Input `index` of a request as an array, from raw_input_contents or typed contents."""
     t = request.inputs[index]
-    if t.name not in INPUTS:
-        raise InputError(f"input {t.name!r}: unknown; this model takes {', '.join(INPUTS)}")
-    datatype, ndim = INPUTS[t.name]
+    if t.name not in inputs:
+        raise InputError(f"input {t.name!r}: unknown; this model takes {', '.join(inputs)}")
+    datatype, ndim = inputs[t.name]
     if t.datatype != datatype:
         raise InputError(f"input {t.name!r}: datatype {t.datatype}; expected {datatype}")
     shape = tuple(t.shape)
     if len(shape) != ndim or any(d <= 0 for d in shape):
-        dims = "[B, H, W]" if ndim == 3 else "[B]"
+        dims = {1: "[B]", 3: "[B, H, W]", 4: "[B, H, W, C]"}[ndim]
         raise InputError(f"input {t.name!r}: shape {list(shape)}; expected {dims} with dims > 0")
     count = math.prod(shape)
     if count > max_elements:
@@ -81,14 +86,26 @@ def _tensor(request: pb.ModelInferRequest, index: int, max_elements: int) -> np.
 def items_from(request: pb.ModelInferRequest, core: RenderCore) -> list[Item]:
     """Decode and validate a ModelInferRequest into one Item per batch entry (I/O threads)."""
     max_batch = core.batching.max_batch_size
+    image_model = core.manifest.image_input
+    inputs = IMAGE_INPUTS if image_model else INPUTS
     arrays: dict[str, np.ndarray] = {}
     for i, t in enumerate(request.inputs):
         if t.name in arrays:
             raise InputError(f"input {t.name!r}: given twice")
-        arrays[t.name] = _tensor(request, i, max_batch * core.max_image_pixels)
+        limit = max_batch * core.max_image_pixels * (core.manifest.input_nc if image_model else 1)
+        arrays[t.name] = _tensor(request, i, limit, inputs)
     for out in request.outputs:
         if out.name != OUTPUT:
             raise InputError(f"output {out.name!r}: unknown; this model has output {OUTPUT!r}")
+    if image_model:
+        images = arrays.get(IMAGE_INPUT)
+        if images is None:
+            raise InputError(f"input {IMAGE_INPUT!r} (UINT8 [B, H, W, C]) is required")
+        if len(images) > max_batch:
+            raise InputError(
+                f"input {IMAGE_INPUT!r}: batch {len(images)} exceeds max_batch_size {max_batch}"
+            )
+        return [core.check_item(Item(None, None, Style(), image)) for image in images]
     label = arrays.get("label")
     if label is None:
         raise InputError("input 'label' (UINT8 [B, H, W]) is required")
@@ -154,12 +171,15 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         async def handle():
             self._check_model(request.name, request.version)
+            m = self.core.manifest
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
                 name=self.core.model_name,
                 versions=[VERSION],
                 platform="p2phd",
-                inputs=[
+                inputs=[tensor(name=IMAGE_INPUT, datatype="UINT8", shape=[-1, -1, -1, m.input_nc])]
+                if m.image_input
+                else [
                     tensor(name="label", datatype="UINT8", shape=[-1, -1, -1]),
                     tensor(name="instance", datatype="INT32", shape=[-1, -1, -1]),
                     tensor(name="seed", datatype="INT64", shape=[-1]),
@@ -173,6 +193,7 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         async def handle():
             self._check_model(request.name, request.version)
             b = self.core.batching
+            m = self.core.manifest
             backend = self.core.engine.describe().get("backend", "")
             return pb.ModelConfigResponse(
                 config=mc.ModelConfig(
@@ -181,6 +202,12 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                     backend=f"p2phd-{backend}" if backend else "p2phd",
                     max_batch_size=b.max_batch_size,
                     input=[
+                        mc.ModelInput(
+                            name=IMAGE_INPUT, data_type=mc.TYPE_UINT8, dims=[-1, -1, m.input_nc]
+                        )
+                    ]
+                    if m.image_input
+                    else [
                         mc.ModelInput(name="label", data_type=mc.TYPE_UINT8, dims=[-1, -1]),
                         mc.ModelInput(
                             name="instance", data_type=mc.TYPE_INT32, dims=[-1, -1], optional=True

@@ -1,7 +1,8 @@
 """The `p2phd.v1.Renderer` gRPC service: Render, RenderStream and GetModelInfo.
 
 Maps come as PNG bytes or raw arrays, style as a seed, explicit clusters/vectors or a reference
-photo; the image goes back as PNG or raw uint8. Wire messages become validated `Item`s here, in
+photo (an image-to-image model's input image as PNG/JPEG bytes or a raw array); the image goes
+back as PNG or raw uint8. Wire messages become validated `Item`s here, in
 the I/O threads; everything after that is `RenderCore`'s.
 """
 
@@ -17,6 +18,7 @@ from PIL import Image
 
 from p2phd.engine.decode import decode_instance, decode_label
 from p2phd.engine.errors import InputError
+from p2phd.engine.image_input import decode_image
 from p2phd.engine.serving import Item, RenderCore, encode_png
 from p2phd.engine.style import Style
 from p2phd.engine.wire import renderer_pb2 as pb
@@ -25,20 +27,30 @@ from p2phd.engine.wire import renderer_pb2_grpc
 DTYPES = {pb.DTYPE_UINT8: np.uint8, pb.DTYPE_UINT16: np.uint16, pb.DTYPE_INT32: np.int32}
 
 
-def raw_array(msg: pb.RawArray, what: str, max_pixels: int) -> np.ndarray:
-    """A RawArray message as a numpy array, with its declared shape checked against its bytes."""
+def raw_array(
+    msg: pb.RawArray, what: str, max_pixels: int, channels: int | None = None
+) -> np.ndarray:
+    """A RawArray message as a numpy array, with its declared shape checked against its bytes:
+    [H, W], or [H, W, channels] when `channels` is given."""
     dtype = DTYPES.get(msg.dtype)
     if dtype is None:
         names = ", ".join(pb.DType.Name(k) for k in DTYPES)
         raise InputError(f"{what}: dtype {pb.DType.Name(msg.dtype)!r} is not one of {names}")
     shape = tuple(msg.shape)
-    if len(shape) != 2 or min(shape) <= 0:
+    if channels is not None:
+        if len(shape) != 3 or min(shape) <= 0 or shape[2] != channels:
+            raise InputError(
+                f"{what}: shape {list(shape)}; expected [H, W, {channels}] with H, W > 0"
+            )
+        if dtype is not np.uint8:
+            raise InputError(f"{what}: dtype {pb.DType.Name(msg.dtype)}; expected DTYPE_UINT8")
+    elif len(shape) != 2 or min(shape) <= 0:
         raise InputError(f"{what}: shape {list(shape)}; expected [H, W] with H, W > 0")
     if shape[0] * shape[1] > max_pixels:
         raise InputError(
             f"{what}: {shape[1]}x{shape[0]} pixels exceeds the server's limit of {max_pixels}"
         )
-    expected = shape[0] * shape[1] * np.dtype(dtype).itemsize
+    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if len(msg.data) != expected:
         raise InputError(
             f"{what}: {len(msg.data)} bytes of data; shape {list(shape)} of "
@@ -82,6 +94,15 @@ def _reference(png: bytes, max_pixels: int) -> np.ndarray:
         raise InputError(f"style reference: not a readable PNG ({e})") from e
 
 
+def _input_image(msg: pb.InputImage, channels: int, max_pixels: int) -> np.ndarray:
+    kind = msg.WhichOneof("source")
+    if kind == "encoded":
+        return decode_image(msg.encoded, channels, name="<request>", max_pixels=max_pixels)
+    if kind == "raw":
+        return raw_array(msg.raw, "input image", max_pixels, channels)
+    raise InputError("input image: missing; set image.encoded or image.raw")
+
+
 def style_from(msg: pb.Style, max_pixels: int) -> Style:
     kind = msg.WhichOneof("kind")
     if kind == "seed":
@@ -102,6 +123,13 @@ def style_from(msg: pb.Style, max_pixels: int) -> Style:
 def item_from(request: pb.RenderRequest, core: RenderCore) -> Item:
     """Decode and validate a RenderRequest (runs in the I/O threads)."""
     limit = core.max_image_pixels
+    if core.manifest.image_input:
+        if request.HasField("label"):
+            raise InputError("label map: this image-to-image model takes `image`, not `label`")
+        image = _input_image(request.image, core.manifest.input_nc, limit)
+        return core.check_item(Item(None, None, Style(), image))
+    if request.HasField("image"):
+        raise InputError("input image: this model takes label maps (`label`), not `image`")
     label = _label(request.label, limit)
     instance = _instance(request.instance, limit)
     if instance is not None and instance.shape != label.shape:
@@ -170,4 +198,6 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
             max_batch_size=self.core.batching.max_batch_size,
             max_image_pixels=self.core.max_image_pixels,
             describe_json=json.dumps(self.core.engine.describe(), default=str),
+            input_kind=m.input_kind,
+            input_nc=m.input_nc,
         )

@@ -23,6 +23,7 @@ from PIL import Image
 from p2phd.engine.batcher import BatcherConfig, DynamicBatcher
 from p2phd.engine.decode import validate_maps
 from p2phd.engine.errors import InputError, Overloaded, P2PHDError, is_out_of_memory
+from p2phd.engine.image_input import validate_images
 from p2phd.engine.metrics import ServerMetrics
 from p2phd.engine.package import Manifest
 from p2phd.engine.style import Style
@@ -41,6 +42,8 @@ class Engine(Protocol):
 
     def render(self, labels: np.ndarray, instances: np.ndarray | None, style: Any) -> Any: ...
 
+    def render_images(self, images: np.ndarray) -> Any: ...
+
     def describe(self) -> dict: ...
 
     def close(self) -> None: ...
@@ -48,16 +51,25 @@ class Engine(Protocol):
 
 @dataclass
 class Item:
-    """One validated image request: label [H, W] uint8, instance [H, W] int32 or None, style."""
+    """One validated image request: label [H, W] uint8, instance [H, W] int32 or None, style;
+    for an image-to-image model, `image` uint8 [H, W, C] instead (label and instance None)."""
 
-    label: np.ndarray
+    label: np.ndarray | None
     instance: np.ndarray | None
     style: Style
+    image: np.ndarray | None = None
 
     @property
     def key(self) -> tuple:
         """Requests batch together only when this matches (same size, same inputs present)."""
+        if self.image is not None:
+            return (self.image.shape,)
         return (self.label.shape, self.instance is None)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the request."""
+        return (self.image if self.image is not None else self.label).shape[:2]
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -117,6 +129,10 @@ class RenderCore:
 
     def check_item(self, item: Item) -> Item:
         """Validate one request's arrays against the model; raises InputError naming the field."""
+        if self.manifest.image_input or item.image is not None:
+            return self._check_image(item)
+        if item.label is None:
+            raise InputError("label map: missing; this model takes label maps")
         h, w = item.label.shape if item.label.ndim == 2 else (0, 0)
         if item.label.ndim != 2 or 0 in item.label.shape:
             raise InputError(f"label map: shape {item.label.shape}; expected [H, W] with H, W > 0")
@@ -137,6 +153,29 @@ class RenderCore:
             item.instance = item.instance.astype(np.int32)
         return item
 
+    def _check_image(self, item: Item) -> Item:
+        m = self.manifest
+        if not m.image_input:
+            raise InputError(f"input image: this model takes label maps (label_nc {m.label_nc})")
+        if item.image is None or item.label is not None:
+            raise InputError(
+                f"input image: missing; this image-to-image model takes an image of {m.input_nc} "
+                "channel(s), not a label map"
+            )
+        image = item.image
+        if image.ndim == 2 and m.input_nc == 1:
+            item.image = image = image[..., None]
+        if image.ndim != 3 or 0 in image.shape:
+            raise InputError(f"input image: shape {image.shape}; expected [H, W, C] with H, W > 0")
+        h, w = image.shape[:2]
+        if h * w > self.max_image_pixels:
+            raise InputError(
+                f"input image: {w}x{h} = {w * h} pixels exceeds the server's limit of "
+                f"{self.max_image_pixels}"
+            )
+        validate_images(image[None], m.input_nc)
+        return item
+
     async def render(self, item: Item, context: grpc.aio.ServicerContext) -> np.ndarray:
         """Queue a validated item and wait for its uint8 [H, W, 3] image."""
         remaining = context.time_remaining()
@@ -144,6 +183,8 @@ class RenderCore:
         return await self.batcher.submit(item.key, item, deadline)
 
     def _render(self, items: list[Item]) -> list[np.ndarray]:
+        if items[0].image is not None:
+            return list(self.engine.render_images(np.stack([it.image for it in items])))
         labels = np.stack([it.label for it in items])
         instances = None if items[0].instance is None else np.stack([it.instance for it in items])
         return list(self.engine.render(labels, instances, [it.style for it in items]))
@@ -161,7 +202,7 @@ class RenderCore:
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
-            h, w = items[0].label.shape
+            h, w = items[0].size
             if len(items) == 1:
                 return [Overloaded(f"out of memory rendering one {w}x{h} image ({e})")]
             log.warning("out of memory on a batch of %d %dx%d images; retrying in halves",

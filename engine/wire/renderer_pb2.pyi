@@ -43,6 +43,14 @@ class Map(_message.Message):
     raw: RawArray
     def __init__(self, png: _Optional[bytes] = ..., raw: _Optional[_Union[RawArray, _Mapping]] = ...) -> None: ...
 
+class InputImage(_message.Message):
+    __slots__ = ("encoded", "raw")
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    encoded: bytes
+    raw: RawArray
+    def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawArray, _Mapping]] = ...) -> None: ...
+
 class FeatureVector(_message.Message):
     __slots__ = ("values",)
     VALUES_FIELD_NUMBER: _ClassVar[int]
@@ -93,18 +101,20 @@ class Style(_message.Message):
     def __init__(self, seed: _Optional[int] = ..., explicit: _Optional[_Union[ExplicitStyle, _Mapping]] = ..., reference_png: _Optional[bytes] = ...) -> None: ...
 
 class RenderRequest(_message.Message):
-    __slots__ = ("request_id", "label", "instance", "style", "output_format")
+    __slots__ = ("request_id", "label", "instance", "style", "output_format", "image")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     STYLE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     label: Map
     instance: Map
     style: Style
     output_format: OutputFormat
-    def __init__(self, request_id: _Optional[str] = ..., label: _Optional[_Union[Map, _Mapping]] = ..., instance: _Optional[_Union[Map, _Mapping]] = ..., style: _Optional[_Union[Style, _Mapping]] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ...) -> None: ...
+    image: InputImage
+    def __init__(self, request_id: _Optional[str] = ..., label: _Optional[_Union[Map, _Mapping]] = ..., instance: _Optional[_Union[Map, _Mapping]] = ..., style: _Optional[_Union[Style, _Mapping]] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., image: _Optional[_Union[InputImage, _Mapping]] = ...) -> None: ...
 
 class ItemError(_message.Message):
     __slots__ = ("code", "message")
@@ -143,7 +153,7 @@ class SemanticClass(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., color: _Optional[_Iterable[int]] = ..., is_thing: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("label_nc", "instance", "feat_num", "size_multiple", "classes", "has_features", "has_encoder", "max_batch_size", "max_image_pixels", "describe_json")
+    __slots__ = ("label_nc", "instance", "feat_num", "size_multiple", "classes", "has_features", "has_encoder", "max_batch_size", "max_image_pixels", "describe_json", "input_kind", "input_nc")
     LABEL_NC_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     FEAT_NUM_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +164,8 @@ class ModelInfo(_message.Message):
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     DESCRIBE_JSON_FIELD_NUMBER: _ClassVar[int]
+    INPUT_KIND_FIELD_NUMBER: _ClassVar[int]
+    INPUT_NC_FIELD_NUMBER: _ClassVar[int]
     label_nc: int
     instance: bool
     feat_num: int
@@ -164,4 +176,6 @@ class ModelInfo(_message.Message):
     max_batch_size: int
     max_image_pixels: int
     describe_json: str
-    def __init__(self, label_nc: _Optional[int] = ..., instance: _Optional[bool] = ..., feat_num: _Optional[int] = ..., size_multiple: _Optional[int] = ..., classes: _Optional[_Iterable[_Union[SemanticClass, _Mapping]]] = ..., has_features: _Optional[bool] = ..., has_encoder: _Optional[bool] = ..., max_batch_size: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., describe_json: _Optional[str] = ...) -> None: ...
+    input_kind: str
+    input_nc: int
+    def __init__(self, label_nc: _Optional[int] = ..., instance: _Optional[bool] = ..., feat_num: _Optional[int] = ..., size_multiple: _Optional[int] = ..., classes: _Optional[_Iterable[_Union[SemanticClass, _Mapping]]] = ..., has_features: _Optional[bool] = ..., has_encoder: _Optional[bool] = ..., max_batch_size: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., describe_json: _Optional[str] = ..., input_kind: _Optional[str] = ..., input_nc: _Optional[int] = ...) -> None: ...
