@@ -3,6 +3,7 @@
     with RenderClient("127.0.0.1:50051") as c:
         image = c.render(label, instance, seed=3)          # uint8 [H, W, 3]
         for rid, image in c.render_stream(items): ...
+        photo = c.render_image(image)                       # an image-to-image (pix2pix) model
 
 Maps may be numpy arrays (sent raw) or PNG bytes/paths (sent as PNG). Server errors come back
 as the p2phd error families (InputError, Overloaded, BackendUnavailable, ...), so callers and
@@ -74,16 +75,38 @@ def _map(value: MapLike | None, what: str) -> pb.Map | None:
         raise InputError(f"{what} {value}: cannot be read ({e.strerror or e})") from e
 
 
+def _input_image(value: MapLike | None) -> pb.InputImage | None:
+    """An image-to-image model's input: a uint8 [H, W, C] array (sent raw) or PNG/JPEG bytes
+    or path (sent encoded)."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        if value.dtype != np.uint8 or value.ndim != 3:
+            raise InputError(
+                f"input image: array {value.dtype} {value.shape}; expected uint8 [H, W, C]"
+            )
+        raw = pb.RawArray(shape=list(value.shape), dtype=pb.DTYPE_UINT8, data=value.tobytes())
+        return pb.InputImage(raw=raw)
+    if isinstance(value, bytes | bytearray):
+        return pb.InputImage(encoded=bytes(value))
+    try:
+        return pb.InputImage(encoded=Path(value).read_bytes())
+    except OSError as e:
+        raise InputError(f"input image {value}: cannot be read ({e.strerror or e})") from e
+
+
 @dataclass
 class RenderItem:
-    """One image to render: maps, optional seed or reference photo PNG, and an id for streams."""
+    """One image to render: maps, optional seed or reference photo PNG, and an id for streams;
+    for an image-to-image model, `image` instead of the maps."""
 
-    label: MapLike
+    label: MapLike | None
     instance: MapLike | None = None
     seed: int | None = None
     reference_png: bytes | None = None
     request_id: str = ""
     class_cluster: dict[int, int] = field(default_factory=dict)
+    image: MapLike | None = None
 
     def request(self, output_raw: bool = True) -> pb.RenderRequest:
         style = None
@@ -101,6 +124,7 @@ class RenderItem:
             instance=_map(self.instance, "instance map"),
             style=style,
             output_format=pb.OUTPUT_FORMAT_RAW if output_raw else pb.OUTPUT_FORMAT_PNG,
+            image=_input_image(self.image),
         )
 
 
@@ -162,6 +186,14 @@ class RenderClient:
     ) -> np.ndarray:
         """Render one label (and instance) map on the server: uint8 [H, W, 3]."""
         request = RenderItem(label, instance, seed, reference_png).request()
+        return self._render(request, timeout)
+
+    def render_image(self, image: MapLike, *, timeout: float | None = None) -> np.ndarray:
+        """Translate one input image with an image-to-image model on the server: uint8
+        [H, W, 3]. `image` is a uint8 [H, W, C] array or PNG/JPEG bytes or path."""
+        return self._render(RenderItem(None, image=image).request(), timeout)
+
+    def _render(self, request: pb.RenderRequest, timeout: float | None) -> np.ndarray:
         try:
             response = self.stub.Render(request, timeout=timeout or self.timeout)
         except grpc.RpcError as e:
@@ -212,12 +244,16 @@ def _pem(value: bytes | str | os.PathLike | None, what: str) -> bytes | None:
 
 
 def remote_batch_renderer(target: str, **client_options):
-    """`(render_batch, label_nc, uses_instances)` for `p2phd render --server`: each batch goes
-    to the server as one stream, so its dynamic batcher sees the images together."""
+    """`(render_batch, model info)` for `p2phd render --server`: each batch goes to the server
+    as one stream, so its dynamic batcher sees the images together. For an image-to-image model
+    (info.input_kind "image") render_batch's first argument is the input images."""
     client = RenderClient(target, **client_options)
     info = client.model_info()
 
     def render_batch(labels: np.ndarray, instances: np.ndarray | None, styles) -> np.ndarray:
+        if info.input_kind == "image":  # `labels` are the input images [B, H, W, C]
+            return _stream_batch(client, [RenderItem(None, image=im, request_id=str(i))
+                                          for i, im in enumerate(labels)])  # fmt: skip
         items = []
         for i, style in enumerate(styles):
             reference = None
@@ -227,11 +263,17 @@ def remote_batch_renderer(target: str, **client_options):
                 reference = buf.getvalue()
             inst = None if instances is None else instances[i]
             items.append(RenderItem(labels[i], inst, style.seed, reference, str(i)))
-        images: list[np.ndarray | None] = [None] * len(items)
-        for rid, result in client.render_stream(items):
-            if isinstance(result, P2PHDError):
-                raise result
-            images[int(rid)] = result
-        return np.stack(images)
+        return _stream_batch(client, items)
 
-    return render_batch, info.label_nc, info.instance
+    return render_batch, info
+
+
+def _stream_batch(client: RenderClient, items: list[RenderItem]) -> np.ndarray:
+    """Render items whose request_ids are 0..n-1 over one stream, in order; the first error
+    raises."""
+    images: list[np.ndarray | None] = [None] * len(items)
+    for rid, result in client.render_stream(items):
+        if isinstance(result, P2PHDError):
+            raise result
+        images[int(rid)] = result
+    return np.stack(images)

@@ -1,4 +1,5 @@
-"""`p2phd client HOST:PORT`: render a label (and instance) PNG on a running p2phd server."""
+"""`p2phd client HOST:PORT`: render a label (and instance) PNG on a running p2phd server, or
+translate an input image with an image-to-image (pix2pix) model."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ HELP = "render a label/instance PNG pair on a running p2phd server"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="HOST:PORT", help="server address, e.g. 127.0.0.1:50051")
-    parser.add_argument("--label", required=True, help="label map PNG (uint8 class ids)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--label", help="label map PNG (uint8 class ids)")
+    source.add_argument("--image", help="input image PNG/JPEG of an image-to-image model")
     parser.add_argument("--instance", default=None, help="instance map PNG (optional)")
     parser.add_argument("-o", "--output", required=True, help="output image PNG")
     parser.add_argument("--seed", type=int, default=None, help="style seed")
@@ -27,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
     with RenderClient(
         args.target, timeout=args.timeout, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key
     ) as client:
-        image = client.render(args.label, args.instance, seed=args.seed)
+        if args.image:
+            image = client.render_image(args.image)
+        else:
+            image = client.render(args.label, args.instance, seed=args.seed)
     atomic_write_bytes(args.output, encode_png(image))
     print(f"wrote {args.output} ({image.shape[1]}x{image.shape[0]})")
     return 0

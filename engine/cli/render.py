@@ -98,26 +98,30 @@ def _run_images(args: argparse.Namespace) -> int:
     from p2phd.engine.errors import ConfigError
 
     for flag, given in (("--instances", args.instances), ("--reference", args.reference),
-                        ("--styles", args.styles), ("--server", args.server)):  # fmt: skip
+                        ("--styles", args.styles)):  # fmt: skip
         if given:
             raise ConfigError(f"{flag} does not apply to --images")
-    from p2phd.engine.renderer import Renderer
+    where = args.server or args.model_dir
+    if args.server:
+        from p2phd.engine.client import remote_batch_renderer
 
-    engine = Renderer(args.model_dir, backend=args.backend, precision=args.precision)
-    m = engine.manifest
-    if not m.image_input:
+        render_batch, info = remote_batch_renderer(args.server)
+        image_model, input_nc, label_nc = info.input_kind == "image", info.input_nc, info.label_nc
+    else:
+        from p2phd.engine.renderer import Renderer
+
+        engine = Renderer(args.model_dir, backend=args.backend, precision=args.precision)
+        m = engine.manifest
+        image_model, input_nc, label_nc = m.image_input, m.input_nc, m.label_nc
+        render_batch = lambda images, _instances, _styles: engine.render_images(images)  # noqa: E731
+    if not image_model:
         raise ConfigError(
-            f"{args.model_dir} takes label maps (label_nc {m.label_nc}): use --labels, not --images"
+            f"{where} takes label maps (label_nc {label_nc}): use --labels, not --images"
         )
     out = Path(args.output)
     jobs, failures = plan_jobs(list_images(args.images), out, key_of=lambda p: Path(p).stem)
     renderer = BatchRenderer(
-        lambda images, _instances, _styles: engine.render_images(images),
-        0,
-        batch=args.batch,
-        workers=args.workers,
-        image_channels=m.input_nc,
-        max_pixels=engine.max_pixels,
+        render_batch, 0, batch=args.batch, workers=args.workers, image_channels=input_nc
     )
     return _finish(args, renderer, jobs, failures, out)
 
@@ -126,8 +130,12 @@ def _engine(args: argparse.Namespace):
     """(render function, label_nc, uses instance maps) of a local Renderer or a running server."""
     if args.server:
         from p2phd.engine.client import remote_batch_renderer
+        from p2phd.engine.errors import ConfigError
 
-        return remote_batch_renderer(args.server)
+        render_batch, info = remote_batch_renderer(args.server)
+        if info.input_kind == "image":
+            raise ConfigError(f"{args.server} serves an image-to-image model: use --images")
+        return render_batch, info.label_nc, info.instance
     from p2phd.engine.renderer import Renderer
 
     renderer = Renderer(args.model_dir, backend=args.backend, precision=args.precision)

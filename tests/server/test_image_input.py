@@ -119,3 +119,29 @@ def test_kserve_exposes_the_image_input(start_server, server_package):
         )["input_kind"]
         == "image"
     )
+
+
+def test_client_and_render_dir_through_the_server(start_server, server_package, tmp_path, capsys):
+    from p2phd.engine.cli import main
+    from p2phd.engine.client import RenderClient
+
+    served = start_server(max_batch_size=4)
+    images = photos(3)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(src / f"img{i}.png")
+    with Renderer(server_package, "onnxruntime", "fp32") as renderer:
+        want = renderer.render_images(images)
+    with RenderClient(served.target) as client:
+        assert np.abs(client.render_image(src / "img0.png").astype(int) - want[0]).max() <= 1
+    out = tmp_path / "out"
+    argv = ["render", "unused", "--images", str(src), "-o", str(out), "--server", served.target]
+    assert main([*argv, "--quiet", "--batch", "2"]) == 0
+    assert "rendered 3" in capsys.readouterr().out
+    for i in range(3):
+        got = np.asarray(Image.open(out / f"img{i}.png"))
+        assert np.abs(got.astype(int) - want[i]).max() <= 1
+    assert main(["render", "unused", "--labels", str(src), "-o", str(out), "--server",
+                 served.target, "--quiet"]) == 2  # fmt: skip
+    assert "use --images" in capsys.readouterr().err
