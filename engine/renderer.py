@@ -173,7 +173,9 @@ class Renderer:
                     f"{labels.shape[1:]} (HxW)"
                 )
         m = self.manifest
-        fitted = fit(labels, instances, m.size_multiple, self.size_policy, photos)
+        # Residual blocks reflection-pad the bottleneck (size / size_multiple): it needs 2 pixels.
+        fitted = fit(labels, instances, m.size_multiple, self.size_policy, photos,
+                     min_side=2 * m.size_multiple)  # fmt: skip
         if self._on_device:
             compact, table = self._instance_inputs(
                 fitted.labels, fitted.instances, styles, fitted.images

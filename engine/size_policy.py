@@ -68,20 +68,29 @@ def fit(
     multiple: int,
     policy: SizePolicy,
     images: np.ndarray | None = None,
+    *,
+    min_side: int = 1,
 ) -> Fitted:
     """Fit a batch of maps [B, H, W] (and optional photos [B, H, W, C]) to `multiple`; an
-    image model's batch is `images` alone (`labels` None)."""
+    image model's batch is `images` alone (`labels` None). `min_side` is the least height and
+    width the network takes (pix2pixHD's reflection-padded bottleneck needs 2 pixels there)."""
     _, h, w = (labels if labels is not None else images).shape[:3]
-    if h % multiple == 0 and w % multiple == 0:
+    if h % multiple == 0 and w % multiple == 0 and min(h, w) >= min_side:
         return Fitted(labels, instances, images, lambda out: out)
     if policy is SizePolicy.REJECT:
         what = "label map" if labels is not None else "input image"
+        if min(h, w) < min_side:
+            raise InputError(
+                f"{what} size {h}x{w} (HxW) is below this model's minimum of {min_side} pixels "
+                "a side; use the 'pad' or 'resize' size policy"
+            )
         raise InputError(
             f"{what} size {h}x{w} (HxW) is not a multiple of {multiple}, which this model "
             "needs; resize it, or use the 'pad' or 'resize' size policy"
         )
     if policy is SizePolicy.PAD:
-        ph, pw = _round_up(h, multiple) - h, _round_up(w, multiple) - w
+        ph = max(_round_up(h, multiple), min_side) - h
+        pw = max(_round_up(w, multiple), min_side) - w
         pad = ((0, 0), (0, ph), (0, pw))
 
         def pad_all(a: np.ndarray | None) -> np.ndarray | None:
@@ -94,8 +103,9 @@ def fit(
         return Fitted(
             pad_all(labels), pad_all(instances), pad_all(images), lambda out: out[:, :h, :w]
         )
-    nh = max(multiple, round(h / multiple) * multiple)
-    nw = max(multiple, round(w / multiple) * multiple)
+    least = _round_up(max(min_side, multiple), multiple)
+    nh = max(least, round(h / multiple) * multiple)
+    nw = max(least, round(w / multiple) * multiple)
     nearest = Image.Resampling.NEAREST
     return Fitted(
         None if labels is None else _resize_stack(labels, (nh, nw), nearest),
