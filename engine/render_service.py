@@ -35,7 +35,8 @@ def raw_array(
     dtype = DTYPES.get(msg.dtype)
     if dtype is None:
         names = ", ".join(pb.DType.Name(k) for k in DTYPES)
-        raise InputError(f"{what}: dtype {pb.DType.Name(msg.dtype)!r} is not one of {names}")
+        given = pb.DType.Name(msg.dtype) if msg.dtype in pb.DType.values() else msg.dtype
+        raise InputError(f"{what}: dtype {given!r} is not one of {names}")
     shape = tuple(msg.shape)
     if channels is not None:
         if len(shape) != 3 or min(shape) <= 0 or shape[2] != channels:
