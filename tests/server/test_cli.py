@@ -60,7 +60,8 @@ def serve_process(server_package):
 
 def test_sigterm_finishes_requests_in_flight_then_exits_zero(serve_process):
     proc, target, metrics_port = serve_process("--max-batch", "1", "--max-queue-delay-us", "0")
-    stub = renderer_pb2_grpc.RendererStub(grpc.insecure_channel(target))
+    channel = grpc.insecure_channel(target)  # held: a collected channel cancels its calls
+    stub = renderer_pb2_grpc.RendererStub(channel)
     label, instance = make_maps(256, 512, seed=1)  # a few hundred ms per image on the tiny model
     request = RenderItem(label, instance).request()
     stub.Render(request, timeout=60)
