@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "benchmark latency, throughput, memory, % of peak and quality against the pix2pixHD baseline"
+HELP = "benchmark latency, throughput, memory, share of peak and quality vs the pix2pixHD baseline"
 
 OTHER_LOAD_LIMIT = 0.10  # other processes' share of the CPUs above which timings are noisy
 
