@@ -19,7 +19,7 @@ $(VENV)/.installed-%: $(NATIVE) | $(BIN)/python
 
 comma := ,
 RUNTIME := $(VENV)/.installed-train
-DEVENV  := $(VENV)/.installed-train+dev+bench
+DEVENV  := $(VENV)/.installed-train+dev+bench+ray
 
 demo: $(RUNTIME)
 	$(BIN)/p2phd demo

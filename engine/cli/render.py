@@ -41,7 +41,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     style.add_argument(
         "--styles", type=int, metavar="N", help="N styles per map: OUT/<key>_s<seed>.png"
     )
-    parser.add_argument("--server", metavar="HOST:PORT", help="render through a running server")
+    remote = parser.add_mutually_exclusive_group()
+    remote.add_argument("--server", metavar="HOST:PORT", help="render through a running server")
+    remote.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="render on Ray Data, one engine per actor (a local Ray instance without ADDRESS)",
+    )
+    parser.add_argument("--ray-actors", type=int, help="actors (default: one per GPU, else 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -60,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
     instances = list_images(args.instances) if args.instances else None
     references = list_images(args.reference) if args.reference else None
     seeds = range(args.seed, args.seed + args.styles) if args.styles else (args.seed,)
-    engine, label_nc, uses_instances = _engine(args)
+    if args.ray:
+        renderer, uses_instances = _ray(args)
+    else:
+        engine, label_nc, uses_instances = _engine(args)
+        renderer = BatchRenderer(engine, label_nc, batch=args.batch, workers=args.workers)
     if instances is None and not args.no_instance and uses_instances:
         raise ConfigError("this model uses instance maps: pass --instances DIR or --no-instance")
     jobs, failures = plan_jobs(
@@ -71,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
         seeds=seeds,
         seed_suffix=args.styles is not None,
     )
-    renderer = BatchRenderer(engine, label_nc, batch=args.batch, workers=args.workers)
     return _finish(args, renderer, jobs, failures, out)
 
 
@@ -124,6 +136,23 @@ def _run_images(args: argparse.Namespace) -> int:
         render_batch, 0, batch=args.batch, workers=args.workers, image_channels=input_nc
     )
     return _finish(args, renderer, jobs, failures, out)
+
+
+def _ray(args: argparse.Namespace):
+    """A RayRenderer for `--ray [ADDRESS]`, and whether the model uses instance maps."""
+    from p2phd.engine.package import ModelPackage
+    from p2phd.engine.ray_render import RayRenderer
+
+    manifest = ModelPackage(args.model_dir).manifest
+    renderer = RayRenderer(
+        args.model_dir,
+        address=None if args.ray == "local" else args.ray,
+        backend=args.backend,
+        precision=args.precision,
+        batch=args.batch,
+        actors=args.ray_actors,
+    )
+    return renderer, manifest.instance
 
 
 def _engine(args: argparse.Namespace):
