@@ -19,12 +19,13 @@ from p2phd.export.package_writer import export_package
 from p2phd.train.model_config import ModelConfig
 from p2phd.train.networks import build_encoder, build_generator
 from p2phd.train.pix2pix_checkpoint import Pix2PixCheckpoint
+from p2phd.train.pix2pix_config import Pix2PixConfig
 from p2phd.train.pix2pix_networks import build_pix2pix_generator
 from p2phd.train.pix2pixhd_checkpoint import load_into
 
 
 class CheckpointLike(Protocol):
-    model_config: ModelConfig
+    model_config: ModelConfig | Pix2PixConfig
     generator_state: dict[str, torch.Tensor]
     encoder_state: dict[str, torch.Tensor] | None
 
@@ -51,6 +52,8 @@ def export_checkpoint(
 ) -> Path:
     """Rebuild the networks of `ckpt`, load its weights strictly and export the package."""
     cfg = ckpt.model_config
+    if isinstance(cfg, Pix2PixConfig):  # trained by p2phd train with a pix2pix config
+        return export_pix2pix(Pix2PixCheckpoint(cfg, ckpt.generator_state), out_dir, source, fp16)
     generator = build_generator(cfg)
     load_into(generator, ckpt.generator_state, f"{source} (generator)")
     encoder = None

@@ -18,6 +18,8 @@ import torch
 from p2phd.engine.atomic import atomic_path
 from p2phd.engine.errors import CheckpointError
 from p2phd.train.model_config import ModelConfig
+from p2phd.train.pix2pix_config import FAMILY as PIX2PIX
+from p2phd.train.pix2pix_config import Pix2PixConfig
 
 FORMAT = "p2phd-checkpoint"
 VERSION = 1
@@ -27,7 +29,7 @@ VERSION = 1
 class Checkpoint:
     """A loaded checkpoint; training state is empty in a weights-only one."""
 
-    model_config: ModelConfig
+    model_config: ModelConfig | Pix2PixConfig
     generator_state: dict[str, torch.Tensor]
     encoder_state: dict[str, torch.Tensor] | None = None
     train_config: dict | None = None
@@ -124,7 +126,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path}: checkpoint version {payload.get('version')}, expected {VERSION}"
         )
     return Checkpoint(
-        model_config=ModelConfig.from_json(payload["model_config"]),
+        model_config=model_config_from_json(payload["model_config"]),
         generator_state=payload["generator"],
         encoder_state=payload.get("encoder"),
         train_config=payload.get("train_config"),
@@ -135,6 +137,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         epoch_iter=int(payload.get("epoch_iter", 0)),
         rng=payload.get("rng"),
     )
+
+
+def model_config_from_json(d: dict) -> ModelConfig | Pix2PixConfig:
+    """The architecture a checkpoint records: pix2pixHD's ModelConfig, or a Pix2PixConfig."""
+    if d.get("family") == PIX2PIX:
+        return Pix2PixConfig.from_json(d)
+    return ModelConfig.from_json(d)
 
 
 def strip_checkpoint(src: str | Path, dst: str | Path) -> Checkpoint:

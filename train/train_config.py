@@ -86,6 +86,15 @@ class TrainConfig:
 def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """A TrainConfig from a YAML file (or the defaults) with `key=value` overrides applied;
     dotted keys reach into the model (`model.ngf=8`), values parse as YAML scalars."""
+    raw = read_config_dict(path, overrides)
+    try:
+        return TrainConfig.from_json(raw)
+    except TypeError as e:
+        raise ConfigError(f"{path or 'config'}: {e}") from None
+
+
+def read_config_dict(path: str | Path | None, overrides: list[str] = ()) -> dict:
+    """The YAML file's mapping (empty without a file) with the `key=value` overrides applied."""
     raw: dict = {}
     if path is not None:
         path = Path(path)
@@ -108,7 +117,4 @@ def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> Tra
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part!r} is not a section")
         node[leaf] = yaml.safe_load(text)
-    try:
-        return TrainConfig.from_json(raw)
-    except TypeError as e:
-        raise ConfigError(f"{path or 'config'}: {e}") from None
+    return raw

@@ -1,10 +1,11 @@
-"""`p2phd train`: train a pix2pixHD model from a YAML config with command-line overrides."""
+"""`p2phd train`: train a pix2pixHD model (or, with `model.family: pix2pix` in the config, a
+pix2pix model) from a YAML config with command-line overrides."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "train a pix2pixHD model (YAML config, --set overrides, --resume)"
+HELP = "train a pix2pixHD or pix2pix model (YAML config, --set overrides, --resume)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -31,11 +32,22 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from p2phd.train.checkpoint import strip_checkpoint
-    from p2phd.train.train_config import load_train_config
-    from p2phd.train.trainer import Trainer
+    from p2phd.train.train_config import load_train_config, read_config_dict
 
-    cfg = load_train_config(args.config, args.overrides)
-    trainer = Trainer(cfg, resume=args.resume)
+    raw = read_config_dict(args.config, args.overrides)
+    if isinstance(raw.get("model"), dict) and raw["model"].get("family") == "pix2pix":
+        from p2phd.engine.errors import ConfigError
+        from p2phd.train.pix2pix_trainer import Pix2PixTrainConfig, Pix2PixTrainer
+
+        if args.resume:
+            raise ConfigError("--resume is not supported for pix2pix runs; start a new run")
+        cfg = Pix2PixTrainConfig.from_json(raw)
+        trainer = Pix2PixTrainer(cfg)
+    else:
+        from p2phd.train.trainer import Trainer
+
+        cfg = load_train_config(args.config, args.overrides)
+        trainer = Trainer(cfg, resume=args.resume)
     trainer.run()
     latest = Path(cfg.output) / "latest.pt"
     print(f"trained {trainer.iteration} iterations; checkpoint {latest}")
