@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from p2phd.engine.errors import InputError
+from p2phd.engine.image_input import to_model_input
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class ReferenceEncoder:
                 f"style reference: photo shape {photos.shape[1:]} does not match the label map "
                 f"{compact.ids.shape[1:]} (expected [H, W, 3] uint8)"
             )
-        x = photos.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+        x = to_model_input(photos)
         (features,) = self.session.run(None, {self.input_name: x})
         means, _ = instance_pool(np.ascontiguousarray(features, np.float32), compact)
         return means

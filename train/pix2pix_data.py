@@ -17,6 +17,7 @@ from PIL import Image
 from p2phd.engine.atomic import atomic_path
 from p2phd.engine.classes import default_classes
 from p2phd.engine.errors import ConfigError, InputError
+from p2phd.engine.image_input import to_model_input
 from p2phd.engine.pairing import IMAGE_EXTENSIONS
 from p2phd.train.data import read_photo
 from p2phd.train.synth import render_scene
@@ -85,7 +86,7 @@ class Pix2PixDataset:
             self._cache[index] = self._decode(index)
         out = {}
         for name, image in zip("AB", self._cache[index], strict=True):
-            x = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0)
+            x = torch.from_numpy(to_model_input(image[None])[0])
             out[name] = x.flip(-1) if flip else x
         return out
 
