@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from p2phd.engine.decode import DEFAULT_MAX_PIXELS
 from p2phd.engine.server import ServerConfig
+from p2phd.engine.wire import grpc_service_pb2 as kserve_pb
+from p2phd.engine.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
 from p2phd.engine.wire import renderer_pb2 as pb
-from p2phd.engine.wire import renderer_pb2_grpc
 from tests.reliability.corpus import Case, bad_cases, crafted_png, grey, png
 from tests.server.conftest import LABEL_NC, ThreadedServer, make_maps
 
@@ -242,3 +243,38 @@ def test_memory_stays_bounded_after_the_fuzz_and_the_server_is_healthy(server, s
         )
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert_alive(stub)
+
+
+kserve_tensors = st.builds(
+    lambda name, datatype, shape, field, values: kserve_pb.ModelInferRequest.InferInputTensor(
+        name=name, datatype=datatype, shape=shape,
+        contents=kserve_pb.InferTensorContents(**{field: values}),
+    ),
+    st.sampled_from(["label", "instance", "seed", "image", ""]),
+    st.sampled_from(["UINT8", "INT32", "INT64", "FP32", "BYTES", "junk"]),
+    st.lists(st.integers(-1, 1 << 40), max_size=4) | st.lists(st.integers(1, 6), max_size=4),
+    st.sampled_from(["uint_contents", "int_contents", "int64_contents"]),
+    st.lists(st.integers(0, 2**31 - 1), max_size=40),
+)  # fmt: skip
+
+
+@FUZZ
+@given(
+    st.lists(kserve_tensors, max_size=3),
+    st.one_of(st.none(), st.lists(st.binary(max_size=64), max_size=3)),
+    st.sampled_from(["p2phd", "other", ""]),
+)
+def test_random_kserve_requests_render_or_get_a_client_error(server, tensors, raw, model):
+    request = kserve_pb.ModelInferRequest(model_name=model, inputs=tensors)
+    if raw is not None:
+        request.raw_input_contents.extend(raw)
+    with grpc.insecure_channel(server.target) as channel:
+        stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            response = stub.ModelInfer(request, timeout=30)
+        except grpc.RpcError as e:
+            client_errors = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+            assert e.code() in client_errors, (e.code(), e.details())
+            assert e.details()
+            return
+    assert response.outputs[0].name == "image"
