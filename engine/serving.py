@@ -241,8 +241,10 @@ class RenderCore:
     ) -> AsyncIterator[Resp]:
         """Handle stream items concurrently, yielding each response as it completes.
 
-        At most `max_batch_size * 2` items of one stream are in flight (backpressure on the
-        reader); an item's failure becomes its own response (`on_error`), the stream goes on.
+        At most `max_batch_size * 2` items of one stream are in flight or answered but not yet
+        sent (backpressure on the reader: a client that stops reading stops the rendering, its
+        answers cannot pile up); an item's failure becomes its own response (`on_error`), the
+        stream goes on.
         """
         out: asyncio.Queue = asyncio.Queue()
         slots = asyncio.Semaphore(2 * self.batching.max_batch_size)
@@ -258,8 +260,6 @@ class RenderCore:
                 if code is grpc.StatusCode.INTERNAL:
                     log.exception("%s item failed", method)
                 resp, status = on_error(req, code, message), code.name
-            finally:
-                slots.release()
             self.metrics.request_done(method, status, time.monotonic() - start)
             await out.put(resp)
 
@@ -282,6 +282,7 @@ class RenderCore:
         try:
             while (resp := await out.get()) is not done:
                 yield resp
+                slots.release()  # sent: room for one more item
             await reader  # re-raises a failure reading the request stream
         finally:
             reader.cancel()
