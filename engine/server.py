@@ -58,6 +58,9 @@ class ServerConfig:
     max_queue: int = 64
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    # Calls open at once (a stream is one); beyond it RESOURCE_EXHAUSTED at once. Received
+    # messages are held whole, so memory for requests is at most this x max_message_bytes.
+    max_concurrent_rpcs: int | None = 256
     metrics_port: int | None = None
     grace_seconds: float = 30.0
     tls_cert: Path | None = None
@@ -156,11 +159,12 @@ class P2PHDServer:
             model_name=cfg.model_name,
         )
         server = grpc.aio.server(
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", cfg.max_message_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         renderer_pb2_grpc.add_RendererServicer_to_server(RendererService(self.core), server)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(

@@ -37,6 +37,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-image-pixels", type=int, default=None,
         help="max pixels per image (default: the decoder's limit, 2048*2048*2)",
     )  # fmt: skip
+    lim.add_argument(
+        "--max-concurrent-rpcs", type=int, default=256,
+        help="calls open at once (a stream is one); beyond it RESOURCE_EXHAUSTED (default 256)",
+    )  # fmt: skip
     lim.add_argument("--grace", type=float, default=30.0, help="SIGTERM drain period (seconds)")
     lim.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics")
     tls = parser.add_argument_group("TLS")
@@ -64,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         preferred_batch_sizes=tuple(args.preferred_batch),
         max_queue=args.max_queue,
         max_message_bytes=int(args.max_message_mb * (1 << 20)),
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
         metrics_port=args.metrics_port,
         grace_seconds=args.grace,
         tls_cert=args.tls_cert and Path(args.tls_cert),
