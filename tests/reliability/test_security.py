@@ -1,10 +1,11 @@
-"""Security: the server listens on loopback unless told otherwise, its size limits hold at their
-boundaries, and nothing in a request is ever treated as a path to open."""
+"""Security: the server listens on loopback unless told otherwise, its size and concurrency limits
+hold at their boundaries, and nothing in a request is ever treated as a path to open."""
 
 from __future__ import annotations
 
 import socket
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -169,3 +170,23 @@ def test_paths_in_a_request_are_data_never_opened(start_server, tmp_path):
     finally:
         OpenWatch.marker = None
     assert opened == []
+
+
+def test_the_concurrent_call_limit_refuses_extra_calls_at_once(start_server, gated):
+    s = start_server(gated, max_concurrent_rpcs=3, max_batch_size=1, max_queue_delay_us=0)
+    stub = renderer_pb2_grpc.RendererStub(grpc.insecure_channel(s.target))
+    request = pb.RenderRequest(label=raw(make_maps()[0]))
+    gated.engine.gate.clear()
+    held = [stub.Render.future(request, timeout=60) for _ in range(3)]
+    assert gated.engine.entered.wait(20)
+    deadline = time.monotonic() + 20
+    while s.server.core.batcher.depth < 2:  # one call in the engine, two queued: 3 open
+        assert time.monotonic() < deadline, "the held calls never queued"
+        time.sleep(0.01)
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Render(request, timeout=30)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "Concurrent RPC limit" in e.value.details()
+    gated.engine.gate.set()
+    assert all(f.result().png for f in held)
+    assert stub.Render(request, timeout=30).png
