@@ -56,6 +56,13 @@ class Renderer:
         # in them, while other threads decode and preprocess the next batches.
         self._infer_lock = threading.Lock()
 
+    @property
+    def min_side(self) -> int:
+        """The least height and width the generator takes: residual blocks reflection-pad the
+        bottleneck (size / size_multiple), which needs 2 pixels; a U-Net's may be 1."""
+        unet = str(self.manifest.architecture.get("netG", "")).startswith("unet")
+        return self.manifest.size_multiple * (1 if unet else 2)
+
     def describe(self) -> dict:
         """Backend, precision, device, and why they were chosen."""
         m = self.manifest
@@ -173,9 +180,8 @@ class Renderer:
                     f"{labels.shape[1:]} (HxW)"
                 )
         m = self.manifest
-        # Residual blocks reflection-pad the bottleneck (size / size_multiple): it needs 2 pixels.
         fitted = fit(labels, instances, m.size_multiple, self.size_policy, photos,
-                     min_side=2 * m.size_multiple)  # fmt: skip
+                     min_side=self.min_side)  # fmt: skip
         if self._on_device:
             compact, table = self._instance_inputs(
                 fitted.labels, fitted.instances, styles, fitted.images
@@ -289,7 +295,8 @@ class Renderer:
     def _render_image_batch(self, images: np.ndarray) -> np.ndarray:
         from p2phd.engine.kernels import to_uint8_rgb
 
-        fitted = fit(None, None, self.manifest.size_multiple, self.size_policy, images)
+        fitted = fit(None, None, self.manifest.size_multiple, self.size_policy, images,
+                     min_side=self.min_side)  # fmt: skip
         x = to_model_input(fitted.images, self.backend.input_dtype)
         with self._infer_lock:
             out = self.backend.infer(x)

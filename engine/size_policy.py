@@ -79,7 +79,7 @@ def fit(
         return Fitted(labels, instances, images, lambda out: out)
     if policy is SizePolicy.REJECT:
         what = "label map" if labels is not None else "input image"
-        if min(h, w) < min_side:
+        if h % multiple == 0 and w % multiple == 0:  # a multiple, but below the minimum
             raise InputError(
                 f"{what} size {h}x{w} (HxW) is below this model's minimum of {min_side} pixels "
                 "a side; use the 'pad' or 'resize' size policy"
