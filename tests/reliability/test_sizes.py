@@ -42,3 +42,27 @@ def test_every_small_size_renders_at_its_size_or_is_refused_with_a_reason(render
 def test_a_0x0_map_is_an_input_error(renderers):
     with pytest.raises(InputError, match="shape"):
         renderers["pad"].render(np.zeros((0, 0), np.uint8))
+
+
+@pytest.fixture(scope="module")
+def image_models(tmp_path_factory):
+    """Tiny pix2pix packages: a ResNet generator (reflection-padded blocks) and a U-Net."""
+    from p2phd.export.package_writer import export_package
+    from p2phd.train.pix2pix_config import Pix2PixConfig
+    from p2phd.train.pix2pix_networks import build_pix2pix_generator
+
+    made = {}
+    for net in ("resnet_6blocks", "unet_128"):
+        cfg = Pix2PixConfig(netG=net, norm="batch", ngf=4, bn_mode="eval")
+        out = tmp_path_factory.mktemp(net) / "m"
+        made[net] = export_package(out, build_pix2pix_generator(cfg), cfg, fp16=False)
+    return made
+
+
+@pytest.mark.parametrize("net", ["resnet_6blocks", "unet_128"])
+@pytest.mark.parametrize("policy", ["pad", "resize"])
+def test_image_models_render_tiny_images_at_their_size(image_models, net, policy):
+    with Renderer(image_models[net], size_policy=policy) as r:
+        for h, w in [(1, 1), (4, 4), (5, 7), (9, 3)]:
+            image = r.render_images(np.full((h, w, 3), 90, np.uint8))[0]
+            assert image.shape == (h, w, 3), (h, w)
