@@ -180,10 +180,19 @@ styles = st.one_of(
 )
 
 
+images = st.one_of(
+    st.none(),
+    st.builds(pb.InputImage, encoded=png_bytes),
+    st.builds(pb.InputImage, raw=raw_arrays),
+)
+
+
 @FUZZ
-@given(maps, maps, styles, st.integers(0, 3))
-def test_random_requests_render_or_get_invalid_argument(stub, label, instance, style, fmt):
-    request = pb.RenderRequest(label=label, instance=instance, style=style, output_format=fmt)
+@given(maps, maps, styles, images, st.integers(0, 3))
+def test_random_requests_render_or_get_invalid_argument(stub, label, instance, style, image, fmt):
+    request = pb.RenderRequest(
+        label=label, instance=instance, style=style, image=image, output_format=fmt
+    )
     try:
         response = stub.Render(request, timeout=30)
     except grpc.RpcError as e:
