@@ -53,10 +53,14 @@ def export_onnx(
                 dynamic_axes={input_name: DYNAMIC, output_name: DYNAMIC},
                 do_constant_folding=True,
                 # Export in the module's own (eval) mode without the eval peephole, which would
-                # fold BatchNorm into the preceding convolution and rename its weights.
+                # fold BatchNorm into the preceding convolution and rename its weights; and keep
+                # every parameter under its own name (as an input, dropped below) rather than
+                # merging parameters of equal value (fresh BatchNorm layers are all ones).
                 training=torch.onnx.TrainingMode.PRESERVE,
+                keep_initializers_as_inputs=True,
             )
         model = onnx.load(str(raw))  # external tensors, if torch wrote any, load from `tmp`
+        drop_initializer_inputs(model)
         fold_constants(model)
         save_onnx(model, path)
     return path
@@ -87,6 +91,14 @@ def save_onnx(model: onnx.ModelProto, path: Path) -> None:
         else:
             onnx.save_model(model, str(tmp))
             data_path.unlink(missing_ok=True)
+
+
+def drop_initializer_inputs(model: onnx.ModelProto) -> None:
+    """Remove graph inputs that are initializers: the weights stay constants of the graph."""
+    params = {init.name for init in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in params]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
 
 
 def fold_constants(model: onnx.ModelProto) -> None:

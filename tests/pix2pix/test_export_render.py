@@ -121,3 +121,16 @@ def test_tensorrt_renders_what_the_original_computes(tmp_path, precision):
         got = renderer.render_images(images)
     assert got.shape == expected.shape
     assert psnr_db(expected, got) > (45 if precision == "fp32" else 35)
+
+
+def test_equal_valued_parameters_keep_their_names(tmp_path):
+    """Fresh BatchNorm layers all hold ones and zeros: each keeps its own ONNX initializer, so the
+    torch reference backend (which reads weights by name) opens the package."""
+    from p2phd.export.package_writer import export_package
+    from p2phd.train.pix2pix_networks import build_pix2pix_generator
+
+    cfg = Pix2PixConfig(netG="unet_128", norm="batch", ngf=4, bn_mode="eval")
+    package = export_package(tmp_path / "m", build_pix2pix_generator(cfg), cfg, fp16=False)
+    images = random_images(1, 128, 128)
+    with Renderer(package, "torch", "fp32") as ref, Renderer(package, "onnxruntime") as ort:
+        assert np.abs(ref.render_images(images).astype(int) - ort.render_images(images)).max() <= 1
