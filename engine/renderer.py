@@ -207,11 +207,7 @@ class Renderer:
         any sizes (returns a list of [H, W, 3]; maps of equal size are batched together).
         `instances` int32/uint16 of the same shape(s); `style` one Style or one per image.
         """
-        if self.manifest.image_input:
-            raise InputError(
-                f"{self.package.path} is an image-to-image model: it takes input images "
-                "(render_images, p2phd render --images), not label maps"
-            )
+        self._require_labels()
         if isinstance(labels, np.ndarray):
             single = labels.ndim == 2
             lab = labels[None] if single else labels
@@ -222,6 +218,13 @@ class Renderer:
             validate_maps(lab, inst, self.manifest.label_nc)
             return self._render_batch(lab, inst, self._styles(style, len(lab)))
         return self._render_list(list(labels), instances, style)
+
+    def _require_labels(self) -> None:
+        if self.manifest.image_input:
+            raise InputError(
+                f"{self.package.path} is an image-to-image model: it takes input images "
+                "(render_images, p2phd render --images), not label maps"
+            )
 
     def _render_list(self, labels: list, instances, style: StyleArg) -> list[np.ndarray]:
         n = len(labels)
@@ -249,6 +252,7 @@ class Renderer:
         self, label_png: Source, instance_png: Source | None = None, style: Style | None = None
     ) -> np.ndarray:
         """Decode a label PNG (and instance PNG) from paths or bytes and render: uint8 [H, W, 3]."""
+        self._require_labels()
         labels, instances = decode_pair(
             label_png, instance_png, self.manifest.label_nc, max_pixels=self.max_pixels
         )

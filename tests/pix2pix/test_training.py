@@ -66,3 +66,14 @@ def test_bad_training_configs_say_why(tmp_path):
         Pix2PixTrainConfig(gan_mode="wgan")
     with pytest.raises(InputError, match="expected train/"):
         Pix2PixTrainer(Pix2PixTrainConfig(data=str(tmp_path), device="cpu"))
+
+
+def test_shipped_config_is_the_original_recipe():
+    from pathlib import Path
+
+    from p2phd.train.train_config import read_config_dict
+
+    path = Path(__file__).parents[2] / "configs" / "pix2pix.yaml"
+    cfg = Pix2PixTrainConfig.from_json(read_config_dict(path))
+    assert (cfg.model.netG, cfg.model.norm, cfg.model.use_dropout) == ("unet_256", "batch", True)
+    assert (cfg.lambda_L1, cfg.lr, cfg.beta1, cfg.n_layers_D) == (100.0, 2e-4, 0.5, 3)
