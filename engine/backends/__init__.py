@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from p2phd.engine import quality
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.errors import BackendUnavailable, ConfigError
+from p2phd.engine.errors import BackendUnavailable, ConfigError, P2PHDError, PackageError
 from p2phd.engine.package import ModelPackage
 
 log = logging.getLogger(__name__)
@@ -93,5 +93,13 @@ def open_backend(
     name, backend_reason = choose_backend(backend)
     prec, precision_reason = choose_precision(package, name, precision)
     log.info("backend %s (%s), precision %s (%s)", name, backend_reason, prec, precision_reason)
-    instance = backend_class(name)(package, prec, options)
+    try:
+        instance = backend_class(name)(package, prec, options)
+    except P2PHDError:
+        raise
+    except Exception as e:  # the runtime refused the package's model: say so in one line
+        raise PackageError(
+            f"{package.path}: the {name} backend cannot load the model at {prec} "
+            f"({type(e).__name__}: {e})"
+        ) from e
     return instance, Choice(name, prec, backend_reason, precision_reason)
