@@ -166,6 +166,16 @@ def test_a_flipped_byte_in_the_generator_refuses_to_serve(package_copy, capsys):
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_generator_the_runtime_cannot_parse_is_a_one_line_error(package_copy, backend, capsys):
+    (package_copy / "generator.onnx").write_bytes(b"not an ONNX model")
+    write_manifest(package_copy, ModelPackage(package_copy, verify=False).manifest)  # hashes agree
+    assert main(["serve", str(package_copy), "--port", "0", "--backend", backend]) == 2
+    err = capsys.readouterr().err
+    assert f"the {backend} backend cannot load the model" in err and str(package_copy) in err
+    assert "Traceback" not in err
+
+
 UNPICKLED: list[str] = []
 
 
