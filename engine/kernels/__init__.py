@@ -181,6 +181,7 @@ def assemble_input(
             )
     elif feat_channels < 0:
         raise InputError(f"feat_channels: expected >= 0, got {feat_channels}")
+    edges = bool(edges)  # the native side writes an edge channel for any truthy value
     shape = (b, label_nc + int(edges) + feat, h, w)
     if out is None:
         out = np.empty(shape, np_dtype)
