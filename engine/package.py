@@ -102,6 +102,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: dict, source: Path) -> Manifest:
+        if not isinstance(d, dict):
+            raise PackageError(f"{source}: expected a JSON object, got {type(d).__name__}")
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise PackageError(
@@ -111,12 +113,44 @@ class Manifest:
         missing = {"architecture", "label_nc", "instance", "feat_num", "size_multiple"} - set(d)
         if missing:
             raise PackageError(f"{source}: missing field(s) {', '.join(sorted(missing))}")
+        _check_fields(d, source)
         manifest = cls(**{k: v for k, v in d.items() if k in names})
         if manifest.input_kind not in ("labels", "image"):
             raise PackageError(
                 f"{source}: input_kind {manifest.input_kind!r} is not 'labels' or 'image'"
             )
         return manifest
+
+
+# What manifest fields must hold before anything trusts them (buffers are sized from these
+# numbers): integers within a range, or a JSON type.
+_INTEGERS = {"label_nc": (0, 256), "feat_num": (0, 4096), "size_multiple": (1, 1 << 16),
+             "input_nc": (0, 4096)}  # fmt: skip
+_TYPES = {"architecture": dict, "instance": bool, "encoder": bool, "features": bool,
+          "classes": list, "files": dict, "variants": dict, "parity": dict,
+          "exporter_version": str, "input_kind": str}  # fmt: skip
+_JSON_NAMES = {dict: "object", bool: "true or false", list: "array", str: "string"}
+
+
+def _check_fields(d: dict, source: Path) -> None:
+    """Raise PackageError naming the first manifest field of the wrong type or out of range."""
+    for name, (low, high) in _INTEGERS.items():
+        v = d.get(name, low)
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            raise PackageError(f"{source}: {name} {v!r}; expected an integer in {low}..{high}")
+    for name, kind in _TYPES.items():
+        if name in d and not isinstance(d[name], kind):
+            raise PackageError(f"{source}: {name} {d[name]!r}; expected {_JSON_NAMES[kind]}")
+    for name in ("files", "variants"):
+        if not all(isinstance(v, str) for v in d.get(name, {}).values()):
+            raise PackageError(f"{source}: {name}: expected file names mapped to strings")
+    for c in d.get("classes", []):
+        ok = isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str)
+        if not ok or not (isinstance(c.get("color"), list) and len(c["color"]) == 3):
+            raise PackageError(
+                f'{source}: classes entry {c!r}; expected {{"id": int, "name": str, '
+                '"color": [r, g, b]}'
+            )
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
