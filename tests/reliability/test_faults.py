@@ -16,7 +16,7 @@ import pytest
 
 from p2phd.engine.cli import main
 from p2phd.engine.client import RenderClient, RenderItem
-from p2phd.engine.errors import Overloaded, PackageError, is_out_of_memory
+from p2phd.engine.errors import Overloaded, P2PHDError, PackageError, is_out_of_memory
 from p2phd.engine.package import FEATURES, MANIFEST, ModelPackage, write_manifest
 from p2phd.engine.renderer import Renderer
 from p2phd.engine.server import default_renderer
@@ -174,6 +174,38 @@ def test_a_generator_the_runtime_cannot_parse_is_a_one_line_error(package_copy, 
     err = capsys.readouterr().err
     assert f"the {backend} backend cannot load the model" in err and str(package_copy) in err
     assert "Traceback" not in err
+
+
+MANIFEST_FIELDS = [
+    "label_nc",
+    "size_multiple",
+    "instance",
+    "feat_num",
+    "files",
+    "variants",
+    "classes",
+    "architecture",
+    "input_kind",
+    "input_nc",
+    "format_version",
+]
+ODD_VALUES = [None, "x", -1, 0, 3.5, [], {}, {"a": 1}, True, 10**9, [{"id": "q"}]]
+
+
+@pytest.mark.parametrize("field", MANIFEST_FIELDS)
+def test_a_manifest_field_of_the_wrong_type_or_range_is_refused_or_harmless(package_copy, field):
+    """Each odd value either loads and renders or is a P2PHDError naming the field: never a
+    crash (instance: -1 once sized the kernels' buffer one channel short: heap corruption)."""
+    path = package_copy / MANIFEST
+    original = json.loads(path.read_text())
+    label, instance = make_maps(seed=6)
+    for value in ODD_VALUES:
+        path.write_text(json.dumps({**original, field: value}))
+        try:
+            with Renderer(package_copy) as r:
+                assert r.render(label, instance)[0].shape == (32, 64, 3)
+        except P2PHDError as e:  # any other exception fails the test with its traceback
+            assert str(package_copy) in str(e) or "label_nc" in str(e), (value, e)
 
 
 UNPICKLED: list[str] = []
