@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine.conftest import tiny_package_source  # noqa: F401 (fixture)
 from tests.server.conftest import gated, server_package, start_server  # noqa: F401 (fixtures)
 
 STATUS = Path("/proc/self/status")
