@@ -77,6 +77,12 @@ class ServerProcess:
     def rss(self) -> float:
         return rss_mib(self.proc.pid)
 
+    def handles(self) -> dict[str, int]:
+        """Open file descriptors and threads of the server: a leak of either shows over time."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        threads = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("Threads:"))
+        return {"fds": len(os.listdir(f"/proc/{self.proc.pid}/fd")), "threads": threads}
+
     def __exit__(self, *exc) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:

@@ -1,9 +1,10 @@
 """Soak benchmark: a real `p2phd serve` at 70% of its capacity for 10 minutes.
 
 Measures the server's capacity first (closed-loop clients), then offers 70% of it open loop
-(Poisson arrivals) for `--seconds`. Passes with zero errors (every request OK) and resident memory
-growth under 5%: the median RSS over the last minute against the median over the first minute
-after `--warmup` seconds. Writes benchmarks/results/soak.json.
+(Poisson arrivals) for `--seconds`. Passes with zero errors (every request OK), resident memory
+growth under 5% (the median RSS over the last minute against the median over the first minute
+after `--warmup` seconds) and no growth in open file descriptors or threads. Writes
+benchmarks/results/soak.json.
 
     .venv/bin/python benchmarks/soak.py --model models/default --seconds 600
 """
@@ -50,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     began = time.time()
     with ServerProcess(args.model, *serve_args(args)) as server:
         cap = asyncio.run(capacity(server.target, requests, args.clients, args.capacity_seconds))
+        handles_before = server.handles()
         run = asyncio.run(open_loop(server, requests, args.load * cap, args.seconds, 5.0))
         after = recovered(server, requests[0])
+        handles_after = server.handles()
     minute = min(60.0, (args.seconds - args.warmup) / 2)
     baseline = window_median(run.rss_samples, args.warmup, args.warmup + minute)
     final = window_median(run.rss_samples, args.seconds - minute, args.seconds + 60)
@@ -60,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     checks = {
         "zero_errors": errors == 0,
         "rss_growth_below_limit": growth < args.max_rss_growth,
+        # Descriptors and threads may vary by a few (gRPC's pollers); a leak grows with requests.
+        "no_fd_or_thread_leak": all(
+            handles_after[k] <= handles_before[k] + 8 for k in ("fds", "threads")
+        ),
         "recovered": after["health"] == "SERVING" and after["request_ok"],
     }
     result = {
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             "max": round(max(m for _, m in run.rss_samples), 1),
         },  # fmt: skip
         "rss_samples_mib": thinned(run.rss_samples),
+        "handles": {"before": handles_before, "after": handles_after},
         "recovery": after,
         "checks": checks,
         "passed": all(checks.values()),
