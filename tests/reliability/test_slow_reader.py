@@ -13,14 +13,16 @@ from p2phd.engine.wire import renderer_pb2_grpc
 from tests.reliability.corpus import grey
 
 MAX_BATCH = 2
-REQUESTS = 60
+REQUESTS = 40
 
 
 def test_a_client_that_does_not_read_holds_the_stream_back(start_server, gated):
     s = start_server(gated, max_batch_size=MAX_BATCH, max_queue_delay_us=0)
-    label = grey(256, 512, 2)  # each answer is 384 KiB raw: gRPC's buffers hold only a few
+    label = grey(512, 1024, 2)  # each answer is 1.5 MiB raw: gRPC's buffers hold only a few
     request = pb.RenderRequest(
-        label=pb.Map(raw=pb.RawArray(shape=[256, 512], dtype=pb.DTYPE_UINT8, data=label.tobytes())),
+        label=pb.Map(
+            raw=pb.RawArray(shape=[512, 1024], dtype=pb.DTYPE_UINT8, data=label.tobytes())
+        ),
         output_format=pb.OUTPUT_FORMAT_RAW,
     )
     options = [("grpc.max_receive_message_length", 64 << 20)]
@@ -36,4 +38,4 @@ def test_a_client_that_does_not_read_holds_the_stream_back(start_server, gated):
         ahead = gated.engine.rendered
         answers = list(responses)
     assert ahead <= 4 * MAX_BATCH + 8, ahead  # in flight + what gRPC's windows buffer
-    assert len(answers) == REQUESTS and all(list(r.raw.shape) == [256, 512, 3] for r in answers)
+    assert len(answers) == REQUESTS and all(list(r.raw.shape) == [512, 1024, 3] for r in answers)
