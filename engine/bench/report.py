@@ -97,7 +97,7 @@ def markdown(result: dict) -> str:
         f"{result['config']['iters']} timed runs after {result['config']['warmup']} warm-up. "
         "Speed-up is images/s over the baseline (original pix2pixHD path: PyTorch eager fp32, "
         "batch 1) at the same size. % of peak: the generator's MACs over the median infer time, "
-        "against the nominal peak for the row's precision (see the JSON's machine.peak). "
+        "against the peak for the row's precision (see the JSON's machine.peak). "
         "Quality: vs the fp32 PyTorch output on the same input.",
         "",
     ]
@@ -146,7 +146,7 @@ def markdown(result: dict) -> str:
                 seen.add(key)
                 out.append(f"- {_label(r)}: {r['status']}: {r['reason']}")
     peak = machine["peak"]
-    out += ["", "Nominal CPU peak:", ""]
+    out += ["", "CPU peak (cores × clock × FMA lanes per cycle):", ""]
     for prec, p in peak.items():
         out.append(f"- {prec}: {p['gmacs_per_s']} GMAC/s = " + " × ".join(p["assumptions"]))
     out += [

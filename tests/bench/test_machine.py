@@ -10,6 +10,7 @@ from p2phd.engine.bench.machine import (
     describe_machine,
     fma_per_cycle,
     gpu_peak,
+    measured_clock_hz,
     physical_cores,
 )
 from p2phd.engine.cpu_features import cpu_flags
@@ -60,3 +61,13 @@ def test_machine_description_names_cpu_flags_and_libraries():
     assert set(d["flags"]) >= {"amx_bf16", "avx512_bf16"}
     assert "numpy" in d["libraries"]
     assert d["peak"]["bf16"]["gmacs_per_s"] >= d["peak"]["fp32"]["gmacs_per_s"] > 0
+
+
+def test_measured_clock_is_a_plausible_cpu_clock():
+    import platform
+
+    hz = measured_clock_hz(iterations=200_000, repeats=3)
+    if platform.machine() != "x86_64":
+        assert hz is None
+        return
+    assert hz is not None and 0.5e9 < hz < 7e9
