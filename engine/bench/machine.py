@@ -81,13 +81,15 @@ def physical_cores() -> tuple[int, str]:
     return n, f"{usable} usable logical CPUs / {threads_per_core} thread(s) per core"
 
 
-# x86-64: rcx = n; 200 dependent `add rax, 1` (1 cycle each) per iteration; dec rcx; jnz; ret
+# x86-64: rcx = n; rdx = 1; 200 dependent `add rax, rdx` (1 cycle each) per iteration; dec rcx;
+# jnz; ret. A register operand, not an immediate: Golden Cove (Sapphire Rapids) and later fold
+# `add reg, imm` chains at rename, several per cycle, which read as a 24 GHz clock.
 CLOCK_ADDS = 200
 _CLOCK_LOOP = (
-    bytes.fromhex("4889f94831c0")
-    + bytes.fromhex("4883c001") * CLOCK_ADDS
+    bytes.fromhex("4889f94831c0ba01000000")
+    + bytes.fromhex("4801d0") * CLOCK_ADDS
     + bytes.fromhex("48ffc90f85")
-    + (-(4 * CLOCK_ADDS + 3 + 6)).to_bytes(4, "little", signed=True)
+    + (-(3 * CLOCK_ADDS + 3 + 6)).to_bytes(4, "little", signed=True)
     + bytes.fromhex("c3")
 )
 
@@ -161,7 +163,9 @@ def fma_per_cycle(
     amd_256bit_datapath = vendor == "AuthenticAMD" and family == 25  # Zen 4: AVX-512 double-pumped
     if precision == "bf16":
         if "amx_bf16" in flags:
-            return 1024, "AMX TMUL: 1024 bf16 FMA/cycle/core"
+            return 512, (
+                "AMX TDPBF16PS: 16x16x32 = 8192 bf16 FMA per 16 cycles = 512 FMA/cycle/core"
+            )
         if "avx512_bf16" in flags:
             if amd_256bit_datapath:
                 return 32, "AVX512-BF16 VDPBF16PS on Zen 4 (256-bit units): 32 bf16 FMA/cycle/core"

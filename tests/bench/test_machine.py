@@ -23,7 +23,7 @@ AVX2 = frozenset({"avx2", "fma"})
 @pytest.mark.parametrize(
     ("precision", "flags", "vendor", "family", "expected"),
     [
-        ("bf16", SPR, "GenuineIntel", 6, 1024),  # AMX TMUL
+        ("bf16", SPR, "GenuineIntel", 6, 512),  # AMX TDPBF16PS: 8192 FMA per 16 cycles
         ("fp32", SPR, "GenuineIntel", 6, 32),  # 2 x 16 fp32 AVX-512 FMA
         ("bf16", ZEN4, "AuthenticAMD", 25, 32),  # VDPBF16PS on 256-bit units
         ("fp32", ZEN4, "AuthenticAMD", 25, 16),
