@@ -18,6 +18,7 @@ import numpy as np
 
 from p2phd.engine.backends import open_backend
 from p2phd.engine.backends.base import EngineOptions
+from p2phd.engine.buffer_pool import BufferPool
 from p2phd.engine.decode import DEFAULT_MAX_PIXELS, Source, decode_pair, validate_maps
 from p2phd.engine.errors import InputError
 from p2phd.engine.image_input import decode_image, to_model_input, validate_images
@@ -55,6 +56,7 @@ class Renderer:
         # Backends reuse infer requests, bindings and device buffers: one batch at a time runs
         # in them, while other threads decode and preprocess the next batches.
         self._infer_lock = threading.Lock()
+        self._inputs = BufferPool()
 
     @property
     def min_side(self) -> int:
@@ -144,20 +146,27 @@ class Renderer:
         styles: Sequence[Style],
         photos: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The generator's input [B, C, H, W] for maps already fitted to the size multiple."""
+        """The generator's input [B, C, H, W] for maps already fitted to the size multiple, in
+        an array of the renderer's pool: `release` it once the backend has read it."""
         from p2phd.engine import kernels
 
         m = self.manifest
         compact, table = self._instance_inputs(labels, instances, styles, photos)
+        dtype = self.backend.input_dtype
         return kernels.assemble_input(
             np.ascontiguousarray(labels),
             compact,
             m.label_nc,
             m.instance,
             table,
-            dtype=self.backend.input_dtype.name,
+            dtype=dtype.name,
+            out=self._inputs.take((len(labels), m.input_channels, *labels.shape[1:]), dtype),
             feat_channels=m.feat_num,
         )
+
+    def release(self, dense: np.ndarray) -> None:
+        """Hand a `dense_input` array back for the next batch of its shape."""
+        self._inputs.give(dense)
 
     def _render_batch(
         self, labels: np.ndarray, instances: np.ndarray | None, styles: list[Style]
@@ -191,8 +200,11 @@ class Renderer:
                 images = self.backend.render_maps(lab, compact, table, m.instance, m.feat_num)
             return fitted.restore(images)
         x = self.dense_input(fitted.labels, fitted.instances, styles, fitted.images)
-        with self._infer_lock:
-            out = self.backend.infer(x)
+        try:
+            with self._infer_lock:
+                out = self.backend.infer(x)
+        finally:
+            self.release(x)
         return fitted.restore(to_uint8_rgb(np.ascontiguousarray(out, np.float32)))
 
     def render(

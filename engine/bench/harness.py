@@ -194,6 +194,7 @@ class EnginePipeline:
         self.name = renderer.backend.name
         self.precision = renderer.backend.precision
         self._restore: Callable[[np.ndarray], np.ndarray] | None = None
+        self._dense: np.ndarray | None = None  # the last input, kept for the quality check
 
     def preprocess(self, labels: np.ndarray, instances: np.ndarray | None) -> np.ndarray:
         from p2phd.engine.size_policy import fit
@@ -201,7 +202,10 @@ class EnginePipeline:
         r = self.renderer
         fitted = fit(labels, instances, r.manifest.size_multiple, r.size_policy)
         self._restore = fitted.restore
-        return r.dense_input(fitted.labels, fitted.instances, [Style(seed=0)] * len(labels))
+        if self._dense is not None:  # the previous run's input is read by now: reuse it
+            r.release(self._dense)
+        self._dense = r.dense_input(fitted.labels, fitted.instances, [Style(seed=0)] * len(labels))
+        return self._dense
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.backend.infer(x)

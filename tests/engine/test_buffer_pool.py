@@ -1,0 +1,70 @@
+"""The generator-input pool: arrays are reused, never shared, and never leak a previous batch."""
+
+import threading
+import time
+
+import numpy as np
+
+from p2phd.engine.buffer_pool import BufferPool
+from p2phd.engine.quality import synthetic_maps
+from p2phd.engine.renderer import Renderer
+from p2phd.engine.style import Style
+
+
+def test_a_returned_array_is_handed_out_again_for_its_shape_and_dtype_only():
+    pool = BufferPool()
+    a = pool.take((2, 3, 4), np.float32)
+    pool.give(a)
+    assert pool.take((2, 3, 5), np.float32) is not a
+    assert pool.take((2, 3, 4), np.float16) is not a
+    assert pool.take((2, 3, 4), np.float32) is a
+    assert pool.take((2, 3, 4), np.float32) is not a  # taken: not handed out twice
+
+
+def test_the_pool_holds_at_most_its_byte_bound_dropping_the_oldest():
+    pool = BufferPool(max_bytes=2 * 8 * 4)
+    arrays = [pool.take((8,), np.float32) for _ in range(3)]
+    for a in arrays:
+        pool.give(a)
+    again = [pool.take((8,), np.float32) for _ in range(3)]
+    assert [any(b is a for b in again) for a in arrays] == [False, True, True]
+    big = np.empty((32,), np.float32)  # larger than the bound on its own: not kept
+    pool.give(big)
+    assert pool.take((32,), np.float32) is not big
+
+
+def test_concurrent_takers_never_share_an_array():
+    pool = BufferPool()
+    for _ in range(4):
+        pool.give(np.empty((4,), np.int64))
+    clashes = []
+
+    def use(me: int) -> None:
+        for _ in range(200):
+            a = pool.take((4,), np.int64)
+            a[:] = me
+            time.sleep(0)  # let the others run while this array is held
+            if (a != me).any():
+                clashes.append(me)
+            pool.give(a)
+
+    threads = [threading.Thread(target=use, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert clashes == []
+
+
+def test_reused_inputs_render_what_a_fresh_renderer_renders(tiny_package_source):
+    """Batches of one shape in a row share pooled input arrays: each must render as if alone."""
+    busy = Renderer(tiny_package_source, "onnxruntime", "fp32")
+    batches = [synthetic_maps(2, 32, 64, 35, seed=s) for s in range(4)]
+    styles = [Style(seed=s) for s in (5, 6)]
+    for labels, instances in batches:
+        busy.render(labels, instances, styles)  # fills the pool with these batches' inputs
+    for labels, instances in reversed(batches):
+        fresh = Renderer(tiny_package_source, "onnxruntime", "fp32")
+        assert np.array_equal(
+            busy.render(labels, instances, styles), fresh.render(labels, instances, styles)
+        )
