@@ -1,28 +1,53 @@
 #!/usr/bin/env bash
-# Reproduce the committed benchmark results in benchmarks/results/ (about 10 minutes on 2 cores;
-# run it on an otherwise idle machine: `uptime` load average below 1.5).
-#   (a) the default model (models/default) at its native 128x256 and at 256x512;
-#   (b) the full-size 512p generator (ngf 64, 4 downsamples, 9 blocks, label_nc 35 + edges) from
-#       random weights, exported once to $FULL (speed only: its images are noise, so the quality
-#       claim comes from (a), a trained model).
-#   (c) OpenVINO's settings on (b): hint, streams, requests in flight.
+# Reproduce the committed benchmark results in benchmarks/results/. Run it on an otherwise idle
+# machine (`uptime` load average below 1.5): every number is a wall-clock time on shared cores.
+#
+#   benchmarks/bench_results.sh [PART ...]     (default: all but soak; `all` includes soak)
+#
+#   engine    p2phd bench on (a) the default model (models/default) at 128x256 and 256x512 and
+#             (b) the full-size 512p generator (ngf 64, 4 downsamples, 9 blocks, label_nc 35 +
+#             edges) from random weights, exported once to $FULL (speed only: its images are
+#             noise, so the quality claim comes from (a), a trained model); then OpenVINO's
+#             settings on (b): hint, streams, requests in flight                  (~12 min)
+#   gemm      the bf16 GEMM rate oneDNN reaches here: context for "% of peak"        (~1 min)
+#   kernels   the native kernels vs NumPy and the original per-instance loop       (~1 min)
+#   render    p2phd render's pipeline vs the engine alone, default model 256x512   (~1 min)
+#   load      the gRPC server under 16 clients, batching on and off                (~4 min)
+#   editor    p2phd edit's round trip, HTTP and in headless Chromium               (~1 min)
+#   overload  4x capacity for 60 s                                                 (~2 min)
+#   pix2pix   pix2pix/CycleGAN generators: export, parity, latency per backend     (~3 min)
+#   soak      70% load for 10 minutes                                              (~11 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 P2PHD=${P2PHD:-.venv/bin/p2phd}
 FULL=${FULL:-/tmp/p2phd-512p}
 OUT=benchmarks/results
+PARTS=("$@")
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(engine gemm kernels render load editor overload pix2pix)
+[ "${PARTS[0]}" = all ] && PARTS=(engine gemm kernels render load editor overload pix2pix soak)
 
-if [ -d models/default ]; then
-  "$P2PHD" bench models/default --backends openvino,onnxruntime --precision fp32,bf16 \
-    --batch 1,2,4 --size 128x256,256x512 --warmup 2 --iters 10 -o "$OUT/bench-default"
-else
-  echo "models/default not found (train/make_default_model.sh makes it); skipping (a)" >&2
-fi
-
-[ -f "$FULL/manifest.json" ] || "$PY" benchmarks/make_package.py -o "$FULL" --ngf 64 \
-  --n-downsample 4 --n-blocks 9 --label-nc 35
-"$P2PHD" bench "$FULL" --backends onnxruntime,openvino --precision fp32,bf16 --batch 1,2,4 \
-  --size 256x512 --warmup 1 --iters 3 -o "$OUT/bench-512p"
-"$PY" benchmarks/openvino_tuning.py "$FULL" --size 256x512 --batch 1,2,4 --precision bf16 \
-  --configs 0,3 --seconds 10 -o "$OUT/bench-openvino-tuning"
+for part in "${PARTS[@]}"; do
+  echo "== $part ($(date -u +%H:%M:%S), load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  case $part in
+    engine)
+      "$P2PHD" bench models/default --backends openvino,onnxruntime --precision fp32,bf16 \
+        --batch 1,2,4 --size 128x256,256x512 --warmup 2 --iters 10 -o "$OUT/bench-default"
+      [ -f "$FULL/manifest.json" ] || "$PY" benchmarks/make_package.py -o "$FULL" --ngf 64 \
+        --n-downsample 4 --n-blocks 9 --label-nc 35
+      "$P2PHD" bench "$FULL" --backends onnxruntime,openvino --precision fp32,bf16 \
+        --batch 1,2,4 --size 256x512 --warmup 2 --iters 5 -o "$OUT/bench-512p"
+      "$PY" benchmarks/openvino_tuning.py "$FULL" --size 256x512 --batch 1,2,4 \
+        --precision bf16 --configs 0,3 --seconds 10 -o "$OUT/bench-openvino-tuning" ;;
+    gemm) "$PY" benchmarks/gemm_ceiling.py ;;
+    kernels) "$PY" benchmarks/kernels.py --frames 3 --repeat 15 ;;
+    render) "$PY" benchmarks/render_throughput.py --size 256x512 --batch 4 -n 64 --rounds 3 ;;
+    load) "$PY" benchmarks/load.py --model models/default --clients 16 --rounds 5 ;;
+    editor) "$PY" benchmarks/editor_latency.py --model models/default --screenshot docs/editor.png ;;
+    overload) "$PY" benchmarks/overload.py --model models/default --load 4 --seconds 60 ;;
+    pix2pix) "$PY" benchmarks/pix2pix.py ;;
+    soak) "$PY" benchmarks/soak.py --model models/default --seconds 600 ;;
+    *) echo "unknown part: $part (engine gemm kernels render load editor overload pix2pix soak all)" >&2
+       exit 2 ;;
+  esac
+done
