@@ -8,14 +8,15 @@
 #             (b) the full-size 512p generator (ngf 64, 4 downsamples, 9 blocks, label_nc 35 +
 #             edges) from random weights, exported once to $FULL (speed only: its images are
 #             noise, so the quality claim comes from (a), a trained model); then OpenVINO's
-#             settings on (b): hint, streams, requests in flight                  (~12 min)
+#             settings on (b): hint, streams, requests in flight                  (~5 min)
 #   gemm      the bf16 GEMM rate oneDNN reaches here: context for "% of peak"        (~1 min)
 #   kernels   the native kernels vs NumPy and the original per-instance loop       (~1 min)
-#   render    p2phd render's pipeline vs the engine alone, default model 256x512   (~1 min)
+#   render    p2phd render's pipeline vs the engine alone at 256x512: the default model,
+#             then the full-size 512p generator in bf16                          (~2 min)
 #   load      the gRPC server under 16 clients, batching on and off                (~4 min)
 #   editor    p2phd edit's round trip, HTTP and in headless Chromium               (~1 min)
 #   overload  4x capacity for 60 s                                                 (~2 min)
-#   pix2pix   pix2pix/CycleGAN generators: export, parity, latency per backend     (~3 min)
+#   pix2pix   pix2pix/CycleGAN generators: export, parity, latency per backend     (~1 min)
 #   soak      70% load for 10 minutes                                              (~11 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +42,12 @@ for part in "${PARTS[@]}"; do
         --precision bf16 --configs 0,3 --seconds 10 -o "$OUT/bench-openvino-tuning" ;;
     gemm) "$PY" benchmarks/gemm_ceiling.py ;;
     kernels) "$PY" benchmarks/kernels.py --frames 3 --repeat 15 ;;
-    render) "$PY" benchmarks/render_throughput.py --size 256x512 --batch 4 -n 64 --rounds 3 ;;
+    render)
+      "$PY" benchmarks/render_throughput.py --size 256x512 --batch 4 -n 64 --rounds 3
+      [ -f "$FULL/manifest.json" ] || "$PY" benchmarks/make_package.py -o "$FULL" --ngf 64 \
+        --n-downsample 4 --n-blocks 9 --label-nc 35
+      "$PY" benchmarks/render_throughput.py --model "$FULL" --precision bf16 --size 256x512 \
+        --batch 4 -n 24 --rounds 2 -o "$OUT/render_throughput-512p.json" ;;
     load) "$PY" benchmarks/load.py --model models/default --clients 16 --rounds 5 ;;
     editor) "$PY" benchmarks/editor_latency.py --model models/default --screenshot docs/editor.png ;;
     overload) "$PY" benchmarks/overload.py --model models/default --load 4 --seconds 60 ;;

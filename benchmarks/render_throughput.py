@@ -55,7 +55,7 @@ def batch_render(renderer, data: Path, out: Path, batch: int, workers: int) -> f
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(REPO / "models" / "default"))
+    p.add_argument("--model", default="models/default")
     p.add_argument("--backend", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--size", default="256x512", help="HxW of the scenes")
