@@ -11,14 +11,27 @@ from p2phd.engine.renderer import Renderer
 from p2phd.engine.style import Style
 
 
-def test_a_returned_array_is_handed_out_again_for_its_shape_and_dtype_only():
+def test_a_returned_array_is_handed_out_again_for_its_item_shape_and_dtype_only():
     pool = BufferPool()
     a = pool.take((2, 3, 4), np.float32)
     pool.give(a)
     assert pool.take((2, 3, 5), np.float32) is not a
     assert pool.take((2, 3, 4), np.float16) is not a
-    assert pool.take((2, 3, 4), np.float32) is a
-    assert pool.take((2, 3, 4), np.float32) is not a  # taken: not handed out twice
+    assert pool.take((3, 3, 4), np.float32) is not a  # too few items
+    again = pool.take((2, 3, 4), np.float32)
+    assert again is a or again.base is a
+    assert pool.take((2, 3, 4), np.float32).base is not a  # taken: not handed out twice
+
+
+def test_a_smaller_batch_gets_the_leading_part_of_the_smallest_array_that_holds_it():
+    pool = BufferPool()
+    eight, four = pool.take((8, 3, 4), np.float32), pool.take((4, 3, 4), np.float32)
+    pool.give(eight)
+    pool.give(four)
+    two = pool.take((2, 3, 4), np.float32)
+    assert two.shape == (2, 3, 4) and two.flags.c_contiguous and two.base is four
+    pool.give(two)  # the whole array goes back
+    assert pool.take((4, 3, 4), np.float32) is four
 
 
 def test_the_pool_holds_at_most_its_byte_bound_dropping_the_oldest():
