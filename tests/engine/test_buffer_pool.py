@@ -70,13 +70,14 @@ def test_concurrent_takers_never_share_an_array():
 
 
 def test_reused_inputs_render_what_a_fresh_renderer_renders(tiny_package_source):
-    """Batches of one shape in a row share pooled input arrays: each must render as if alone."""
+    """Batches of one image shape share pooled input arrays (a smaller batch the leading part
+    of a larger one's): each must render as if it were the renderer's first."""
     busy = Renderer(tiny_package_source, "onnxruntime", "fp32")
-    batches = [synthetic_maps(2, 32, 64, 35, seed=s) for s in range(4)]
-    styles = [Style(seed=s) for s in (5, 6)]
-    for labels, instances in batches:
-        busy.render(labels, instances, styles)  # fills the pool with these batches' inputs
+    batches = [synthetic_maps(n, 32, 64, 35, seed=s) for s, n in enumerate((3, 2, 3, 1))]
+    for labels, instances in batches:  # fills the pool with these batches' inputs
+        busy.render(labels, instances, [Style(seed=5)] * len(labels))
     for labels, instances in reversed(batches):
+        styles = [Style(seed=6)] * len(labels)
         fresh = Renderer(tiny_package_source, "onnxruntime", "fp32")
         assert np.array_equal(
             busy.render(labels, instances, styles), fresh.render(labels, instances, styles)
