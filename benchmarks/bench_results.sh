@@ -24,6 +24,11 @@ PY=${PY:-.venv/bin/python}
 P2PHD=${P2PHD:-.venv/bin/p2phd}
 FULL=${FULL:-/tmp/p2phd-512p}
 OUT=benchmarks/results
+
+full_package() {  # the full-size 512p generator from random weights, exported once to $FULL
+  [ -f "$FULL/manifest.json" ] || "$PY" benchmarks/make_package.py -o "$FULL" --ngf 64 \
+    --n-downsample 4 --n-blocks 9 --label-nc 35
+}
 PARTS=("$@")
 [ ${#PARTS[@]} -eq 0 ] && PARTS=(engine gemm kernels render load editor overload pix2pix)
 [ "${PARTS[0]}" = all ] && PARTS=(engine gemm kernels render load editor overload pix2pix soak)
@@ -34,8 +39,7 @@ for part in "${PARTS[@]}"; do
     engine)
       "$P2PHD" bench models/default --backends openvino,onnxruntime --precision fp32,bf16 \
         --batch 1,2,4 --size 128x256,256x512 --warmup 2 --iters 10 -o "$OUT/bench-default"
-      [ -f "$FULL/manifest.json" ] || "$PY" benchmarks/make_package.py -o "$FULL" --ngf 64 \
-        --n-downsample 4 --n-blocks 9 --label-nc 35
+      full_package
       "$P2PHD" bench "$FULL" --backends onnxruntime,openvino --precision fp32,bf16 \
         --batch 1,2,4 --size 256x512 --warmup 2 --iters 5 -o "$OUT/bench-512p"
       "$PY" benchmarks/openvino_tuning.py "$FULL" --size 256x512 --batch 1,2,4 \
@@ -44,8 +48,7 @@ for part in "${PARTS[@]}"; do
     kernels) "$PY" benchmarks/kernels.py --frames 3 --repeat 15 ;;
     render)
       "$PY" benchmarks/render_throughput.py --size 256x512 --batch 4 -n 64 --rounds 3
-      [ -f "$FULL/manifest.json" ] || "$PY" benchmarks/make_package.py -o "$FULL" --ngf 64 \
-        --n-downsample 4 --n-blocks 9 --label-nc 35
+      full_package
       "$PY" benchmarks/render_throughput.py --model "$FULL" --precision bf16 --size 256x512 \
         --batch 4 -n 24 --rounds 2 -o "$OUT/render_throughput-512p.json" ;;
     load) "$PY" benchmarks/load.py --model models/default --clients 16 --rounds 5 ;;

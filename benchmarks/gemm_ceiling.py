@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from p2phd.engine.atomic import atomic_write_bytes
     from p2phd.engine.bench.machine import cpu_peak, describe_machine
 
     peak = cpu_peak("bf16")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": describe_machine(),
         "gemms": rows,
     }
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_bytes(args.output, json.dumps(result, indent=2).encode() + b"\n")
     why = "; ".join(peak.assumptions)
     print(f"peak {peak.macs_per_s / 1e9:.0f} GMAC/s ({why}) -> {args.output}")
     return 0

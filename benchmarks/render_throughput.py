@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", default=str(DEFAULT_OUT))
     args = p.parse_args(argv)
 
+    from p2phd.engine.atomic import atomic_write_bytes
+    from p2phd.engine.bench.harness import OtherLoad
     from p2phd.engine.bench.machine import describe_machine
     from p2phd.engine.decode import decode_pair
     from p2phd.engine.renderer import Renderer
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
              "--seed", "7"],
             check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
+        others = OtherLoad()  # from here on: the synth child would count as another process
         with Renderer(args.model, backend=args.backend, precision=args.precision) as r:
             pairs = [
                 decode_pair(lab, inst, r.manifest.label_nc)
@@ -114,15 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": {
             "engine_alone": [round(x, 2) for x in engine],
             "render": [round(x, 2) for x in render],
-        },  # fmt: skip
-        "machine": {
-            "cpu": describe_machine()["cpu_model"],
-            "cpus": os.cpu_count(),
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
+        "other_load": others.measure(),
+        "machine": {"cpu": describe_machine()["cpu_model"], "cpus": os.cpu_count()},
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_bytes(args.output, json.dumps(result, indent=2).encode() + b"\n")
     print(
         f"engine alone {result['engine_alone_images_per_s']} images/s, p2phd render "
         f"{result['render_images_per_s']} images/s: {100 * result['render_vs_engine']:.1f}% "
