@@ -10,8 +10,11 @@ P2PHD=${P2PHD:-.venv/bin/p2phd}
 RUN=runs/default
 OUT=models/default
 
-"$P2PHD" synth -o "$RUN/data" -n 200 --size 128x256 --seed 0
-"$P2PHD" train --config configs/default.yaml --weights-only "$RUN/default.pt"
+# Rerunning after an interruption remakes the same data and continues the training from its
+# last atomic checkpoint.
+"$P2PHD" synth -o "$RUN/data" -n 1000 --size 128x256 --seed 0
+resume=$([ -f "$RUN/latest.pt" ] && echo --resume || true)
+"$P2PHD" train --config configs/default.yaml $resume --weights-only "$RUN/default.pt"
 "$P2PHD" cluster --checkpoint "$RUN/default.pt" --data "$RUN/data" -k 10 -o "$RUN/features.npz" \
   --min-area 0.002  # 128x256 scenes: keep people and far cars (the original 1/64 drops them)
 "$P2PHD" export --checkpoint "$RUN/default.pt" --features "$RUN/features.npz" -o "$OUT"

@@ -33,6 +33,7 @@ class TrainConfig:
     beta2: float = 0.999
     gan_feat_loss: bool = True
     lambda_feat: float = 10.0
+    lambda_l1: float = 0.0  # pix2pix's L1 to the photo; 0 is the original pix2pixHD objective
     num_D: int = 2  # noqa: N815
     n_layers_D: int = 3  # noqa: N815
     ndf: int = 64

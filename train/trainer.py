@@ -286,8 +286,11 @@ class Trainer:
                 "G_VGG": self.vgg(fake, real) * cfg.lambda_feat if self.vgg else zero,
                 "D_real": lsgan_loss(pred_real, True),
                 "D_fake": lsgan_loss(pred_fake_d, False),
+                "L1": (fake.float() - real).abs().mean(),
             }
         loss_g = loss["G_GAN"] + loss["G_GAN_Feat"] + loss["G_VGG"]
+        if cfg.lambda_l1:
+            loss_g = loss_g + loss["L1"] * cfg.lambda_l1
         loss_d = (loss["D_real"] + loss["D_fake"]) * 0.5
         self.opt_G.zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward()
@@ -296,8 +299,7 @@ class Trainer:
         self.scaler.scale(loss_d).backward()
         self.scaler.step(self.opt_D)
         self.scaler.update()
-        values = {k: float(v.detach()) for k, v in loss.items()}
-        values["L1"] = float((fake.detach().float() - real).abs().mean())  # monitor, not trained
+        values = {k: float(v.detach()) for k, v in loss.items()}  # L1 logged even when untrained
         return values, fake
 
     def _freeze_global(self, frozen: bool) -> None:
