@@ -29,6 +29,8 @@ import numpy as np
 
 from p2phd.engine.atomic import atomic_write_bytes
 from p2phd.engine.backends.base import Backend, EngineOptions
+from p2phd.engine.cuda_runtime import check as _check
+from p2phd.engine.cuda_runtime import runtime as _cudart
 from p2phd.engine.errors import BackendUnavailable, ConfigError, InputError, PackageError
 from p2phd.engine.package import ModelPackage
 
@@ -36,27 +38,6 @@ log = logging.getLogger(__name__)
 
 WORKSPACE_BYTES = 4 << 30
 DEFAULT_SIZES = ((512, 1024), (64, 64), (1024, 2048))  # opt, min, max when none are given
-
-
-def _cudart():
-    """cuda-python's runtime module (cuda.bindings.runtime, or cuda.cudart before 12.6)."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        from cuda import cudart
-    return cudart
-
-
-def _check(result):
-    """Unpack a cuda-python (err, *values) tuple, raising on any CUDA error."""
-    cudart = _cudart()
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if int(err) != int(cudart.cudaError_t.cudaSuccess):
-        _, name = cudart.cudaGetErrorName(err)
-        raise RuntimeError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
 
 
 @dataclass(frozen=True)

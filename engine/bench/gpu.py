@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from p2phd.engine.cuda_runtime import check as _ok
+from p2phd.engine.cuda_runtime import runtime as _cudart
+
 
 def _nvtx_push_pop() -> tuple[Callable[[str], object], Callable[[], object]] | None:
     """push/pop functions from the `nvtx` package, else torch.cuda.nvtx, else None."""
@@ -52,24 +55,6 @@ class Nvtx:
             yield
         finally:
             pop()
-
-
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        from cuda import cudart
-    return cudart
-
-
-def _ok(result):
-    """Unpack a cuda-python (err, *values) tuple, raising on any CUDA error."""
-    err, *values = result
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
 
 
 class CudaEventTimer:
