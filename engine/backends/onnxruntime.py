@@ -1,4 +1,5 @@
-"""ONNX Runtime: the CPU execution provider (graph-optimized model cached by `build`), or the CUDA
+"""ONNX Runtime: the CPU execution provider (graph-optimized model cached by `build` in the engine
+cache, with its own sha256: a changed one is ignored, never run), or the CUDA
 execution provider when onnxruntime-gpu and a GPU are present; inputs and outputs go through IO
 binding so the output buffer is not re-allocated per call on the device.
 """
@@ -6,16 +7,26 @@ binding so the output buffer is not re-allocated per call on the device.
 from __future__ import annotations
 
 import logging
+import tempfile
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from p2phd.engine.atomic import atomic_path
+from p2phd.engine import engine_cache
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.errors import BackendUnavailable, PackageError
+from p2phd.engine.errors import BackendUnavailable, ConfigError, PackageError
 from p2phd.engine.package import ModelPackage
 
 log = logging.getLogger(__name__)
+
+# ONNX Runtime's CUDA build, for CUDA 12 like the rest of the GPU stack: 1.19-1.26 are CUDA 12
+# builds (1.27 on are CUDA 13, R580+ drivers only); 1.21 is the first whose [cuda,cudnn] extras
+# install the CUDA 12 runtime, cuBLAS and cuDNN 9 wheels it needs. It installs into the same
+# `onnxruntime/` directory as the CPU build, so it replaces that build rather than joining it.
+CUDA_BUILD = "onnxruntime-gpu[cuda,cudnn]>=1.21,<1.27"
+DRIVER_FILE = Path("/proc/driver/nvidia/version")  # present while the NVIDIA driver is loaded
+REINSTALL = f'pip uninstall -y onnxruntime onnxruntime-gpu && pip install "{CUDA_BUILD}"'
 
 
 class OnnxRuntimeBackend(Backend):
@@ -30,7 +41,10 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         self._ort = ort
-        self.cuda = _cuda_provider()
+        why_not_cuda = cuda_unavailable_reason()
+        self.cuda = why_not_cuda is None
+        if len(installed_builds()) > 1:
+            log.warning("onnxruntime: %s", why_not_cuda)
         reason = self.reduced_unsupported(precision) if precision == "fp16" else None
         if reason:
             raise BackendUnavailable(f"{reason}; use precision fp32")
@@ -55,18 +69,26 @@ class OnnxRuntimeBackend(Backend):
 
     @classmethod
     def reduced_unsupported(cls, precision: str) -> str | None:
-        if precision == "fp16" and not _cuda_provider():
-            return (
-                "onnxruntime fp16 runs on the CUDA execution provider only "
-                "(needs onnxruntime-gpu and an NVIDIA GPU)"
-            )
+        reason = cuda_unavailable_reason() if precision == "fp16" else None
+        if reason:
+            return f"onnxruntime fp16 runs on the CUDA execution provider only ({reason})"
         return super().reduced_unsupported(precision)
+
+    def cache_key(self) -> str:
+        return f"onnxruntime-{self._ort.__version__}-{self.device()}"
 
     @property
     def optimized_path(self) -> Path:
-        """The CPU graph-optimized model, keyed by the generator's sha256."""
-        digest = self.package.manifest.files.get(self.source.name, "unhashed")[:16]
-        return self.engine_dir() / f"{self.source.stem}.{digest}.cpu-opt.onnx"
+        """The CPU graph-optimized model in the engine cache (keyed by the package's hash)."""
+        return self.engine_dir() / f"{self.source.stem}.cpu-opt.onnx"
+
+    def _optimized_model(self) -> bytes | None:
+        """The cached optimized model, verified against its own sha256 (None: use the source)."""
+        try:
+            return engine_cache.read_entry(self.optimized_path)
+        except ConfigError as e:  # no usable cache directory
+            log.warning("onnxruntime: %s; loading the package's model", e)
+            return None
 
     def _options(self, level):
         opts = self._ort.SessionOptions()
@@ -77,22 +99,24 @@ class OnnxRuntimeBackend(Backend):
         ort = self._ort
         self.loaded_from = self.source
         if self.cuda:
-            providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
-            return ort.InferenceSession(str(self.source), providers=providers)
+            return cuda_session(self.source)
         # The cached model holds the portable (extended) rewrites; layout ones are redone here.
-        source = self.optimized_path if self.optimized_path.is_file() else self.source
-        self.loaded_from = source
+        optimized = self._optimized_model()
+        if optimized is not None:
+            self.loaded_from = self.optimized_path
         opts = self._options(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-        return ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
+        model = str(self.source) if optimized is None else optimized
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
     def build(self) -> list[Path]:
         if self.cuda:
             return []
         target = self.optimized_path
         opts = self._options(self._ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
-        with atomic_path(target) as tmp:
-            opts.optimized_model_filepath = str(tmp)
+        with tempfile.TemporaryDirectory(prefix="p2phd-ort-") as tmp:
+            opts.optimized_model_filepath = str(Path(tmp) / target.name)
             self._ort.InferenceSession(str(self.source), opts, providers=["CPUExecutionProvider"])
+            engine_cache.write_entry(target, Path(opts.optimized_model_filepath).read_bytes())
         self.session = self._session()
         self.binding = self.session.io_binding()
         return [target]
@@ -128,9 +152,54 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
 
-def _cuda_provider() -> bool:
-    """True with onnxruntime-gpu installed and an NVIDIA driver loaded."""
+def installed_builds() -> list[str]:
+    """The ONNX Runtime distributions installed (onnxruntime, onnxruntime-gpu): more than one
+    share one `onnxruntime/` directory, and whichever was installed last overwrote the other."""
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(f"{name} {installed}")
+    return found
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why ONNX Runtime's CUDA execution provider cannot be used here (with what to do), or
+    None when it is offered: the CUDA build alone is installed and an NVIDIA driver is loaded."""
     import onnxruntime as ort
 
-    driver = Path("/proc/driver/nvidia/version").exists()
-    return driver and "CUDAExecutionProvider" in ort.get_available_providers()
+    builds = installed_builds()
+    if len(builds) > 1:
+        return (
+            f"{' and '.join(builds)} are both installed into one directory, so either may be "
+            f"the one that runs; keep one: {REINSTALL} (or pip install onnxruntime for CPU only)"
+        )
+    if not DRIVER_FILE.exists():
+        return "no NVIDIA driver is loaded"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return f"this onnxruntime has no CUDA execution provider: {REINSTALL}"
+    return None
+
+
+def cuda_session(source: str | Path):
+    """An InferenceSession on the CUDA execution provider, or BackendUnavailable saying why not.
+
+    ONNX Runtime falls back to the CPU when the CUDA provider fails to initialise (cuDNN or
+    cuBLAS for CUDA 12 missing, a driver too old): the session's own provider list, not the
+    available list, tells whether it runs on the GPU.
+    """
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from the nvidia-* wheels, if installed
+        ort.preload_dlls()
+    providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    session = ort.InferenceSession(str(source), providers=providers)
+    if "CUDAExecutionProvider" not in session.get_providers():
+        raise BackendUnavailable(
+            "onnxruntime: the CUDA execution provider did not initialise and the session fell "
+            f"back to the CPU (usually cuDNN 9 or cuBLAS for CUDA 12 missing: {REINSTALL}; "
+            "the log above has ONNX Runtime's own message; `p2phd doctor` checks the stack)"
+        )
+    return session
