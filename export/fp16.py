@@ -34,6 +34,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     outputs = {o.name for o in graph.output}
     nodes: list[onnx.NodeProto] = []
     renamed: dict[str, str] = {}
+    as_fp32: dict[str, str] = {}  # tensor -> its one fp32 Cast, however many nodes read it
     for inp in graph.input:
         if inp.type.tensor_type.elem_type == TensorProto.FLOAT:
             renamed[inp.name] = f"{inp.name}__fp16"
@@ -48,9 +49,11 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                     node.output[k] = f"{y}__fp16"
                     nodes.append(_cast(node.output[k], y, TensorProto.FLOAT))
             continue
-        x32 = f"{node.input[0]}__fp32"
-        nodes.append(_cast(node.input[0], x32, TensorProto.FLOAT))
-        node.input[0] = x32
+        x = node.input[0]
+        if x not in as_fp32:
+            as_fp32[x] = f"{x}__fp32"
+            nodes.append(_cast(x, as_fp32[x], TensorProto.FLOAT))
+        node.input[0] = as_fp32[x]
         nodes.append(node)
         y = node.output[0]
         if y not in outputs:
