@@ -4,6 +4,10 @@ The engine renders fixed synthetic maps (seeded blobs, style seed 0; for an imag
 images painted from such blobs) and so does the fp32 PyTorch reference (ONNX Runtime fp32 where
 PyTorch is not installed, which export checked against it); the comparison is merged into
 MODEL_DIR/engines/quality.json under "<backend>:<precision>".
+
+The engine itself goes to the engine cache of the machine that builds it (`engine_cache`), not
+into the package: engines are specific to a runtime version and a CPU or GPU, while the quality
+report travels with the package and is the only file `build` writes into it.
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ def build_engine(
         "reference": f"{reference.name}:fp32",
         "inputs": inputs,
         "device": renderer.backend.device(),
-        "engine_files": [str(p.relative_to(renderer.package.path)) for p in files],
+        "engine_files": [p.name for p in files],  # in the engine cache of the building machine
     }
     key = f"{renderer.backend.name}:{renderer.backend.precision}"
     report = quality.write_entry(renderer.package.engines_dir, key, entry)

@@ -26,6 +26,16 @@ def cuda_available() -> bool:
         return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache_dir(tmp_path_factory) -> Path:
+    """A private engine cache for the session (and the CLIs it starts), not the user's own."""
+    import os
+
+    path = tmp_path_factory.mktemp("engine-cache")
+    os.environ["P2PHD_CACHE"] = str(path)
+    return path
+
+
 def pytest_collection_modifyitems(config, items):
     if cuda_available():
         return

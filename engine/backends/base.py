@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from p2phd.engine import engine_cache
 from p2phd.engine.errors import ConfigError
 from p2phd.engine.package import ModelPackage
 
@@ -69,11 +70,15 @@ class Backend(ABC):
         """Build and cache the engine for `options` ahead of serving; return the files written."""
         return []
 
+    def cache_key(self) -> str:
+        """What this backend's cached files depend on besides the package: name and device
+        (subclasses add their runtime's version)."""
+        return f"{self.name}-{self.device()}"
+
     def engine_dir(self) -> Path:
-        """This backend's cache folder, MODEL_DIR/engines/<name>/."""
-        d = self.package.engines_dir / self.name
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+        """The folder to write this backend's cache files into: in the engine cache, keyed by the
+        package's content hash and `cache_key()`, never inside the package (see engine_cache)."""
+        return engine_cache.backend_dir(self.package.content_key[:24], self.cache_key())
 
     def device(self) -> str:
         return "cpu"

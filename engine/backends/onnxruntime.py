@@ -119,7 +119,7 @@ class OnnxRuntimeBackend(Backend):
             engine_cache.write_entry(target, Path(opts.optimized_model_filepath).read_bytes())
         self.session = self._session()
         self.binding = self.session.io_binding()
-        return [target]
+        return [target] if target.is_file() else []
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)

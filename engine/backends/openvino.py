@@ -6,24 +6,81 @@ case, gets a fully static model (about 25% faster here than a dynamic batch), la
 share one with a dynamic batch dimension, so a server's varying batch sizes compile nothing new.
 The performance hint is LATENCY: each call is one synchronous request (the server batches
 upstream), which THROUGHPUT's several CPU streams would each run with fewer cores.
-Compiled blobs are cached in MODEL_DIR/engines/openvino/, so a restart compiles nothing.
+
+Compiled models are exported to the engine cache (outside the package, each blob with its own
+sha256: a changed blob is recompiled, never run), so a restart compiles nothing. In memory they
+are bounded by estimated bytes ($P2PHD_ENGINE_MEMORY_MB, default 2048): after each call the least
+recently used ones are released until the rest fit; the one just used always stays.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from p2phd.engine import engine_cache
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.cpu_features import bf16_instructions
-from p2phd.engine.errors import BackendUnavailable
+from p2phd.engine.cpu_features import bf16_instructions, cpu_flags
+from p2phd.engine.errors import BackendUnavailable, ConfigError
 from p2phd.engine.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
-MAX_COMPILED_SHAPES = 8
+MEMORY_ENV = "P2PHD_ENGINE_MEMORY_MB"
+DEFAULT_MEMORY_MB = 2048
+
+
+@dataclass
+class _Compiled:
+    """One compiled shape, its infer request, and the largest batch it has run."""
+
+    model: object
+    request: object
+    height: int
+    width: int
+    batch: int = 1
+
+
+def memory_budget() -> int:
+    """The bound on compiled models' estimated bytes, from $P2PHD_ENGINE_MEMORY_MB."""
+    text = os.environ.get(MEMORY_ENV, str(DEFAULT_MEMORY_MB))
+    if not text.isdigit():
+        raise ConfigError(f"{MEMORY_ENV}={text!r}: expected a whole number of megabytes")
+    return int(text) << 20
+
+
+def _footprint(model, itemsize: int) -> tuple[int, int]:
+    """(weight bytes, peak activation bytes) of a statically shaped model: the largest set of
+    intermediate tensors alive at once in execution order, as a memory-reusing runtime holds."""
+    ops = model.get_ordered_ops()
+    weights, last_use, sizes = 0, {}, {}
+    for i, op in enumerate(ops):
+        if op.get_type_name() == "Constant":
+            weights += op.get_byte_size()
+            continue
+        for out in op.outputs():
+            sizes[(op.get_friendly_name(), out.get_index())] = int(np.prod(list(out.get_shape())))
+        for inp in op.inputs():
+            src = inp.get_source_output()
+            if src.get_node().get_type_name() != "Constant":
+                last_use[(src.get_node().get_friendly_name(), src.get_index())] = i
+    frees: dict[int, list] = {}
+    for tensor, i in last_use.items():
+        frees.setdefault(i, []).append(tensor)
+    live = peak = 0
+    for i, op in enumerate(ops):
+        name = op.get_friendly_name()
+        live += sum(sizes.get((name, k), 0) for k in range(op.get_output_size()))
+        peak = max(peak, live)
+        live -= sum(sizes[t] for t in frees.get(i, []))
+    return weights, peak * itemsize
 
 
 class OpenVINOBackend(Backend):
@@ -52,11 +109,12 @@ class OpenVINOBackend(Backend):
         self.input_name = self.model.inputs[0].get_any_name()
         self.performance_hint = performance_hint
         self.config = {
-            "CACHE_DIR": str(self.engine_dir()),
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": performance_hint,
         }
-        self._compiled: dict[tuple[int, int], tuple[object, object]] = {}
+        self.memory_budget = memory_budget()
+        self._weight_bytes, self._bytes_per_pixel = self._measure_footprint()
+        self._compiled: OrderedDict[tuple[int, int, int], _Compiled] = OrderedDict()
 
     @classmethod
     def availability(cls) -> str | None:
@@ -72,32 +130,99 @@ class OpenVINOBackend(Backend):
             return "this CPU has neither AMX nor AVX512-BF16 (flags amx_bf16, avx512_bf16)"
         return super().reduced_unsupported(precision)
 
-    def _request(self, batch: int, height: int, width: int):
-        """The infer request for this shape, compiling (or loading from the cache) on first use."""
+    def cache_key(self) -> str:
+        """Blobs are specific to the OpenVINO version and the CPU's instruction sets."""
+        flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:10]
+        return f"openvino-{self._ov.__version__.split('-')[0]}-cpu-{flags}"
+
+    # -- memory ---------------------------------------------------------------------------------
+
+    def _measure_footprint(self) -> tuple[int, float]:
+        """(weight bytes, activation bytes per image pixel), from the graph at one small shape."""
+        side = self.package.manifest.size_multiple * 8
+        model = self._shaped(1, side, side)
+        weights, activations = _footprint(model, 2 if self.precision == "bf16" else 4)
+        return weights, activations / (side * side)
+
+    def estimated_bytes(self) -> int:
+        """What the compiled models held now take, estimated from their shapes and batches."""
+        return sum(
+            self._weight_bytes + int(self._bytes_per_pixel * c.batch * c.height * c.width)
+            for c in self._compiled.values()
+        )
+
+    def _fit_memory(self) -> None:
+        """Release least recently used compiled models until the rest fit the budget; the most
+        recent one stays (it is what the next call most likely needs)."""
+        while len(self._compiled) > 1 and self.estimated_bytes() > self.memory_budget:
+            key, _ = self._compiled.popitem(last=False)
+            log.debug("openvino: released %s to stay within %d MB", key, self.memory_budget >> 20)
+
+    # -- compile, cache, run --------------------------------------------------------------------
+
+    def _shaped(self, batch: int, height: int, width: int):
+        model = self.model.clone()
+        channels = self.package.manifest.input_channels
+        model.reshape({self.input_name: self._ov.PartialShape([batch, channels, height, width])})
+        return model
+
+    def _blob_path(self, key: tuple[int, int, int]) -> Path | None:
+        """Where this shape's compiled blob is cached, or None when there is no usable cache."""
+        batch, height, width = key
+        try:
+            folder = self.engine_dir()
+        except ConfigError as e:
+            log.warning("openvino: %s; compiling without a cache", e)
+            return None
+        hint = self.performance_hint.lower()
+        batch_name = "n" if batch == -1 else str(batch)
+        return folder / f"generator.{self.precision}.{hint}.{batch_name}x{height}x{width}.blob"
+
+    def _compile(self, key: tuple[int, int, int]):
+        """The compiled model for `key`: imported from its verified cached blob, else compiled
+        and cached."""
+        path = self._blob_path(key)
+        blob = engine_cache.read_entry(path) if path else None
+        if blob is not None:
+            try:
+                return self.core.import_model(blob, "CPU", self.config)
+            except RuntimeError as e:  # e.g. a blob from another build of the plugin
+                log.warning("openvino: cannot import %s (%s); recompiling", path, e)
+        compiled = self.core.compile_model(self._shaped(*key), "CPU", self.config)
+        log.debug("openvino: compiled %s at %s", key, self.precision)
+        if path:
+            stream = io.BytesIO()
+            compiled.export_model(stream)
+            engine_cache.write_entry(path, stream.getvalue())
+        return compiled
+
+    def _entry(self, batch: int, height: int, width: int) -> _Compiled:
+        """The compiled shape for this input, compiling (or loading from the cache) on first use."""
         key = (1 if batch == 1 else -1, height, width)
-        if key not in self._compiled:
-            if len(self._compiled) >= MAX_COMPILED_SHAPES:
-                self._compiled.pop(next(iter(self._compiled)))
-            model = self.model.clone()
-            channels = self.package.manifest.input_channels
-            model.reshape({self.input_name: self._ov.PartialShape([key[0], channels, *key[1:]])})
-            compiled = self.core.compile_model(model, "CPU", self.config)
-            log.debug("openvino: compiled %s at %s", key, self.precision)
-            self._compiled[key] = (compiled, compiled.create_infer_request())
-        return self._compiled[key][1]
+        entry = self._compiled.get(key)
+        if entry is None:
+            compiled = self._compile(key)
+            entry = _Compiled(compiled, compiled.create_infer_request(), height, width)
+            self._compiled[key] = entry
+        self._compiled.move_to_end(key)
+        entry.batch = max(entry.batch, batch)
+        return entry
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         batch, _, height, width = x.shape
-        request = self._request(batch, height, width)
+        request = self._entry(batch, height, width).request
         request.infer({0: np.ascontiguousarray(x, np.float32)})
-        return request.get_output_tensor(0).data.copy()
+        out = request.get_output_tensor(0).data.copy()
+        self._fit_memory()
+        return out
 
     def build(self) -> list[Path]:
         lo, _, hi = self.options.batch
-        for h, w in self.options.sizes:
-            for batch in {lo, hi}:
-                self._request(batch, h, w)
-        return sorted(p for p in self.engine_dir().iterdir() if p.suffix == ".blob")
+        shapes = {(b, h, w) for h, w in self.options.sizes for b in (lo, hi)}
+        for shape in shapes:
+            self._entry(*shape)
+        paths = (self._blob_path((1 if b == 1 else -1, h, w)) for b, h, w in shapes)
+        return sorted(p for p in paths if p is not None and p.is_file())
 
     def describe(self) -> dict:
         isa = bf16_instructions()

@@ -24,7 +24,7 @@ def p2phd(*args) -> subprocess.CompletedProcess:
     )
 
 
-def test_build_command_writes_engine_and_quality_report(tiny_package):
+def test_build_command_writes_engine_and_quality_report(tiny_package, engine_cache_dir):
     precision = "bf16" if has_native_bf16() else "fp32"
     out = p2phd(
         "build", tiny_package, "--backend", "openvino", "--precision", precision,
@@ -32,9 +32,12 @@ def test_build_command_writes_engine_and_quality_report(tiny_package):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert f"openvino:{precision}" in out.stdout and "PSNR" in out.stdout
-    assert any((tiny_package / "engines" / "openvino").glob("*.blob"))  # the compiled cache
+    # The compiled engine goes to the engine cache; only the quality report into the package.
+    assert list((tiny_package / "engines").iterdir()) == [tiny_package / "engines/quality.json"]
     report = json.loads((tiny_package / "engines" / "quality.json").read_text())
     entry = report[f"openvino:{precision}"]
+    blobs = {p.name for p in engine_cache_dir.rglob("*.blob")}
+    assert entry["engine_files"] and set(entry["engine_files"]) <= blobs
     assert entry["reference"] == "torch:fp32"
     assert entry["max_abs_err"] < (0.25 if precision == "bf16" else 1e-4)
     assert entry["identical_uint8"] or entry["psnr_db"] > 30
@@ -45,6 +48,7 @@ def test_quality_entries_merge_and_the_optimized_onnx_model_is_cached(
 ):
     first = build_engine(tiny_package, "onnxruntime", "fp32", EngineOptions(sizes=[(32, 64)]))
     assert first.files and first.files[0].is_file()
+    assert not first.files[0].is_relative_to(tiny_package)  # in the engine cache
     assert first.quality["max_abs_err"] < 1e-4
     quality.write_entry(tiny_package / "engines", "openvino:bf16", {"psnr_db": 41.0})
     report = quality.read_report(tiny_package / "engines")
