@@ -9,10 +9,12 @@ Layout::
       encoder.onnx     optional: photo -> per-pixel features (before instance pooling)
       features.npz     optional: k-means centres per class, arrays "class_<id>" of [k, feat_num]
       generator.fp16.onnx  optional precision variant (manifest.variants), same input and output
-      engines/         cache filled by `p2phd build` (never hashed)
+      engines/quality.json  written by `p2phd build` (never hashed); compiled engines live in
+                       the engine cache outside the package (`p2phd.engine.engine_cache`)
 
-Every file named in `manifest.files` is verified against its sha256 at load. Nothing in a
-package is unpickled.
+Every file named in `manifest.files` is verified against its sha256 at load, and must resolve to
+a regular file inside the package (a symlink out of it is refused). Loading never writes into
+the package. Nothing in a package is unpickled.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ GENERATOR = "generator.onnx"
 ENCODER = "encoder.onnx"
 FEATURES = "features.npz"
 ENGINES = "engines"
+MAX_MANIFEST_BYTES = 4 << 20  # a 256-class manifest is ~30 KB
+MAX_MANIFEST_DEPTH = 32  # objects/arrays nested in manifest.json
 
 
 @dataclass
@@ -136,7 +140,7 @@ def _check_fields(d: dict, source: Path) -> None:
     """Raise PackageError naming the first manifest field of the wrong type or out of range."""
     for name, (low, high) in _INTEGERS.items():
         v = d.get(name, low)
-        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        if not _is_int(v, low, high):
             raise PackageError(f"{source}: {name} {v!r}; expected an integer in {low}..{high}")
     for name, kind in _TYPES.items():
         if name in d and not isinstance(d[name], kind):
@@ -144,13 +148,76 @@ def _check_fields(d: dict, source: Path) -> None:
     for name in ("files", "variants"):
         if not all(isinstance(v, str) for v in d.get(name, {}).values()):
             raise PackageError(f"{source}: {name}: expected file names mapped to strings")
+    if not all(_is_number(v) for v in d.get("parity", {}).values()):
+        raise PackageError(f"{source}: parity: expected names mapped to numbers")
+    seen = set()
     for c in d.get("classes", []):
-        ok = isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str)
-        if not ok or not (isinstance(c.get("color"), list) and len(c["color"]) == 3):
+        if not _valid_class(c, d.get("label_nc", 0)) or c["id"] in seen:
             raise PackageError(
-                f'{source}: classes entry {c!r}; expected {{"id": int, "name": str, '
-                '"color": [r, g, b]}'
+                f"{source}: classes entry {_clip(c)}; expected unique "
+                f'{{"id": 0..label_nc-1, "name": str, "color": [r, g, b] in 0..255, '
+                '"is_thing": true/false}'
             )
+        seen.add(c["id"])
+
+
+def _is_int(v, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _valid_class(c, label_nc: int) -> bool:
+    """Whether a `classes` entry holds values every consumer (renderer, GetModelInfo) can take."""
+    return (
+        isinstance(c, dict)
+        and _is_int(c.get("id"), 0, label_nc - 1)
+        and isinstance(c.get("name"), str)
+        and isinstance(c.get("color"), list)
+        and len(c["color"]) == 3
+        and all(_is_int(v, 0, 255) for v in c["color"])
+        and isinstance(c.get("is_thing", False), bool)
+    )
+
+
+def _clip(value, limit: int = 120) -> str:
+    """repr(value), cut to `limit` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _nesting_depth(value) -> int:
+    """How deeply JSON arrays and objects nest in `value` (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def read_manifest_json(path: Path) -> dict:
+    """manifest.json parsed, bounded in size and nesting; PackageError in one line otherwise."""
+    with open(path, "rb") as f:
+        raw = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise PackageError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a manifest")
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PackageError(f"{path}: not valid JSON ({e})") from e
+    except RecursionError as e:
+        raise PackageError(
+            f"{path}: nested deeper than {MAX_MANIFEST_DEPTH} levels; not a manifest"
+        ) from e
+    if _nesting_depth(data) > MAX_MANIFEST_DEPTH:
+        raise PackageError(
+            f"{path}: nested deeper than {MAX_MANIFEST_DEPTH} levels; not a manifest"
+        )
+    return data
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -189,11 +256,11 @@ class ModelPackage:
         manifest_path = self.path / MANIFEST
         if not manifest_path.is_file():
             raise PackageError(f"{self.path}: not a model package (no {MANIFEST})")
-        try:
-            data = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise PackageError(f"{manifest_path}: not valid JSON ({e})") from e
+        self.inside(manifest_path)
+        data = read_manifest_json(manifest_path)
         self.manifest = Manifest.from_json(data, manifest_path)
+        # The package's content hash: the manifest holds every file's sha256 and all it says.
+        self.content_key = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         if GENERATOR not in self.manifest.files:
             raise PackageError(f"{manifest_path}: lists no {GENERATOR}")
         if verify:
@@ -210,13 +277,22 @@ class ModelPackage:
         for name, expected in self.manifest.files.items():
             p = self.path / name
             if not p.is_file():
-                raise PackageError(f"{p}: listed in {MANIFEST} but missing")
+                raise PackageError(f"{p}: listed in {MANIFEST} but missing (or not a regular file)")
+            self.inside(p)
             found = sha256_file(p)
             if found != expected:
                 raise PackageError(
                     f"{p}: sha256 {found[:12]}… does not match the manifest's {expected[:12]}…; "
                     "the file was changed after export, re-export the package"
                 )
+
+    def inside(self, path: Path) -> Path:
+        """`path`, checked to resolve to a place inside the package (no symlink out of it)."""
+        if not path.resolve().is_relative_to(self.path.resolve()):
+            raise PackageError(
+                f"{path}: is a link to {path.resolve()}, outside the package; copy the file in"
+            )
+        return path
 
     @property
     def generator_path(self) -> Path:
@@ -233,9 +309,8 @@ class ModelPackage:
 
     @property
     def engines_dir(self) -> Path:
-        d = self.path / ENGINES
-        d.mkdir(exist_ok=True)
-        return d
+        """MODEL_DIR/engines/, where `p2phd build` writes quality.json (it may not exist)."""
+        return self.path / ENGINES
 
     def feature_clusters(self) -> dict[int, np.ndarray]:
         """K-means centres per class id, each [k, feat_num] float32 (empty without clusters)."""
