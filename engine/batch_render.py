@@ -26,10 +26,10 @@ import numpy as np
 from PIL import Image
 
 from p2phd.engine.atomic import atomic_path, remove_stale_temporaries
-from p2phd.engine.decode import DEFAULT_MAX_PIXELS, decode_pair
+from p2phd.engine.decode import DEFAULT_MAX_PIXELS, decode_pair, read_input_file
 from p2phd.engine.errors import InputError, P2PHDError
 from p2phd.engine.image_input import decode_image
-from p2phd.engine.pairing import IMAGE_EXTENSIONS, pair_key
+from p2phd.engine.pairing import IMAGE_EXTENSIONS, pair_key, select_role
 from p2phd.engine.style import Style
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,12 @@ PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 # (labels [B,H,W] uint8, instances [B,H,W] int32 or None, styles) -> uint8 [B,H,W,3]; for an
 # image model the first argument is the input images [B,H,W,C] uint8 and the others are unused.
+# A label map's partner roles: what messages call them, and the file suffix that names them.
+PARTNERS = {
+    "instance": ("instance map", "_instanceIds"),
+    "photo": ("reference photo", "_leftImg8bit"),
+}
+
 RenderBatch = Callable[[np.ndarray, np.ndarray | None, list[Style]], np.ndarray]
 
 
@@ -73,22 +79,50 @@ class Summary:
         )
 
 
-def list_images(source: str | Path) -> list[Path]:
-    """Label maps named by a directory (searched recursively), a glob, or a list file."""
+def list_images(
+    source: str | Path, role: str | None = None, *, exclude: Path | None = None
+) -> list[Path]:
+    """The images named by a directory (searched recursively), a glob, or a list file.
+
+    `role` ("label", "instance", "photo") picks that role's files from a directory or glob by
+    the Cityscapes and pix2pixHD naming rules (`pairing.select_role`), so one Cityscapes folder
+    can be both the label and the instance source. Files inside `exclude` (the output
+    directory) are never inputs: a rerun must not read the previous run's outputs.
+    """
     src = Path(source)
-    if src.is_dir():
-        return sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if src.is_file() and src.suffix.lower() not in IMAGE_EXTENSIONS:
         base = src.parent
         lines = (ln.strip() for ln in src.read_text().splitlines())
-        return [
+        found = [
             p if p.is_absolute() else base / p
             for p in (Path(ln) for ln in lines if ln and not ln.startswith("#"))
         ]
-    matches = sorted(Path(p) for p in glob.glob(str(source), recursive=True))
-    if not matches:
-        raise InputError(f"{source}: no such directory, list file, or files matching the glob")
-    return matches
+    else:
+        if src.is_dir():
+            found = sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            found = sorted(Path(p) for p in glob.glob(str(source), recursive=True))
+            if not found:
+                raise InputError(
+                    f"{source}: no such directory, list file, or files matching the glob"
+                )
+        if role is not None:
+            found = select_role(found, role)
+    if exclude is not None:
+        found = _outside(found, exclude, source)
+    return found
+
+
+def _outside(paths: list[Path], directory: Path, source: str | Path) -> list[Path]:
+    """`paths` without those inside `directory`; an error if that leaves none of many."""
+    inside = Path(os.path.realpath(directory))
+    kept = [p for p in paths if inside not in Path(os.path.realpath(p)).parents]
+    if paths and not kept:
+        raise InputError(
+            f"{source}: all {len(paths)} input files lie in the output directory {directory}, "
+            "and outputs are never read as inputs: choose an -o outside the inputs"
+        )
+    return kept
 
 
 def _index_by_key(
@@ -113,24 +147,38 @@ def plan_jobs(
     seed_suffix: bool = False,
     key_of: Callable[[Path], str] = pair_key,
 ) -> tuple[list[Job], list[tuple[str, str]]]:
-    """Pair inputs by key into jobs; inputs that cannot pair are returned as failures.
+    """Pair inputs by key into jobs; a file without its partner is returned as a failure.
     `key_of` names a label map's key, and so its output OUT/<key>.png (default: `pair_key`)."""
     by_label = _index_by_key(labels, "input", key_of)
-    by_inst = _index_by_key(instances, "instance map") if instances is not None else None
-    by_ref = _index_by_key(references, "reference photo") if references is not None else None
+    partners = {
+        role: _index_by_key(paths, PARTNERS[role][0])
+        for role, paths in (("instance", instances), ("photo", references))
+        if paths is not None
+    }
+    for role, index in partners.items():
+        shared = set(index.values()) & set(by_label.values())
+        if shared:
+            what, suffix = PARTNERS[role]
+            raise InputError(
+                f"{min(shared)}: picked as both label map and {what}; name them "
+                f"*_labelIds.png and *{suffix}.png, or use separate directories"
+            )
     jobs, failures = [], []
     for key, label in sorted(by_label.items()):
-        inst = by_inst.get(key) if by_inst is not None else None
-        ref = by_ref.get(key) if by_ref is not None else None
-        if by_inst is not None and inst is None:
-            failures.append((str(label), f"no instance map with key {key!r}"))
+        missing = [role for role, index in partners.items() if key not in index]
+        if missing:
+            failures.append((str(label), f"no {PARTNERS[missing[0]][0]} with key {key!r}"))
             continue
-        if by_ref is not None and ref is None:
-            failures.append((str(label), f"no reference photo with key {key!r}"))
-            continue
+        inst, ref = (partners[r][key] if r in partners else None for r in ("instance", "photo"))
         for seed in seeds:
             name = f"{key}_s{seed}.png" if seed_suffix else f"{key}.png"
             jobs.append(Job(key, label, inst, ref, seed, out_dir / name))
+    for role, index in partners.items():
+        for key, path in sorted(index.items()):
+            if key not in by_label:
+                failures.append(
+                    (str(path), f"no label map with key {key!r} for this {PARTNERS[role][0]}")
+                )
     return jobs, failures
 
 
@@ -308,7 +356,8 @@ def _yield_to_engine() -> None:
 
 def _decode_photo(path: Path, shape: tuple[int, int], max_pixels: int) -> np.ndarray:
     """A reference photo as uint8 [H, W, 3], resized (bicubic) to the label map's size."""
-    with Image.open(path) as img:
+    data = read_input_file(path, "reference photo", max_pixels)
+    with Image.open(io.BytesIO(data)) as img:
         if img.width * img.height > max_pixels:
             raise InputError(f"reference photo {path}: {img.width}x{img.height} exceeds the limit")
         rgb = img.convert("RGB")

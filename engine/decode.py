@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -20,6 +20,9 @@ from PIL import Image
 from p2phd.engine.errors import InputError
 
 DEFAULT_MAX_PIXELS = 2048 * 2048 * 2
+# No image file within a pixel limit is larger than this per pixel: 16-bit RGBA stored
+# uncompressed (8 bytes), plus headers and chunks (1 MiB). A larger file is not read.
+MAX_BYTES_PER_PIXEL = 8
 LABEL_MODES = ("L", "P")
 INSTANCE_MODES = ("L", "P", "I;16", "I;16L", "I;16B", "I")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -31,6 +34,40 @@ def _name(src: Source, name: str | None) -> str:
     if name:
         return name
     return "<bytes>" if isinstance(src, bytes | bytearray) else str(src)
+
+
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest image file read under `max_pixels`."""
+    return max_pixels * MAX_BYTES_PER_PIXEL + (1 << 20)
+
+
+def read_input_file(path: str | os.PathLike, what: str, max_pixels: int) -> bytes:
+    """The bytes of a regular file no larger than `max_file_bytes(max_pixels)`.
+
+    Opened non-blocking and checked with fstat, so a FIFO (which would block forever), a
+    device such as /dev/zero (endless bytes) or a directory is refused by name, and at most
+    limit + 1 bytes are ever read, so a file that grows while it is read cannot exhaust memory.
+    """
+    limit = max_file_bytes(max_pixels)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise InputError(f"{what} {path}: cannot be read ({e.strerror or e})") from e
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{what} {path}: not a regular file (a FIFO, device or directory)")
+        if st.st_size > limit:
+            raise InputError(
+                f"{what} {path}: {st.st_size} bytes exceeds the file limit of {limit} bytes"
+            )
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise InputError(f"{what} {path}: cannot be read ({e.strerror or e})") from e
+    if len(data) > limit:
+        raise InputError(f"{what} {path}: larger than the file limit of {limit} bytes")
+    return data
 
 
 def _check_declared_size(data: bytes, what: str, label: str, max_pixels: int) -> None:
@@ -49,10 +86,7 @@ def _open_png(src: Source, what: str, name: str | None, max_pixels: int) -> tupl
     if isinstance(src, bytes | bytearray):
         data = bytes(src)
     else:
-        try:
-            data = Path(src).read_bytes()
-        except OSError as e:
-            raise InputError(f"{what} {label}: cannot be read ({e.strerror or e})") from e
+        data = read_input_file(src, what, max_pixels)
     _check_declared_size(data, what, label, max_pixels)
     try:
         with warnings.catch_warnings():

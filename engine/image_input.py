@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import io
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from p2phd.engine.decode import DEFAULT_MAX_PIXELS, Source
+from p2phd.engine.decode import DEFAULT_MAX_PIXELS, Source, read_input_file
 from p2phd.engine.errors import InputError
 
 FORMATS = ["PNG", "JPEG"]
@@ -30,10 +29,10 @@ def decode_image(
         raise InputError(
             f"input image {label}: models with {channels} input channels take no image"
         )
-    try:
-        data = bytes(src) if isinstance(src, bytes | bytearray) else Path(src).read_bytes()
-    except OSError as e:
-        raise InputError(f"input image {label}: cannot be read ({e.strerror or e})") from e
+    if isinstance(src, bytes | bytearray):
+        data = bytes(src)
+    else:
+        data = read_input_file(src, "input image", max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -1,8 +1,10 @@
 """Pair label, instance and photo files by key, for the Cityscapes and flat pix2pixHD layouts.
 
-Torch-free: the trainer's dataset and the batch renderer both use it. A file's key is its stem
-with a known Cityscapes suffix removed, so `aachen_000000_000019_gtFine_labelIds.png` and
-`aachen_000000_000019_leftImg8bit.png` pair.
+Torch-free: the trainer's dataset, the batch renderer and the editor use it. A file's key is its
+stem with a known Cityscapes suffix removed, so `aachen_000000_000019_gtFine_labelIds.png` and
+`aachen_000000_000019_leftImg8bit.png` pair. The suffix also names the file's role, so one
+Cityscapes folder (`gtFine/val/<city>/`: labelIds, instanceIds, color, polygons side by side)
+serves as the label source and the instance source at once.
 """
 
 from __future__ import annotations
@@ -13,13 +15,20 @@ from pathlib import Path
 
 from p2phd.engine.errors import InputError
 
-KEY_SUFFIXES = (
-    "_gtFine_labelIds",
-    "_gtFine_instanceIds",
-    "_leftImg8bit",
-    "_labelIds",
-    "_instanceIds",
+# The role a Cityscapes file name states, longest suffix first.
+ROLE_SUFFIXES = (
+    ("_gtFine_labelIds", "label"),
+    ("_gtFine_instanceIds", "instance"),
+    ("_gtFine_labelTrainIds", "other"),  # train ids (0..18, 255), not the label ids models take
+    ("_gtFine_color", "other"),  # a colour visualisation
+    ("_leftImg8bit", "photo"),
+    ("_labelIds", "label"),
+    ("_instanceIds", "instance"),
+    ("_labelTrainIds", "other"),
+    ("_color", "other"),
 )
+KEY_SUFFIXES = tuple(suffix for suffix, role in ROLE_SUFFIXES if role != "other")
+ROLE_NAMES = {"label": "label map", "instance": "instance map", "photo": "photo"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
@@ -40,6 +49,23 @@ def pair_key(path: str | Path) -> str:
         if stem.endswith(suffix):
             return stem[: -len(suffix)]
     return stem
+
+
+def role_of(path: str | Path) -> str | None:
+    """The role a file's name states ("label", "instance", "photo" or "other"); None if none."""
+    stem = Path(path).stem
+    for suffix, role in ROLE_SUFFIXES:
+        if stem.endswith(suffix):
+            return role
+    return None
+
+
+def select_role(paths: Iterable[Path], role: str) -> list[Path]:
+    """The files of `role` ("label", "instance" or "photo") among `paths`: those named for it
+    (`*_labelIds.png`, ...) and those named for no role (the flat pix2pixHD layout, one folder
+    per role). So a Cityscapes folder, which holds every role side by side, gives each role its
+    own files, and colour visualisations and train-id maps are never picked."""
+    return [p for p in paths if role_of(p) in (role, None)]
 
 
 def pair_files(

@@ -17,7 +17,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="the model package")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--labels", help="label maps: a directory (recursive), a glob or a list file"
+        "--labels",
+        help="label maps: a directory (recursive), a glob or a list file; in a Cityscapes "
+        "folder the *_labelIds.png files",
     )
     source.add_argument(
         "--images",
@@ -25,11 +27,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "directory, glob or list file; each renders to OUT/<stem>.png",
     )
     parser.add_argument(
-        "--instances", help="instance maps (directory, glob or list), paired by key"
+        "--instances",
+        help="instance maps (directory, glob or list), paired by key; in a Cityscapes folder "
+        "the *_instanceIds.png files (--labels and --instances may name the same folder)",
     )
     parser.add_argument("--no-instance", action="store_true", help="render without instance maps")
     parser.add_argument("--reference", help="reference photos for style, paired by key")
-    parser.add_argument("-o", "--output", required=True, help="output directory")
+    parser.add_argument(
+        "-o", "--output", required=True, help="output directory (never read as input)"
+    )
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch", type=int, default=4, help="images per engine call (default 4)")
@@ -65,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
     if args.images:
         return _run_images(args)
     out = Path(args.output)
-    labels = list_images(args.labels)
-    instances = list_images(args.instances) if args.instances else None
-    references = list_images(args.reference) if args.reference else None
+    labels = list_images(args.labels, "label", exclude=out)
+    instances = list_images(args.instances, "instance", exclude=out) if args.instances else None
+    references = list_images(args.reference, "photo", exclude=out) if args.reference else None
     seeds = range(args.seed, args.seed + args.styles) if args.styles else (args.seed,)
     if args.ray:
         renderer, uses_instances = _ray(args)
@@ -131,7 +137,8 @@ def _run_images(args: argparse.Namespace) -> int:
             f"{where} takes label maps (label_nc {label_nc}): use --labels, not --images"
         )
     out = Path(args.output)
-    jobs, failures = plan_jobs(list_images(args.images), out, key_of=lambda p: Path(p).stem)
+    images = list_images(args.images, exclude=out)
+    jobs, failures = plan_jobs(images, out, key_of=lambda p: Path(p).stem)
     renderer = BatchRenderer(
         render_batch, 0, batch=args.batch, workers=args.workers, image_channels=input_nc
     )

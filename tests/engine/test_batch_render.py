@@ -122,3 +122,77 @@ def test_styles_give_one_distinct_image_per_seed(tiny_package, tmp_path):
     with Renderer(tiny_package, backend="onnxruntime") as r:
         again = BatchRenderer(r.render, 35, batch=3).run(jobs)
     assert again.skipped == 3 and again.rendered == 0
+
+
+def cityscapes_val(root: Path, n: int) -> list[str]:
+    """A gtFine/val tree as Cityscapes ships it: per frame labelIds, instanceIds, color and
+    polygons.json side by side in <city>/ folders."""
+    labels, instances = synthetic_maps(n, 32, 64, 35, seed=5)
+    keys = []
+    for i in range(n):
+        city = ("aachen", "bremen")[i % 2]
+        key = f"{city}_{i:06d}_000019"
+        d = root / "gtFine" / "val" / city
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(labels[i]).save(d / f"{key}_gtFine_labelIds.png")
+        Image.fromarray(instances[i].astype(np.uint16)).save(d / f"{key}_gtFine_instanceIds.png")
+        Image.fromarray(np.stack([labels[i]] * 3, -1)).save(d / f"{key}_gtFine_color.png")
+        (d / f"{key}_gtFine_polygons.json").write_text('{"objects": []}')
+        keys.append(key)
+    return keys
+
+
+def render_cli(
+    model: Path, labels: Path, instances: Path, out: Path
+) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "p2phd.engine.cli", "render", str(model), "--labels", str(labels)]
+    cmd += ["--instances", str(instances), "-o", str(out), "--backend", "onnxruntime", "--quiet"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_one_cityscapes_folder_serves_as_labels_and_instances(tiny_package, tmp_path):
+    keys = cityscapes_val(tmp_path, 4)
+    val = tmp_path / "gtFine" / "val"
+    done = render_cli(tiny_package, val, val, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "rendered 4" in done.stdout
+    assert sorted(p.stem for p in (tmp_path / "out").iterdir()) == sorted(keys)
+    # Each output is its labelIds + instanceIds pair, not the colour picture.
+    with Renderer(tiny_package, backend="onnxruntime") as r:
+        for key in keys:
+            d = val / key.split("_")[0]
+            expected = r.render_files(
+                d / f"{key}_gtFine_labelIds.png", d / f"{key}_gtFine_instanceIds.png", Style()
+            )
+            np.testing.assert_array_equal(
+                np.asarray(Image.open(tmp_path / "out" / f"{key}.png")), expected
+            )
+
+
+def test_the_default_models_examples_folder_renders_as_it_is(tiny_package, tmp_path):
+    examples = Path(__file__).resolve().parents[2] / "models" / "default" / "examples"
+    done = render_cli(tiny_package, examples, examples, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    n = len(list(examples.glob("*_labelIds.png")))
+    assert n and f"rendered {n}," in done.stdout
+
+
+def test_a_file_without_its_partner_is_named(tiny_package, tmp_path):
+    keys = cityscapes_val(tmp_path, 3)
+    val = tmp_path / "gtFine" / "val"
+    (val / "aachen" / f"{keys[0]}_gtFine_instanceIds.png").unlink()
+    (val / "bremen" / f"{keys[1]}_gtFine_labelIds.png").unlink()
+    done = render_cli(tiny_package, val, val, tmp_path / "out")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert any(f"{keys[0]}_gtFine_labelIds.png" in ln and "no instance map" in ln for ln in lines)
+    assert any(f"{keys[1]}_gtFine_instanceIds.png" in ln and "no label map" in ln for ln in lines)
+    assert [p.stem for p in (tmp_path / "out").iterdir()] == [keys[2]]
+
+
+def test_a_flat_folder_named_as_both_sources_is_refused(tiny_package, tmp_path):
+    write_maps(tmp_path, 2, 32, 64, cityscapes=False)
+    labels = tmp_path / "labels"
+    done = render_cli(tiny_package, labels, labels, tmp_path / "out")
+    assert done.returncode == 2
+    assert "picked as both label map and instance map" in done.stderr
