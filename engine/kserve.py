@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from p2phd.engine.errors import InputError
-from p2phd.engine.serving import Item, RenderCore
+from p2phd.engine.serving import Item, RenderCore, clipped
 from p2phd.engine.style import Style
 from p2phd.engine.wire import grpc_service_pb2 as pb
 from p2phd.engine.wire import grpc_service_pb2_grpc
@@ -45,10 +45,10 @@ def _tensor(
     """Input `index` of a request as an array, from raw_input_contents or typed contents."""
     t = request.inputs[index]
     if t.name not in inputs:
-        raise InputError(f"input {t.name!r}: unknown; this model takes {', '.join(inputs)}")
+        raise InputError(f"input {clipped(t.name)}: unknown; this model takes {', '.join(inputs)}")
     datatype, ndim = inputs[t.name]
     if t.datatype != datatype:
-        raise InputError(f"input {t.name!r}: datatype {t.datatype}; expected {datatype}")
+        raise InputError(f"input {t.name!r}: datatype {t.datatype:.20}; expected {datatype}")
     shape = tuple(t.shape)
     if len(shape) != ndim or any(d <= 0 for d in shape):
         dims = {1: "[B]", 3: "[B, H, W]", 4: "[B, H, W, C]"}[ndim]
@@ -61,6 +61,11 @@ def _tensor(
         )
     dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
     if request.raw_input_contents:
+        if t.contents.ListFields():
+            raise InputError(
+                f"input {t.name!r}: typed contents given together with raw_input_contents; "
+                "send each input one way (Triton refuses this too)"
+            )
         if len(request.raw_input_contents) != len(request.inputs):
             raise InputError(
                 f"raw_input_contents has {len(request.raw_input_contents)} entries for "
@@ -91,12 +96,14 @@ def items_from(request: pb.ModelInferRequest, core: RenderCore) -> list[Item]:
     arrays: dict[str, np.ndarray] = {}
     for i, t in enumerate(request.inputs):
         if t.name in arrays:
-            raise InputError(f"input {t.name!r}: given twice")
+            raise InputError(f"input {clipped(t.name)}: given twice")
         limit = max_batch * core.max_image_pixels * (core.manifest.input_nc if image_model else 1)
         arrays[t.name] = _tensor(request, i, limit, inputs)
     for out in request.outputs:
         if out.name != OUTPUT:
-            raise InputError(f"output {out.name!r}: unknown; this model has output {OUTPUT!r}")
+            raise InputError(
+                f"output {clipped(out.name)}: unknown; this model has output {OUTPUT!r}"
+            )
     if image_model:
         images = arrays.get(IMAGE_INPUT)
         if images is None:
@@ -145,8 +152,8 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     def _check_model(self, name: str, version: str) -> None:
         if name != self.core.model_name or version not in ("", VERSION):
             raise UnknownModel(
-                f"model {name!r} version {version!r} is not served; this server serves "
-                f"{self.core.model_name!r} version {VERSION!r}"
+                f"model {clipped(name)} version {clipped(version)} is not served; this server "
+                f"serves {self.core.model_name!r} version {VERSION!r}"
             )
 
     async def ServerLive(self, request, context):

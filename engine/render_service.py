@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -19,10 +20,12 @@ from PIL import Image
 from p2phd.engine.decode import decode_instance, decode_label
 from p2phd.engine.errors import InputError
 from p2phd.engine.image_input import decode_image
-from p2phd.engine.serving import Item, RenderCore, encode_png
-from p2phd.engine.style import Style
+from p2phd.engine.serving import Item, RenderCore, clipped, encode_png
+from p2phd.engine.style import Style, check_entries
 from p2phd.engine.wire import renderer_pb2 as pb
 from p2phd.engine.wire import renderer_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 DTYPES = {pb.DTYPE_UINT8: np.uint8, pb.DTYPE_UINT16: np.uint16, pb.DTYPE_INT32: np.int32}
 
@@ -104,12 +107,23 @@ def _input_image(msg: pb.InputImage, channels: int, max_pixels: int) -> np.ndarr
     raise InputError("input image: missing; set image.encoded or image.raw")
 
 
-def style_from(msg: pb.Style, max_pixels: int) -> Style:
+def style_from(msg: pb.Style, max_pixels: int, feat_num: int) -> Style:
+    """The request's Style; map sizes and vector lengths are checked on the message, before any
+    of it is copied (a request of millions of entries costs nothing beyond its bytes)."""
     kind = msg.WhichOneof("kind")
     if kind == "seed":
         return Style(seed=msg.seed)
     if kind == "explicit":
         e = msg.explicit
+        check_entries("class_cluster", len(e.class_cluster))
+        check_entries("instance_cluster", len(e.instance_cluster))
+        check_entries("instance_features", len(e.instance_features))
+        for inst, vec in e.instance_features.items():
+            if len(vec.values) != feat_num:
+                raise InputError(
+                    f"style: instance_features for instance {inst} has {len(vec.values)} "
+                    f"values; this model takes {feat_num}"
+                )
         return Style(
             seed=e.seed,
             by_class=dict(e.class_cluster),
@@ -138,7 +152,9 @@ def item_from(request: pb.RenderRequest, core: RenderCore) -> Item:
             f"instance map: {instance.shape[1]}x{instance.shape[0]} differs from the label map's "
             f"{label.shape[1]}x{label.shape[0]}"
         )
-    return core.check_item(Item(label, instance, style_from(request.style, limit)))
+    return core.check_item(
+        Item(label, instance, style_from(request.style, limit, core.manifest.feat_num))
+    )
 
 
 def response_for(request: pb.RenderRequest, image: np.ndarray) -> pb.RenderResponse:
@@ -154,6 +170,7 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
 
     def __init__(self, core: RenderCore):
         self.core = core
+        self._info = model_info(core)
 
     async def _render(
         self, request: pb.RenderRequest, context: grpc.aio.ServicerContext
@@ -180,25 +197,48 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
             yield resp
 
     async def GetModelInfo(self, request, context):
-        return await self.core.unary("GetModelInfo", context, self._model_info)
+        async def handle() -> pb.ModelInfo:
+            return self._info
 
-    async def _model_info(self) -> pb.ModelInfo:
-        m = self.core.manifest
-        classes = [
-            pb.SemanticClass(id=c.id, name=c.name, color=list(c.color), is_thing=c.is_thing)
-            for c in m.semantic_classes()
-        ]
-        return pb.ModelInfo(
-            label_nc=m.label_nc,
-            instance=m.instance,
-            feat_num=m.feat_num,
-            size_multiple=m.size_multiple,
-            classes=classes,
-            has_features=m.features,
-            has_encoder=m.encoder,
-            max_batch_size=self.core.batching.max_batch_size,
-            max_image_pixels=self.core.max_image_pixels,
-            describe_json=json.dumps(self.core.engine.describe(), default=str),
-            input_kind=m.input_kind,
-            input_nc=m.input_nc,
-        )
+        return await self.core.unary("GetModelInfo", context, handle)
+
+
+def wire_class(c) -> pb.SemanticClass | None:
+    """A manifest class as a wire message, or None when its values do not fit the wire's types
+    (an id beyond int32, a colour that is not three integers 0..255)."""
+    try:
+        color = [int(v) for v in c.color]
+        if len(color) != 3 or not all(0 <= v <= 255 for v in color) or isinstance(c.color, str):
+            return None
+        return pb.SemanticClass(id=c.id, name=str(c.name), color=color, is_thing=bool(c.is_thing))
+    except (TypeError, ValueError):
+        return None
+
+
+def model_info(core: RenderCore) -> pb.ModelInfo:
+    """GetModelInfo's answer, built once at start: classes whose manifest values cannot be sent
+    are left out with a warning, so the call never fails on them (clients such as the editor's
+    --server mode depend on it)."""
+    m = core.manifest
+    classes = []
+    for c in m.semantic_classes():
+        wired = wire_class(c)
+        if wired is None:
+            log.warning("GetModelInfo: class %s left out: its id or colour does not fit the wire "
+                        "(int32 id, three integers 0..255)", clipped(c))  # fmt: skip
+        else:
+            classes.append(wired)
+    return pb.ModelInfo(
+        label_nc=m.label_nc,
+        instance=m.instance,
+        feat_num=m.feat_num,
+        size_multiple=m.size_multiple,
+        classes=classes,
+        has_features=m.features,
+        has_encoder=m.encoder,
+        max_batch_size=core.batching.max_batch_size,
+        max_image_pixels=core.max_image_pixels,
+        describe_json=json.dumps(core.engine.describe(), default=str),
+        input_kind=m.input_kind,
+        input_nc=m.input_nc,
+    )

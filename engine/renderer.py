@@ -23,7 +23,7 @@ from p2phd.engine.decode import DEFAULT_MAX_PIXELS, Source, decode_pair, validat
 from p2phd.engine.errors import InputError
 from p2phd.engine.image_input import decode_image, to_model_input, validate_images
 from p2phd.engine.package import ModelPackage
-from p2phd.engine.size_policy import SizePolicy, fit
+from p2phd.engine.size_policy import DEFAULT_MAX_SIDE, SizePolicy, fit, fitted_shape
 from p2phd.engine.style import ReferenceEncoder, Style, image_features
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,13 @@ class Renderer:
         *,
         options: EngineOptions | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_side: int = DEFAULT_MAX_SIDE,
     ):
         self.package = ModelPackage(model_dir)
         self.manifest = self.package.manifest
         self.size_policy = SizePolicy.parse(size_policy)
         self.max_pixels = max_pixels
+        self.max_side = max_side
         self.clusters = self.package.feature_clusters()
         self._encoder: ReferenceEncoder | None = None
         self.backend, self.choice = open_backend(self.package, backend, precision, options)
@@ -64,6 +66,22 @@ class Renderer:
         bottleneck (size / size_multiple), which needs 2 pixels; a U-Net's may be 1."""
         unet = str(self.manifest.architecture.get("netG", "")).startswith("unet")
         return self.manifest.size_multiple * (1 if unet else 2)
+
+    def fitted_size(self, h: int, w: int, what: str = "label map") -> tuple[int, int]:
+        """The (H, W) the generator computes for an h x w input after the size policy, refused
+        (InputError) beyond the work one image may cost: `max_pixels` pixels and `max_side`
+        pixels a side, counted after padding or resizing (a 1 x N strip padded to the size
+        multiple costs 32 x N pixels, not N). Every render path checks here before allocating."""
+        fh, fw = fitted_shape(h, w, self.manifest.size_multiple, self.size_policy,
+                              min_side=self.min_side, what=what)  # fmt: skip
+        if fh * fw > self.max_pixels or max(fh, fw) > self.max_side:
+            raise InputError(
+                f"{what}: {w}x{h} is computed as {fw}x{fh} = {fw * fh} pixels after the "
+                f"'{self.size_policy.value}' size policy (size multiple "
+                f"{self.manifest.size_multiple}), over the per-image limit of {self.max_pixels} "
+                f"pixels and {self.max_side} pixels a side"
+            )
+        return fh, fw
 
     def describe(self) -> dict:
         """Backend, precision, device, and why they were chosen."""
@@ -173,6 +191,7 @@ class Renderer:
     ) -> np.ndarray:
         from p2phd.engine.kernels import to_uint8_rgb
 
+        self.fitted_size(*labels.shape[1:3])
         photos = None
         if any(s.reference is not None for s in styles):
             photos = np.stack(
@@ -311,6 +330,7 @@ class Renderer:
     def _render_image_batch(self, images: np.ndarray) -> np.ndarray:
         from p2phd.engine.kernels import to_uint8_rgb
 
+        self.fitted_size(*images.shape[1:3], what="input image")
         fitted = fit(None, None, self.manifest.size_multiple, self.size_policy, images,
                      min_side=self.min_side)  # fmt: skip
         x = to_model_input(fitted.images, self.backend.input_dtype)

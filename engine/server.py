@@ -28,6 +28,7 @@ from p2phd.engine.kserve import KServeService
 from p2phd.engine.metrics import ServerMetrics
 from p2phd.engine.render_service import RendererService
 from p2phd.engine.serving import Engine, RenderCore
+from p2phd.engine.size_policy import DEFAULT_MAX_SIDE
 from p2phd.engine.wire import (
     grpc_service_pb2,
     grpc_service_pb2_grpc,
@@ -58,6 +59,9 @@ class ServerConfig:
     max_queue: int = 64
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    # The longest side computed per image, after the size policy (with max_image_pixels, the
+    # most work one image can cost, whatever its aspect).
+    max_image_side: int = DEFAULT_MAX_SIDE
     # Calls open at once (a stream is one); beyond it RESOURCE_EXHAUSTED at once. Received
     # messages are held whole, so memory for requests is at most this x max_message_bytes.
     max_concurrent_rpcs: int | None = 256
@@ -88,6 +92,7 @@ def default_renderer(config: ServerConfig) -> Engine:
         precision=config.precision,
         size_policy=config.size_policy,
         max_pixels=config.max_image_pixels,
+        max_side=config.max_image_side,
     )
 
 

@@ -44,6 +44,8 @@ class Engine(Protocol):
 
     def render_images(self, images: np.ndarray) -> Any: ...
 
+    def fitted_size(self, h: int, w: int, what: str = ...) -> tuple[int, int]: ...
+
     def describe(self) -> dict: ...
 
     def close(self) -> None: ...
@@ -72,11 +74,29 @@ class Item:
         return (self.image if self.image is not None else self.label).shape[:2]
 
 
+# A status message travels in the trailing metadata, whose size gRPC limits (8 KiB by default,
+# percent-encoded): messages are cut to this, and client-given strings echoed in them to
+# ECHO_CHARS, so no request can make its own error unsendable.
+MAX_STATUS_CHARS = 1024
+ECHO_CHARS = 80
+
+
+def clipped(value: Any, limit: int = ECHO_CHARS) -> str:
+    """`ascii(value)` cut to about `limit` characters: how errors echo what a client sent."""
+    text = ascii(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status and message for an exception: P2PHDError families carry their own."""
+    """The gRPC status and message for an exception (P2PHDError families carry their own), the
+    message cut to MAX_STATUS_CHARS."""
     if isinstance(exc, P2PHDError):
-        return grpc.StatusCode[exc.grpc_status], str(exc)
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+        code, message = grpc.StatusCode[exc.grpc_status], str(exc)
+    else:
+        code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
+    if len(message) > MAX_STATUS_CHARS:
+        message = message[:MAX_STATUS_CHARS] + f"... ({len(message)} characters)"
+    return code, message
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
@@ -141,6 +161,7 @@ class RenderCore:
                 f"label map: {w}x{h} = {w * h} pixels exceeds the server's limit of "
                 f"{self.max_image_pixels}"
             )
+        self.engine.fitted_size(h, w)  # the work after the size policy, before any queueing
         validate_maps(item.label[None], None if item.instance is None else item.instance[None],
                       self.manifest.label_nc)  # fmt: skip
         ref = item.style.reference
@@ -173,6 +194,7 @@ class RenderCore:
                 f"input image: {w}x{h} = {w * h} pixels exceeds the server's limit of "
                 f"{self.max_image_pixels}"
             )
+        self.engine.fitted_size(h, w, "input image")
         validate_images(image[None], m.input_nc)
         return item
 

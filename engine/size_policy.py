@@ -16,6 +16,10 @@ from PIL import Image
 
 from p2phd.engine.errors import ConfigError, InputError
 
+# The longest side the generator computes for one image (after the size policy): with the
+# pixel limit it bounds a request's work and its aspect (a 1 x N strip padded to 32 x N).
+DEFAULT_MAX_SIDE = 8192
+
 
 class SizePolicy(StrEnum):
     PAD = "pad"
@@ -62,6 +66,30 @@ def _resize_stack(a: np.ndarray, size: tuple[int, int], resample: Image.Resampli
     return np.stack(out).astype(a.dtype, copy=False)
 
 
+def fitted_shape(
+    h: int, w: int, multiple: int, policy: SizePolicy, *, min_side: int = 1, what: str = "label map"
+) -> tuple[int, int]:
+    """The (H, W) the generator computes for an h x w input under `policy`, without touching
+    any pixel: what a request costs is known (and can be refused) before anything is allocated.
+    Raises InputError under REJECT when h x w does not fit as it is."""
+    if h % multiple == 0 and w % multiple == 0 and min(h, w) >= min_side:
+        return h, w
+    if policy is SizePolicy.REJECT:
+        if h % multiple == 0 and w % multiple == 0:  # a multiple, but below the minimum
+            raise InputError(
+                f"{what} size {h}x{w} (HxW) is below this model's minimum of {min_side} pixels "
+                "a side; use the 'pad' or 'resize' size policy"
+            )
+        raise InputError(
+            f"{what} size {h}x{w} (HxW) is not a multiple of {multiple}, which this model "
+            "needs; resize it, or use the 'pad' or 'resize' size policy"
+        )
+    if policy is SizePolicy.PAD:
+        return max(_round_up(h, multiple), min_side), max(_round_up(w, multiple), min_side)
+    least = _round_up(max(min_side, multiple), multiple)
+    return max(least, round(h / multiple) * multiple), max(least, round(w / multiple) * multiple)
+
+
 def fit(
     labels: np.ndarray | None,
     instances: np.ndarray | None,
@@ -75,23 +103,12 @@ def fit(
     image model's batch is `images` alone (`labels` None). `min_side` is the least height and
     width the network takes (pix2pixHD's reflection-padded bottleneck needs 2 pixels there)."""
     _, h, w = (labels if labels is not None else images).shape[:3]
-    if h % multiple == 0 and w % multiple == 0 and min(h, w) >= min_side:
+    what = "label map" if labels is not None else "input image"
+    nh, nw = fitted_shape(h, w, multiple, policy, min_side=min_side, what=what)
+    if (nh, nw) == (h, w):
         return Fitted(labels, instances, images, lambda out: out)
-    if policy is SizePolicy.REJECT:
-        what = "label map" if labels is not None else "input image"
-        if h % multiple == 0 and w % multiple == 0:  # a multiple, but below the minimum
-            raise InputError(
-                f"{what} size {h}x{w} (HxW) is below this model's minimum of {min_side} pixels "
-                "a side; use the 'pad' or 'resize' size policy"
-            )
-        raise InputError(
-            f"{what} size {h}x{w} (HxW) is not a multiple of {multiple}, which this model "
-            "needs; resize it, or use the 'pad' or 'resize' size policy"
-        )
     if policy is SizePolicy.PAD:
-        ph = max(_round_up(h, multiple), min_side) - h
-        pw = max(_round_up(w, multiple), min_side) - w
-        pad = ((0, 0), (0, ph), (0, pw))
+        pad = ((0, 0), (0, nh - h), (0, nw - w))
 
         def pad_all(a: np.ndarray | None) -> np.ndarray | None:
             if a is None:
@@ -103,9 +120,6 @@ def fit(
         return Fitted(
             pad_all(labels), pad_all(instances), pad_all(images), lambda out: out[:, :h, :w]
         )
-    least = _round_up(max(min_side, multiple), multiple)
-    nh = max(least, round(h / multiple) * multiple)
-    nw = max(least, round(w / multiple) * multiple)
     nearest = Image.Resampling.NEAREST
     return Fitted(
         None if labels is None else _resize_stack(labels, (nh, nw), nearest),

@@ -19,6 +19,20 @@ import numpy as np
 from p2phd.engine.errors import InputError
 from p2phd.engine.image_input import to_model_input
 
+# Explicit choices per style map (class clusters, instance clusters, instance vectors): far more
+# instances than any image holds, while a request cannot make the server build millions of
+# entries for ids that are not even in its image.
+MAX_STYLE_ENTRIES = 4096
+
+
+def check_entries(what: str, count: int) -> None:
+    """Refuse a style map of more than MAX_STYLE_ENTRIES entries (InputError naming it)."""
+    if count > MAX_STYLE_ENTRIES:
+        raise InputError(
+            f"style: {what} has {count} entries, over the limit of {MAX_STYLE_ENTRIES} "
+            "(only ids present in the image can matter)"
+        )
+
 
 @dataclass(frozen=True)
 class Style:
@@ -33,6 +47,11 @@ class Style:
     by_instance: Mapping[int, int] = field(default_factory=dict)
     vectors: Mapping[int, Sequence[float]] = field(default_factory=dict)
     reference: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        check_entries("by_class", len(self.by_class))
+        check_entries("by_instance", len(self.by_instance))
+        check_entries("vectors", len(self.vectors))
 
 
 def _cluster(centres: np.ndarray, index: int, what: str) -> np.ndarray:

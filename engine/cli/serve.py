@@ -35,7 +35,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     lim.add_argument(
         "--max-image-pixels", type=int, default=None,
-        help="max pixels per image (default: the decoder's limit, 2048*2048*2)",
+        help="max pixels per image, as sent and as computed after padding or resizing "
+        "(default: the decoder's limit, 2048*2048*2)",
+    )  # fmt: skip
+    lim.add_argument(
+        "--max-image-side", type=int, default=None,
+        help="max pixels a side the generator computes per image, after padding or resizing "
+        "(default 8192; with --max-image-pixels, the most work one image can cost)",
     )  # fmt: skip
     lim.add_argument(
         "--max-concurrent-rpcs", type=int, default=256,
@@ -78,5 +84,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.max_image_pixels is not None:
         config.max_image_pixels = args.max_image_pixels
+    if args.max_image_side is not None:
+        config.max_image_side = args.max_image_side
     asyncio.run(serve(config))
     return 0

@@ -55,6 +55,9 @@ class FlakyEngine:
     def describe(self):
         return self.renderer.describe()
 
+    def fitted_size(self, h, w, what="label map"):
+        return self.renderer.fitted_size(h, w, what)
+
     def close(self):
         self.renderer.close()
 

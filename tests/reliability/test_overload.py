@@ -35,6 +35,9 @@ class ThrottledEngine:
     def describe(self):
         return self.renderer.describe()
 
+    def fitted_size(self, h, w, what="label map"):
+        return self.renderer.fitted_size(h, w, what)
+
     def close(self):
         self.renderer.close()
 
