@@ -1,8 +1,13 @@
-"""Shared fixtures: the GPU marker's skip rule and the optional real Cityscapes samples."""
+"""Shared fixtures: the GPU marker's rule and the optional real Cityscapes samples.
+
+`gpu` tests skip where no NVIDIA GPU is visible, and FAIL, with `p2phd doctor`'s reason and fix,
+where one is visible but CUDA, TensorRT or the CUDA kernels cannot initialise: a GPU machine
+with a broken stack must not report green having tested nothing.
+"""
 
 from __future__ import annotations
 
-import shutil
+import functools
 from pathlib import Path
 
 import pytest
@@ -11,38 +16,28 @@ REPO = Path(__file__).resolve().parents[1]
 CITYSCAPES_SAMPLE = REPO.parent / "shared" / "data" / "cityscapes-sample"
 
 
-def cuda_available() -> bool:
-    """True when an NVIDIA driver and device are visible."""
-    if shutil.which("nvidia-smi") is None:
-        return False
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python
+@functools.cache
+def gpu_verdict() -> tuple[str, str] | None:
+    """None: the gpu tests run; ("skip" | "fail", why) otherwise."""
+    from p2phd.engine import doctor
 
-        err, count = cudart.cudaGetDeviceCount()
-        return int(err) == 0 and count > 0
-    except ImportError:
-        import subprocess
-
-        return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
-
-
-@pytest.fixture(scope="session", autouse=True)
-def engine_cache_dir(tmp_path_factory) -> Path:
-    """A private engine cache for the session (and the CLIs it starts), not the user's own."""
-    import os
-
-    path = tmp_path_factory.mktemp("engine-cache")
-    os.environ["P2PHD_CACHE"] = str(path)
-    return path
+    visible = doctor.gpu_visible()
+    if visible is None:
+        return "skip", "needs an NVIDIA GPU; none visible (no nvidia-smi, no /dev/nvidia*)"
+    problems = doctor.gpu_problems()
+    if not problems:
+        return None
+    why = "; ".join(f"{f.name}: {f.found}" + (f.fix and f" (fix: {f.fix})") for f in problems)
+    return "fail", f"an NVIDIA GPU is visible ({visible}) but the GPU stack is not usable: {why}"
 
 
-def pytest_collection_modifyitems(config, items):
-    if cuda_available():
+def pytest_runtest_setup(item):
+    if "gpu" not in item.keywords:
         return
-    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with CUDA; none on this machine")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    verdict = gpu_verdict()
+    if verdict is not None:
+        action, why = verdict
+        (pytest.skip if action == "skip" else pytest.fail)(why)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
-"""Backend choice: by name, or "auto" (TensorRT on a GPU, else OpenVINO, else ONNX Runtime), and
-precision choice: "auto" takes the hardware's reduced precision only where the package's quality
-report shows it close enough to the fp32 reference.
+"""Backend choice: by name, or "auto" (TensorRT on a GPU, else OpenVINO, else ONNX Runtime; its
+explanation quotes the GPU line of `p2phd doctor`), and precision choice: "auto" takes the
+hardware's reduced precision only where the package's quality report shows it close enough to
+the fp32 reference.
 
 Each backend module is imported only when asked for, so a CPU server never imports TensorRT and
 nothing but the torch reference imports PyTorch.
@@ -55,12 +56,16 @@ def choose_backend(name: str = "auto") -> tuple[str, str]:
         if reason:
             raise BackendUnavailable(f"backend {name}: {reason}")
         return name, "requested"
+    from p2phd.engine.doctor import gpu_summary
+
     skipped = []
     for candidate in AUTO_ORDER:
         reason = backend_class(candidate).availability()
+        if candidate == "tensorrt":  # the GPU facts `p2phd doctor` reports, in one line
+            reason = reason and f"{reason}; GPU: {gpu_summary()}"
         if reason is None:
-            why = "auto: " + ("; ".join(skipped) + "; " if skipped else "") + f"{candidate} runs"
-            return candidate, why
+            runs = f"{candidate} runs" + (f" on {gpu_summary()}" if candidate == "tensorrt" else "")
+            return candidate, "auto: " + "".join(f"{s}; " for s in skipped) + runs
         skipped.append(f"{candidate} unavailable ({reason})")
     raise BackendUnavailable("no backend can run here: " + "; ".join(skipped))
 

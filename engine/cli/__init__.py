@@ -27,6 +27,9 @@ COMMANDS = (
     "bench",
     "demo",
     "edit",
+    "doctor",
+    "triton",
+    "export-triton",
 )
 
 
@@ -38,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        module = importlib.import_module(f"p2phd.engine.cli.{name}")
+        module = importlib.import_module(f"p2phd.engine.cli.{name.replace('-', '_')}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         p.prog = f"p2phd {name}"
         module.configure(p)

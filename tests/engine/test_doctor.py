@@ -1,0 +1,106 @@
+"""`p2phd doctor` says what this machine can run and, for anything broken, what to install or
+upgrade; `backend="auto"` explains itself with the same GPU facts. Real probes on this machine;
+the GPU lines with faked probes (an H100 on an R535 driver with the wrong CUDA builds)."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2phd.engine import doctor
+from p2phd.engine.backends import choose_backend
+from p2phd.engine.cli import main
+from p2phd.engine.cpu_features import cpu_flags
+from tests.conftest import gpu_verdict
+from tests.engine.test_cli import p2phd
+
+H100 = doctor.Gpu("NVIDIA H100 80GB HBM3", "535.216.01", "9.0")
+
+
+def line(out: str, name: str) -> str:
+    return next(x for x in out.splitlines() if x.startswith(name + " "))
+
+
+def test_doctor_reports_this_machine_and_exits_0_when_the_cpu_path_works():
+    out = p2phd("doctor")
+    assert out.returncode == 0, out.stdout + out.stderr
+    for name in ("GPU", "driver", "CUDA runtime", "TensorRT", "ONNX Runtime", "OpenVINO",
+                 "CPU", "CUDA kernels", "backend auto"):  # fmt: skip
+        assert line(out.stdout, name)
+    cpu = line(out.stdout, "CPU")
+    has = cpu.partition("has ")[2].partition(";")[0]
+    for flag, label in doctor.CPU_INSTRUCTIONS.items():
+        assert (label in has) == (flag in cpu_flags()), cpu
+    assert "CPU path: works" in out.stdout
+    gpu = line(out.stdout, "GPU")
+    if doctor.gpu_visible() is None:
+        assert " absent " in gpu and "GPU path: not usable" in out.stdout
+        assert p2phd("doctor", "--require-gpu").returncode == 1
+    else:
+        assert " absent " not in gpu
+
+
+@pytest.fixture
+def h100_r535(monkeypatch):
+    """An H100 on an R535 driver (CUDA 12.2) with CUDA 13 builds of cuda-python and TensorRT."""
+    versions = {"cuda-bindings": "13.0.1", "tensorrt-cu13": "10.13.3.9"}
+    monkeypatch.setattr(doctor, "nvidia_smi", lambda: [H100])
+    monkeypatch.setattr(doctor, "device_nodes", lambda: ["/dev/nvidia0"])
+    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: (12, 2))
+    monkeypatch.setattr(
+        doctor,
+        "installed",
+        lambda *names: next(((n, versions[n]) for n in names if n in versions), None),
+    )
+    doctor.gpu_summary.cache_clear()
+    yield
+    doctor.gpu_summary.cache_clear()
+
+
+def test_cuda_13_builds_on_an_r535_driver_are_named_with_the_fix(h100_r535, capsys):
+    facts = {f.name: f for f in doctor.collect(doctor.GPU_PROBES)}
+    assert facts["GPU"].status == doctor.OK and "sm_90" in facts["GPU"].found
+    assert facts["driver"].status == doctor.OK
+    assert facts["driver"].found == "535.216.01, supports CUDA 12.2"
+    runtime, trt = facts["CUDA runtime"], facts["TensorRT"]
+    assert runtime.status == doctor.BROKEN and "cuda-python>=12.8,<13" in runtime.fix
+    assert trt.status == doctor.BROKEN and "tensorrt-cu13" in trt.fix and "[gpu]" in trt.fix
+    problems = {f.name for f in doctor.gpu_problems()}
+    assert {"CUDA runtime", "TensorRT"} <= problems and "GPU" not in problems
+    assert main(["doctor"]) == 0  # the CPU path still works ...
+    out = capsys.readouterr().out
+    assert "fix:" in out and "GPU path: not usable: " in out
+    assert main(["doctor", "--require-gpu"]) == 1  # ... the GPU path does not
+
+
+def test_a_driver_older_than_r535_is_told_to_upgrade(h100_r535, monkeypatch):
+    monkeypatch.setattr(doctor, "nvidia_smi", lambda: [doctor.Gpu("Tesla T4", "470.82.01", "7.5")])
+    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: (11, 4))
+    fact = doctor.driver_fact()
+    assert fact.status == doctor.BROKEN and "R535" in fact.fix
+
+
+def test_device_files_without_nvidia_smi_count_as_a_visible_gpu(monkeypatch):
+    monkeypatch.setattr(doctor, "nvidia_smi", lambda: None)
+    monkeypatch.setattr(doctor, "device_nodes", lambda: ["/dev/nvidia0"])
+    assert doctor.gpu_visible() == "/dev/nvidia0 exists"
+    assert doctor.gpu_fact().status == doctor.BROKEN
+
+
+def test_auto_explains_itself_with_the_doctors_gpu_line(h100_r535):
+    name, why = choose_backend("auto")
+    assert "NVIDIA H100 80GB HBM3, sm_90, 535.216.01, supports CUDA 12.2" in why, why
+    assert why.startswith("auto: ")
+
+
+def test_gpu_tests_fail_with_the_reason_where_a_gpu_is_visible_but_the_stack_is_broken(h100_r535):
+    action, why = gpu_verdict.__wrapped__()  # uncached: the probes are faked
+    assert action == "fail"
+    assert "nvidia-smi lists NVIDIA H100 80GB HBM3" in why and "cuda-python>=12.8,<13" in why
+
+
+def test_gpu_tests_skip_with_the_reason_where_no_gpu_is_visible(monkeypatch):
+    monkeypatch.setattr(doctor, "nvidia_smi", lambda: None)
+    monkeypatch.setattr(doctor, "device_nodes", lambda: [])
+    assert gpu_verdict.__wrapped__() == (
+        "skip", "needs an NVIDIA GPU; none visible (no nvidia-smi, no /dev/nvidia*)"
+    )  # fmt: skip
