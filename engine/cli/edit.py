@@ -19,14 +19,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server", metavar="HOST:PORT", help="render through a running `p2phd serve`"
     )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name the page is reached by (beyond localhost, 127.0.0.1, [::1] and "
+        "--host); requests naming any other Host are refused (DNS rebinding)",
+    )
+    parser.add_argument(
+        "--max-renders", type=int, default=2, help="renders at once; more wait, then 503 (2)"
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=16, help="HTTP connections served at once (16)"
+    )
     parser.add_argument("--backend", default="auto", help="local backend (default auto)")
     parser.add_argument("--precision", default="auto", help="local precision (default auto)")
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    from werkzeug.serving import make_server
 
+    from p2phd.engine.editor.access import BoundedWSGIServer
     from p2phd.engine.editor.app import create_app
     from p2phd.engine.errors import ConfigError
     from p2phd.engine.package import ModelPackage
@@ -51,8 +65,17 @@ def run(args: argparse.Namespace) -> int:
         # The first render at a size compiles the backend's plan: do it before the page asks.
         warm = np.zeros((256, 512), np.uint8)
         engine.render(warm, warm.astype(np.int32), Style())
+        app = create_app(
+            engine,
+            package,
+            host=args.host,
+            allow_hosts=args.allow_host,
+            max_renders=args.max_renders,
+        )
         try:
-            http = make_server(args.host, args.port, create_app(engine, package), threaded=True)
+            http = BoundedWSGIServer(
+                args.host, args.port, app, max_connections=args.max_connections
+            )
         except OSError as e:
             raise ConfigError(f"--port {args.port}: cannot listen on {args.host} ({e})") from e
         d = engine.describe()

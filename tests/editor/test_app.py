@@ -155,8 +155,8 @@ def test_bad_uploads_say_why(client, scene, case, endpoint):
 @pytest.mark.parametrize(
     ("query", "style", "reason"),
     [
-        ("", "not json", "style: expected"),
-        ("", '{"seed": -1}', "seed -1"),
+        ("", "not json", "style: not valid JSON"),
+        ("", '{"seed": -1}', "style.seed: -1 is outside"),
         ("", '{"instances": {"26000": 99}}', "chooses cluster 99"),
     ],
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.editor.conftest import client, default_model, editor_app, editor_renderer  # noqa: F401
 from tests.engine.conftest import tiny_package_source  # noqa: F401 (fixture)
 from tests.server.conftest import gated, server_package, start_server  # noqa: F401 (fixtures)
 

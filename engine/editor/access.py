@@ -1,0 +1,102 @@
+"""The editor's HTTP hygiene: who may talk to it (Host and Origin policy) and how many at once.
+
+The editor listens on loopback, but a web page in the user's browser can still reach it: by a
+DNS name that resolves to 127.0.0.1 (DNS rebinding, caught by the Host check) or by a
+cross-origin fetch or form post (caught by the Origin and Sec-Fetch-Site checks). The server
+runs each connection on its own thread, at most `max_connections` at once; further connections
+wait in the listen backlog, and a connection idle for `idle_timeout` seconds is closed, so no
+client can make the process start threads without bound.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Iterable
+
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+# Sec-Fetch-Site values of requests the page itself makes, or the user typing the address.
+SAME_SITE_FETCHES = ("same-origin", "none")
+MAX_CONNECTIONS = 16
+IDLE_TIMEOUT_S = 30.0
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header value, without the port and IPv6 brackets, lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host[1:]
+    name, _, port = host.rpartition(":")
+    return name if name and port.isdigit() else host
+
+
+def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """Host names the editor answers to: loopback, the address it binds (unless a wildcard,
+    which names no host), and the names given."""
+    names = {*LOOPBACK_NAMES, *(host_name(h) for h in extra)}
+    bound = host_name(bound)
+    try:
+        wildcard = ipaddress.ip_address(bound).is_unspecified
+    except ValueError:
+        wildcard = False
+    if bound and not wildcard:
+        names.add(bound)
+    return frozenset(names)
+
+
+def refusal(
+    host: str, origin: str | None, fetch_site: str | None, scheme: str, hosts: frozenset[str]
+) -> str | None:
+    """Why a request must be refused (403), or None. `origin`/`fetch_site` are None for
+    requests the Origin policy does not cover (the page itself and its scripts)."""
+    if host_name(host) not in hosts:
+        names = ", ".join(sorted(hosts))
+        return (
+            f"Host {host!r} is not a name this editor serves ({names}); pass --allow-host to "
+            "add one"
+        )
+    if origin is not None and origin.lower() != f"{scheme}://{host}".lower():
+        return (
+            f"cross-origin request from {origin!r} refused: only the editor's own page may call it"
+        )
+    if fetch_site is not None and fetch_site not in SAME_SITE_FETCHES:
+        return f"cross-site request (Sec-Fetch-Site: {fetch_site}) refused"
+    return None
+
+
+class BoundedWSGIServer(BaseWSGIServer):
+    """A WSGI server with one thread per connection and at most `max_connections` of them."""
+
+    multithread = True
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        app,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+    ):
+        # socketserver applies a handler's `timeout` to its connection socket.
+        handler = type("IdleTimeoutHandler", (WSGIRequestHandler,), {"timeout": idle_timeout})
+        super().__init__(host, port, app, handler=handler)
+        self.slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address) -> None:
+        self.slots.acquire()  # at the bound the accept loop waits; clients queue in the backlog
+        thread = threading.Thread(
+            target=self._serve, args=(request, client_address), daemon=True, name="editor-http"
+        )
+        thread.start()
+
+    def _serve(self, request, client_address) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.slots.release()
