@@ -40,6 +40,16 @@ def pytest_runtest_setup(item):
         (pytest.skip if action == "skip" else pytest.fail)(why)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache_dir(tmp_path_factory) -> Path:
+    """A private engine cache for the session (and the CLIs it starts), not the user's own."""
+    import os
+
+    path = tmp_path_factory.mktemp("engine-cache")
+    os.environ["P2PHD_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture
 def cityscapes_sample() -> Path:
     """The real Cityscapes samples in ../shared, or a skip when absent (a user's fresh clone)."""
