@@ -301,5 +301,7 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 infer_response=pb.ModelInferResponse(id=req.id, model_name=req.model_name),
             )
 
-        async for resp in self.core.stream("ModelStreamInfer", request_iterator, handle, failed):
+        async for resp in self.core.stream(
+            "ModelStreamInfer", request_iterator, handle, failed, context
+        ):
             yield resp

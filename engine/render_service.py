@@ -192,7 +192,7 @@ class RendererService(renderer_pb2_grpc.RendererServicer):
             )
 
         async for resp in self.core.stream(
-            "RenderStream", request_iterator, lambda r: self._render(r, context), failed
+            "RenderStream", request_iterator, lambda r: self._render(r, context), failed, context
         ):
             yield resp
 

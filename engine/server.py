@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from p2phd.engine.batcher import BatcherConfig
+from p2phd.engine.call_limit import CallLimit
 from p2phd.engine.client import DEFAULT_MAX_MESSAGE_BYTES
 from p2phd.engine.decode import DEFAULT_MAX_PIXELS
 from p2phd.engine.errors import ConfigError
@@ -62,9 +63,12 @@ class ServerConfig:
     # The longest side computed per image, after the size policy (with max_image_pixels, the
     # most work one image can cost, whatever its aspect).
     max_image_side: int = DEFAULT_MAX_SIDE
-    # Calls open at once (a stream is one); beyond it RESOURCE_EXHAUSTED at once. Received
-    # messages are held whole, so memory for requests is at most this x max_message_bytes.
+    # Calls open at once (a stream is one; liveness checks have their own reserve); beyond it
+    # RESOURCE_EXHAUSTED at once. Received messages are held whole, so memory for requests is
+    # bounded by (this + the reserve) x max_message_bytes x protobuf's parsed-size factor.
     max_concurrent_rpcs: int | None = 256
+    # A stream that sends no request for this long, with nothing of it in flight, is ended.
+    stream_idle_seconds: float = 60.0
     metrics_port: int | None = None
     grace_seconds: float = 30.0
     tls_cert: Path | None = None
@@ -147,6 +151,7 @@ class P2PHDServer:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self.call_limit: CallLimit | None = None
         self._health = health.aio.HealthServicer()
 
     async def start(self) -> int:
@@ -162,9 +167,13 @@ class P2PHDServer:
             max_image_pixels=cfg.max_image_pixels,
             io_threads=cfg.io_threads,
             model_name=cfg.model_name,
+            stream_idle_seconds=cfg.stream_idle_seconds,
         )
+        limit = None if cfg.max_concurrent_rpcs is None else CallLimit(cfg.max_concurrent_rpcs)
+        self.call_limit = limit
         server = grpc.aio.server(
-            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+            interceptors=[] if limit is None else [limit],
+            maximum_concurrent_rpcs=None if limit is None else limit.grpc_limit,
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", cfg.max_message_bytes),

@@ -22,7 +22,13 @@ from PIL import Image
 
 from p2phd.engine.batcher import BatcherConfig, DynamicBatcher
 from p2phd.engine.decode import validate_maps
-from p2phd.engine.errors import InputError, Overloaded, P2PHDError, is_out_of_memory
+from p2phd.engine.errors import (
+    DeadlineExceeded,
+    InputError,
+    Overloaded,
+    P2PHDError,
+    is_out_of_memory,
+)
 from p2phd.engine.image_input import validate_images
 from p2phd.engine.metrics import ServerMetrics
 from p2phd.engine.package import Manifest
@@ -119,12 +125,14 @@ class RenderCore:
         max_image_pixels: int,
         io_threads: int = 2,
         model_name: str = "p2phd",
+        stream_idle_seconds: float = 60.0,
     ):
         self.engine = engine
         self.manifest = engine.manifest
         self.metrics = metrics
         self.model_name = model_name
         self.max_image_pixels = max_image_pixels
+        self.stream_idle_seconds = stream_idle_seconds
         self.batching = batching
         self.batcher: DynamicBatcher[Item, np.ndarray] = DynamicBatcher(
             self._run_batch, batching, observer=metrics
@@ -260,16 +268,19 @@ class RenderCore:
         requests: AsyncIterator[Req],
         handle: Callable[[Req], Awaitable[Resp]],
         on_error: Callable[[Req, grpc.StatusCode, str], Resp],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[Resp]:
         """Handle stream items concurrently, yielding each response as it completes.
 
         At most `max_batch_size * 2` items of one stream are in flight or answered but not yet
-        sent (backpressure on the reader: a client that stops reading stops the rendering, its
-        answers cannot pile up); an item's failure becomes its own response (`on_error`), the
-        stream goes on.
+        handed to gRPC (backpressure on the reader: beyond that, a client that stops reading
+        holds back only what gRPC's flow-control window lets through); an item's failure becomes
+        its own response (`on_error`), the stream goes on. A stream that sends nothing for
+        `stream_idle_seconds` while none of its items is pending ends DEADLINE_EXCEEDED.
         """
         out: asyncio.Queue = asyncio.Queue()
         slots = asyncio.Semaphore(2 * self.batching.max_batch_size)
+        pending = 0  # items read and not yet handed to gRPC
         done = object()
 
         async def one(req: Req) -> None:
@@ -285,10 +296,30 @@ class RenderCore:
             self.metrics.request_done(method, status, time.monotonic() - start)
             await out.put(resp)
 
+        async def next_request(it: AsyncIterator[Req]) -> Req:
+            """The next request; raises DeadlineExceeded once the stream has been idle too long."""
+            reading = asyncio.ensure_future(anext(it))
+            idle = self.stream_idle_seconds
+            while not (await asyncio.wait({reading}, timeout=idle))[0]:
+                if pending == 0:
+                    reading.cancel()
+                    raise DeadlineExceeded(
+                        f"stream idle: no request for {idle:g} s and nothing pending (the "
+                        "server's stream idle timeout); open a new stream to go on"
+                    )
+            return reading.result()
+
         async def read() -> None:
+            nonlocal pending
             tasks: set[asyncio.Task] = set()
+            it = aiter(requests)
             try:
-                async for req in requests:
+                while True:
+                    try:
+                        req = await next_request(it)
+                    except StopAsyncIteration:
+                        break
+                    pending += 1
                     await slots.acquire()
                     task = asyncio.get_running_loop().create_task(one(req))
                     tasks.add(task)
@@ -305,6 +336,10 @@ class RenderCore:
             while (resp := await out.get()) is not done:
                 yield resp
                 slots.release()  # sent: room for one more item
-            await reader  # re-raises a failure reading the request stream
+                pending -= 1
+            try:
+                await reader  # re-raises a failure reading the request stream
+            except P2PHDError as e:
+                await context.abort(*status_of(e))
         finally:
             reader.cancel()

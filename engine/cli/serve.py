@@ -45,7 +45,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     lim.add_argument(
         "--max-concurrent-rpcs", type=int, default=256,
-        help="calls open at once (a stream is one); beyond it RESOURCE_EXHAUSTED (default 256)",
+        help="calls open at once (a stream is one; health and liveness checks are not counted); "
+        "beyond it RESOURCE_EXHAUSTED (default 256)",
+    )  # fmt: skip
+    lim.add_argument(
+        "--stream-idle-timeout", type=float, default=60.0,
+        help="end a stream that sends nothing for this long with nothing pending (seconds)",
     )  # fmt: skip
     lim.add_argument("--grace", type=float, default=30.0, help="SIGTERM drain period (seconds)")
     lim.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics")
@@ -75,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_message_bytes=int(args.max_message_mb * (1 << 20)),
         max_concurrent_rpcs=args.max_concurrent_rpcs,
+        stream_idle_seconds=args.stream_idle_timeout,
         metrics_port=args.metrics_port,
         grace_seconds=args.grace,
         tls_cert=args.tls_cert and Path(args.tls_cert),

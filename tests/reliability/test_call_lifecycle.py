@@ -5,12 +5,16 @@ checks, and GetModelInfo answers whatever the manifest's classes hold."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from p2phd.engine.wire import grpc_service_pb2 as kpb
+from p2phd.engine.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
 from p2phd.engine.wire import renderer_pb2 as pb
-from p2phd.engine.wire import renderer_pb2_grpc
 from tests.reliability.test_request_cost import raw_map
 from tests.server.conftest import make_maps
 
@@ -59,3 +63,37 @@ def test_a_cancelled_stream_is_not_logged_as_an_error(start_server, gated, caplo
     wait_for(lambda: s.server.core.batcher.depth == 0, "the stream's items stayed queued")
     assert stub.Render(request, timeout=30).png
     assert errors_logged(caplog) == []
+
+
+def test_idle_streams_cannot_starve_health_checks_and_time_out(start_server):
+    s = start_server(max_concurrent_rpcs=4, stream_idle_seconds=1.5)
+    channel = grpc.insecure_channel(s.target)
+    stub = renderer_pb2_grpc.RendererStub(channel)
+    release = threading.Event()
+
+    def silent():  # a request stream that sends nothing until the test ends
+        release.wait(30)
+        yield from ()
+
+    idle = [stub.RenderStream(silent(), timeout=30) for _ in range(4)]
+    try:
+        wait_for(lambda: s.server.call_limit.open == 4, "the idle streams never opened")
+        request = pb.RenderRequest(label=raw_map(make_maps()[0]))
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Render(request, timeout=30)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        kserve = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        assert kserve.ServerLive(kpb.ServerLiveRequest(), timeout=10).live
+        assert kserve.ServerReady(kpb.ServerReadyRequest(), timeout=10).ready
+        for stream in idle:  # the idle timeout ends each of them
+            with pytest.raises(grpc.RpcError) as e:
+                list(stream)
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "stream idle" in e.value.details()
+        assert stub.Render(request, timeout=30).png
+    finally:
+        release.set()
