@@ -4,6 +4,7 @@ checks, and GetModelInfo answers whatever the manifest's classes hold."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -97,3 +98,27 @@ def test_idle_streams_cannot_starve_health_checks_and_time_out(start_server):
         assert stub.Render(request, timeout=30).png
     finally:
         release.set()
+
+
+def test_model_info_answers_whatever_values_the_manifest_classes_hold(start_server, gated):
+    """Values a manifest check may let through (an id of 2**40, colours as a string) leave
+    those classes out of GetModelInfo instead of failing the call."""
+
+    def factory(config):
+        engine = gated(config)
+        engine.manifest = dataclasses.replace(
+            engine.manifest,
+            classes=[
+                {"id": 1, "name": "road", "color": [128, 64, 128]},
+                {"id": 2**40, "name": "huge", "color": [1, 2, 3]},
+                {"id": 3, "name": "text", "color": "red"},
+                {"id": 4, "name": "bright", "color": [999, 0, 0]},
+            ],
+        )
+        return engine
+
+    s = start_server(factory)
+    stub = renderer_pb2_grpc.RendererStub(grpc.insecure_channel(s.target))
+    info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
+    assert [(c.id, c.name, list(c.color)) for c in info.classes] == [(1, "road", [128, 64, 128])]
+    assert info.label_nc == s.server.core.manifest.label_nc
