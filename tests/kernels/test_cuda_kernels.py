@@ -1,20 +1,24 @@
 """The CUDA kernels against the CPU kernels (torch CUDA tensors as device buffers).
 
-The `gpu` tests need an NVIDIA GPU, torch with CUDA and the library built with nvcc (skipped
-elsewhere); the others check what the wrapper does before any launch, on any machine.
-Device outputs are poisoned first, so a skipped element fails the comparison.
+The `gpu` tests need an NVIDIA GPU, torch with CUDA, cuda-python 12 and NVRTC (the `gpu` extra):
+the kernels are compiled by NVRTC at first use and launched through the driver API. The others
+run on any machine: what the wrapper checks before any launch, and that `unavailable_reason`
+names what is missing. Device outputs are poisoned first, so a skipped element fails the
+comparison. tests/kernels/test_emulated_kernels.py runs the same source on the CPU.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import ml_dtypes
 import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine import kernels
+from p2phd.engine import cuda_runtime, kernels
 from p2phd.engine.errors import BackendUnavailable, InputError
-from p2phd.engine.kernels import cuda
+from p2phd.engine.kernels import cubin, cuda
 
 gpu = pytest.mark.gpu
 
@@ -58,13 +62,88 @@ def test_device_buffers_are_checked_before_any_launch():
         cuda.assemble_input(labels, None, None, 3, True, FakeDeviceArray((1, 4, 4, 4), np.float32))
 
 
+class FakeDriver:
+    """The few CUDA driver calls `unavailable_reason` makes before compiling, as cuda-python
+    returns them ((error, *values)); `init` is cuInit's error or an exception to raise."""
+
+    CUdevice_attribute = SimpleNamespace(
+        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR=75,
+        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR=76,
+    )
+
+    def __init__(self, init=0, version=12020, arch=(9, 0)):
+        self.init, self.version, self.arch = init, version, arch
+
+    def cuInit(self, flags):
+        if isinstance(self.init, Exception):
+            raise self.init
+        return (self.init,)
+
+    def cuDriverGetVersion(self):
+        return 0, self.version
+
+    def cuDeviceGet(self, ordinal):
+        return 0, ordinal
+
+    def cuDeviceGetAttribute(self, attribute, device):
+        return 0, self.arch[attribute - 75]
+
+
+class NoDevice(int):
+    """A CUresult as cuda-python returns it: an int enum with a name."""
+
+    name = "CUDA_ERROR_NO_DEVICE"
+
+
+def reason_with(monkeypatch, driver=None, nvrtc=None) -> str | None:
+    """`unavailable_reason()` with cuda-python's driver and NVRTC modules replaced."""
+    if driver is not None:
+        monkeypatch.setattr(cuda_runtime, "driver", driver)
+    if nvrtc is not None:
+        monkeypatch.setattr(cuda_runtime, "nvrtc", nvrtc)
+    cuda._gpu.cache_clear()
+    try:
+        return cuda.unavailable_reason()
+    finally:
+        cuda._gpu.cache_clear()
+
+
+def missing(module: str):
+    def load():
+        raise ImportError(f"No module named {module!r}")
+
+    return load
+
+
+def test_unavailable_reason_names_what_is_missing(monkeypatch):
+    assert "cuda-python is not installed" in reason_with(monkeypatch, missing("cuda"))
+    no_libcuda = FakeDriver(init=RuntimeError("libcuda.so.1 not found"))
+    assert "no NVIDIA driver" in reason_with(monkeypatch, lambda: no_libcuda)
+    no_device = FakeDriver(init=NoDevice(100))
+    assert "CUDA_ERROR_NO_DEVICE (100)" in reason_with(monkeypatch, lambda: no_device)
+    old = FakeDriver(version=11080)
+    assert "supports CUDA 11.8; they need a CUDA 12 driver" in reason_with(monkeypatch, lambda: old)
+    gpu = FakeDriver()
+    no_nvrtc = reason_with(monkeypatch, lambda: gpu, missing("cuda.bindings.nvrtc"))
+    assert "cuda-python is not installed" in no_nvrtc
+
+
+def test_unavailable_reason_names_a_missing_nvrtc_library(monkeypatch):
+    class NoLibrary:
+        def nvrtcVersion(self):
+            raise RuntimeError('"nvrtc" not found')
+
+    reason = reason_with(monkeypatch, lambda: FakeDriver(), lambda: NoLibrary())
+    assert "NVRTC not found" in reason and cubin.NVRTC_PACKAGE in reason
+
+
 @pytest.fixture(scope="module")
 def torch():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA device")
     reason = cuda.unavailable_reason()
-    assert reason is None, f"{reason} (was p2phd built with nvcc on this machine?)"
+    assert reason is None, f"{reason} (pip install 'p2phd[gpu]' installs cuda-python and NVRTC)"
     return torch
 
 

@@ -1,12 +1,21 @@
 // Per-element arithmetic of the p2phd kernels, shared by the CPU (C++17) and CUDA builds.
 //
 // Everything here is a small inline function marked P2PHD_HD, which is `__host__ __device__`
-// under nvcc and plain `inline` for the host compiler, so the CPU tests check exactly the
+// under nvcc and NVRTC and plain `inline` for the host compiler, so the CPU tests check exactly the
 // arithmetic the GPU runs (bit-exact: no fused multiply-add opportunity, IEEE float only).
 #pragma once
 
+#ifdef __CUDACC_RTC__
+// NVRTC (engine/kernels/cuda.py compiles the kernels at first use) has no C library headers.
+typedef int int32_t;
+typedef long long int64_t;
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+#else
 #include <stdint.h>
 #include <string.h>
+#endif
 
 #ifdef __CUDACC__
 #define P2PHD_HD __host__ __device__ __forceinline__
