@@ -9,7 +9,7 @@ serves as the label source and the instance source at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +149,26 @@ def _index(paths: Iterable[Path], role: str) -> dict[str, Path]:
             raise InputError(f"{path}: {role} key {key!r} already used by {index[key]}")
         index[key] = Path(path)
     return index
+
+
+def choose_maps(names: Sequence[str]) -> tuple[str, str | None]:
+    """The label map and its instance map among files a user chose together, by their names:
+    a Cityscapes frame's labelIds, instanceIds, color and polygons.json, or one label map alone.
+    Colour pictures, photos and non-PNG files are ignored; an ambiguous choice is an InputError
+    naming the files."""
+    pngs = [n for n in names if Path(n).suffix.lower() == ".png"]
+    labels = [n for n in pngs if role_of(n) in ("label", None)]
+    instances = [n for n in pngs if role_of(n) == "instance"]
+    if len(labels) != 1:
+        raise InputError(
+            f"choose one label map (*_labelIds.png, or a plain .png) and optionally its "
+            f"*_instanceIds.png; {len(labels)} label maps among {', '.join(names) or 'no files'}"
+        )
+    if len(instances) > 1:
+        raise InputError(f"choose one instance map; got {', '.join(instances)}")
+    if instances and pair_key(instances[0]) != pair_key(labels[0]):
+        raise InputError(
+            f"{instances[0]}: no label map with key {pair_key(instances[0])!r} to pair with "
+            f"(the label map is {labels[0]})"
+        )
+    return labels[0], instances[0] if instances else None

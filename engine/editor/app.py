@@ -31,6 +31,7 @@ from p2phd.engine.decode import decode_pair, validate_maps
 from p2phd.engine.editor.access import allowed_hosts, refusal
 from p2phd.engine.errors import InputError, P2PHDError
 from p2phd.engine.package import ModelPackage
+from p2phd.engine.pairing import choose_maps
 from p2phd.engine.serving import Engine, encode_png
 from p2phd.engine.style import Style
 
@@ -153,20 +154,34 @@ def style_from_json(text: str | None) -> Style:
     return Style(seed=seed, by_instance=by_instance)
 
 
-def _uploads(label_nc: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Decode and validate the request's `label` and optional `instance` PNG uploads."""
-    label = request.files.get("label")
-    if label is None:
-        raise InputError("no label map uploaded (form field 'label')")
-    instance = request.files.get("instance")
-    return decode_pair(
+def _uploads(label_nc: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, str | None]]:
+    """Decode and validate the request's label map and optional instance map, and their names.
+
+    They come as the `label` and `instance` fields, or as any number of `files` (the files a
+    user picked together, e.g. a Cityscapes frame's), chosen by name (`pairing.choose_maps`).
+    """
+    files = request.files.getlist("files")
+    if files:
+        by_name = {f.filename or f"file {i}": f for i, f in enumerate(files)}
+        label_name, instance_name = choose_maps(list(by_name))
+        label, instance = by_name[label_name], by_name.get(instance_name or "")
+    else:
+        label, instance = request.files.get("label"), request.files.get("instance")
+        if label is None:
+            raise InputError("no label map uploaded (form field 'label' or 'files')")
+    names = {
+        "label": label.filename or "label map",
+        "instance": (instance.filename or "instance map") if instance else None,
+    }
+    labels, instances = decode_pair(
         label.read(),
         instance.read() if instance else None,
         label_nc,
         max_pixels=EDITOR_MAX_PIXELS,
-        label_name=label.filename or "label map",
-        instance_name=(instance.filename or "instance map") if instance else None,
+        label_name=names["label"],
+        instance_name=names["instance"],
     )
+    return labels, instances, names
 
 
 def create_app(
@@ -253,16 +268,16 @@ def create_app(
     @app.post("/api/decode")
     def decode():
         with work_slot():
-            labels, instances = _uploads(label_nc)
+            labels, instances, names = _uploads(label_nc)
         if instances is None:  # Cityscapes convention: a stuff pixel's instance is its class
             instances = labels.astype(np.int32)
-        return jsonify(maps_json(labels, instances))
+        return jsonify({**maps_json(labels, instances), "opened": names})
 
     @app.post("/api/render")
     def render():
         style = style_from_json(request.form.get("style"))
         with work_slot():
-            labels, instances = _uploads(label_nc)
+            labels, instances, _ = _uploads(label_nc)
             image = np.asarray(engine.render(labels, instances, style))
         image = image.reshape(labels.shape + (3,))
         # Uncompressed: on this local link encoding time, not bytes, is the editor's latency.

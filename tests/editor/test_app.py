@@ -127,6 +127,46 @@ def test_an_upload_without_instance_map_takes_class_ids(client, scene):
     np.testing.assert_array_equal(back_instance, label.astype(np.int32))
 
 
+def frame_files(label: np.ndarray, instance: np.ndarray, key: str) -> list[tuple]:
+    """One Cityscapes frame's gtFine files, as a user picks them together in the page."""
+    colour = np.stack([label * 7] * 3, axis=-1)
+    return [
+        (io.BytesIO(png(colour)), f"{key}_gtFine_color.png"),
+        (io.BytesIO(png(instance.astype(np.uint16))), f"{key}_gtFine_instanceIds.png"),
+        (io.BytesIO(b'{"objects": []}'), f"{key}_gtFine_polygons.json"),
+        (io.BytesIO(png(label)), f"{key}_gtFine_labelIds.png"),
+    ]
+
+
+def test_a_cityscapes_frames_files_open_by_name(client, scene):
+    label, instance = scene
+    files = frame_files(label, instance, "aachen_000000_000019")
+    r = client.post("/api/decode", data={"files": files}, content_type="multipart/form-data")
+    assert r.status_code == 200, r.get_json()
+    d = r.get_json()
+    assert d["opened"] == {
+        "label": "aachen_000000_000019_gtFine_labelIds.png",
+        "instance": "aachen_000000_000019_gtFine_instanceIds.png",
+    }
+    back = maps_of(d)
+    np.testing.assert_array_equal(back[0], label)
+    np.testing.assert_array_equal(back[1], instance)
+
+
+def test_files_that_do_not_pair_are_named(client, scene):
+    label, instance = scene
+    files = frame_files(label, instance, "aachen_000000_000019")
+    files[1] = (io.BytesIO(png(instance.astype(np.uint16))), "bremen_1_2_gtFine_instanceIds.png")
+    r = client.post("/api/decode", data={"files": files}, content_type="multipart/form-data")
+    assert r.status_code == 400
+    assert "bremen_1_2_gtFine_instanceIds.png: no label map" in r.get_json()["error"]
+    two = [(io.BytesIO(png(label)), "a.png"), (io.BytesIO(png(label)), "b_labelIds.png")]
+    r = client.post("/api/decode", data={"files": two}, content_type="multipart/form-data")
+    assert (
+        r.status_code == 400 and "2 label maps among a.png, b_labelIds.png" in r.get_json()["error"]
+    )
+
+
 def _bad_uploads(label: np.ndarray, instance: np.ndarray):
     wrong_class = label.copy()
     wrong_class[3, 5] = 40

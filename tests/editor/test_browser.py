@@ -250,7 +250,7 @@ def _png(array: np.ndarray) -> bytes:
 )
 def test_a_bad_upload_shows_why_and_keeps_the_map(page, name, make, reason):
     before = state(page)
-    page.set_input_files("#open-label", files=[
+    page.set_input_files("#open-files", files=[
         {"name": name, "mimeType": "image/png", "buffer": make(before)}
     ])  # fmt: skip
     page.click("#open")
@@ -261,17 +261,21 @@ def test_a_bad_upload_shows_why_and_keeps_the_map(page, name, make, reason):
     np.testing.assert_array_equal(after["instance"], before["instance"])
 
 
-def test_open_a_label_and_instance_map_from_disk(page, editor_renderer):
+def test_open_a_cityscapes_frames_files_picks_its_label_and_instance_maps(page, editor_renderer):
+    """The files of one Cityscapes frame chosen together: labelIds and instanceIds are used by
+    name; the colour picture and polygons.json are ignored."""
     label = np.full((64, 128), ROAD, np.uint8)
     label[:20] = 23  # sky
     instance = label.astype(np.uint16)
     label[30:50, 40:80] = CAR
     instance[30:50, 40:80] = CAR * 1000 + 4
-    page.set_input_files("#open-label", files=[
-        {"name": "mine_labelIds.png", "mimeType": "image/png", "buffer": _png(label)}
-    ])  # fmt: skip
-    page.set_input_files("#open-instance", files=[
-        {"name": "mine_instanceIds.png", "mimeType": "image/png", "buffer": _png(instance)}
+    colour = np.stack([label * 7] * 3, axis=-1)
+    key = "aachen_000000_000019_gtFine"
+    page.set_input_files("#open-files", files=[
+        {"name": f"{key}_color.png", "mimeType": "image/png", "buffer": _png(colour)},
+        {"name": f"{key}_instanceIds.png", "mimeType": "image/png", "buffer": _png(instance)},
+        {"name": f"{key}_labelIds.png", "mimeType": "image/png", "buffer": _png(label)},
+        {"name": f"{key}_polygons.json", "mimeType": "application/json", "buffer": b"{}"},
     ])  # fmt: skip
     page.click("#open")
     page.wait_for_function("p2phdEditor.state.width === 128", timeout=WAIT_MS)

@@ -91,3 +91,32 @@ def test_real_cityscapes_sample_pairs(cityscapes_sample):
     pairs = find_pairs(cityscapes_sample, "train")
     assert pairs and all(p.instance and p.image for p in pairs)
     assert all(p.label.name.startswith(p.key) for p in pairs)
+
+
+def test_each_role_takes_its_files_from_one_cityscapes_folder(tmp_path):
+    from p2phd.engine.pairing import select_role
+
+    keys = ["aachen_000000_000019", "bremen_000001_000002"]
+    cityscapes(tmp_path, keys)
+    files = sorted((tmp_path / "gtFine" / "val").rglob("*.png"))
+    assert [p.name for p in select_role(files, "label")] == [
+        f"{k}_gtFine_labelIds.png" for k in keys
+    ]
+    assert [p.name for p in select_role(files, "instance")] == [
+        f"{k}_gtFine_instanceIds.png" for k in keys
+    ]
+    plain = [tmp_path / "scene_1.png"]  # the flat layout: the folder says the role
+    assert select_role(plain, "label") == select_role(plain, "instance") == plain
+
+
+def test_maps_chosen_together_are_told_apart_by_name():
+    from p2phd.engine.pairing import choose_maps
+
+    frame = ["k_gtFine_color.png", "k_gtFine_polygons.json", "k_gtFine_instanceIds.png",
+             "k_gtFine_labelIds.png"]  # fmt: skip
+    assert choose_maps(frame) == ("k_gtFine_labelIds.png", "k_gtFine_instanceIds.png")
+    assert choose_maps(["street.png"]) == ("street.png", None)
+    with pytest.raises(InputError, match="j_instanceIds.png: no label map with key 'j'"):
+        choose_maps(["k_labelIds.png", "j_instanceIds.png"])
+    with pytest.raises(InputError, match="0 label maps among k_gtFine_color.png"):
+        choose_maps(["k_gtFine_color.png"])

@@ -504,19 +504,18 @@ async function newScene() {
 }
 
 async function openFiles() {
-  const label = $("open-label").files[0];
-  const inst = $("open-instance").files[0];
-  if (!label) {
-    say("choose a label map PNG first (and optionally its instance map)", "error");
+  const files = [...$("open-files").files];
+  if (!files.length) {
+    say("choose a label map PNG first (with its instance map, or a Cityscapes frame's files)", "error");
     return;
   }
   const form = new FormData();
-  form.append("label", label, label.name);
-  if (inst) form.append("instance", inst, inst.name);
+  for (const f of files) form.append("files", f, f.name);
   try {
-    const d = decodeMaps(await fetchJson("/api/decode", { method: "POST", body: form }));
-    setMaps(d, true);
-    say(`opened ${label.name}${inst ? ` + ${inst.name}` : " (no instance map: one instance per class region)"}`);
+    const d = await fetchJson("/api/decode", { method: "POST", body: form });
+    setMaps(decodeMaps(d), true);
+    const { label, instance } = d.opened;
+    say(`opened ${label}${instance ? ` + ${instance}` : " (no instance map: one instance per class region)"}`);
   } catch (e) {
     say(`cannot open: ${e.message} (the current map is unchanged)`, "error");
   }
