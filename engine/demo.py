@@ -1,22 +1,26 @@
 """`p2phd demo`: render the default model's bundled examples and time each local backend.
 
 Nothing here is staged: the images come from the committed model package through the same
-batch renderer users run, and the latency table is measured on this machine, now.
+batch renderer users run, and the latency table is measured on this machine, now. Each example
+is also written side by side with its label map in the palette's colours and, where known, its
+ground truth, so the demo shows what the model makes of a scene.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from p2phd.engine.backends import REDUCED, backend_class
-from p2phd.engine.batch_render import BatchRenderer, Summary, plan_jobs
-from p2phd.engine.decode import decode_pair
+from p2phd.engine.batch_render import BatchRenderer, Job, Summary, plan_jobs
+from p2phd.engine.decode import decode_label, decode_pair
 from p2phd.engine.errors import BackendUnavailable, PackageError
 from p2phd.engine.package import ModelPackage
 from p2phd.engine.quality import read_report
@@ -25,6 +29,8 @@ from p2phd.engine.renderer import Renderer
 log = logging.getLogger(__name__)
 
 CPU_BACKENDS = ("openvino", "onnxruntime", "torch")
+SYNTH_KEY = re.compile(r"synth_(\d+)_(\d+)")  # `p2phd synth` names scene i of seed s synth_s_i
+CAPTION_PX, GAP_PX = 14, 4
 
 
 @dataclass
@@ -59,12 +65,74 @@ def ensure_quality_report(model_dir: Path, backend: str) -> None:
     build_engine(model_dir, backend, reduced, EngineOptions())
 
 
-def render_examples(renderer: Renderer, model_dir: Path, out_dir: Path) -> Summary:
+def render_examples(
+    renderer: Renderer, model_dir: Path, out_dir: Path
+) -> tuple[Summary, list[Job]]:
     labels, insts = example_inputs(model_dir)
     jobs, failures = plan_jobs(labels, out_dir, instances=insts or None)
     summary = BatchRenderer(renderer.render, renderer.manifest.label_nc, batch=4).run(jobs)
     summary.failed[:0] = failures
-    return summary
+    return summary, jobs
+
+
+def label_colours(labels: np.ndarray, model_dir: Path) -> np.ndarray:
+    """Class ids [H, W] -> uint8 RGB [H, W, 3] in the package's palette (unknown ids black)."""
+    palette = np.zeros((256, 3), np.uint8)
+    for c in ModelPackage(model_dir, verify=False).manifest.semantic_classes():
+        if 0 <= c.id < 256:
+            palette[c.id] = c.color
+    return palette[labels]
+
+
+def ground_truth(label_path: Path, labels: np.ndarray) -> np.ndarray | None:
+    """The photo a label map was made from, where known: a `<key>_leftImg8bit.png` beside it
+    (Cityscapes), or for a `p2phd synth` scene its photo regenerated from the seed in its name,
+    used only if the regenerated label map equals this one exactly."""
+    key = label_path.name.removesuffix(".png").removesuffix("_labelIds")
+    photo = label_path.with_name(f"{key}_leftImg8bit.png")
+    if photo.is_file():
+        with Image.open(photo) as img:
+            return np.asarray(img.convert("RGB"))
+    match = SYNTH_KEY.fullmatch(key)
+    if match is None:
+        return None
+    from p2phd.train.synth import render_scene  # numpy only
+
+    seed, index = (int(g) for g in match.groups())
+    scene = render_scene(np.random.default_rng([seed, index]), *labels.shape)
+    return scene.photo if np.array_equal(scene.label, labels) else None
+
+
+def side_by_side(panels: list[tuple[str, np.ndarray]]) -> Image.Image:
+    """Same-size RGB panels left to right on white, each captioned above."""
+    h, w = panels[0][1].shape[:2]
+    sheet = Image.new("RGB", (len(panels) * (w + GAP_PX) - GAP_PX, h + CAPTION_PX), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (caption, image) in enumerate(panels):
+        x = i * (w + GAP_PX)
+        draw.text((x + 2, 1), caption, fill="black")
+        sheet.paste(Image.fromarray(image), (x, CAPTION_PX))
+    return sheet
+
+
+def write_side_by_side(model_dir: Path, jobs: list[Job], out_dir: Path) -> list[Path]:
+    """One sheet per rendered example: label colours | rendered | ground truth (where known)."""
+    written = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        if not job.output.is_file():
+            continue
+        labels = decode_label(job.label)
+        with Image.open(job.output) as img:
+            rendered = np.asarray(img.convert("RGB"))
+        panels = [("label map", label_colours(labels, model_dir)), ("rendered", rendered)]
+        truth = ground_truth(job.label, labels)
+        if truth is not None and truth.shape == rendered.shape:
+            panels.append(("ground truth", truth))
+        path = out_dir / f"{job.key}.png"
+        side_by_side(panels).save(path)
+        written.append(path)
+    return written
 
 
 def time_backend(
@@ -127,10 +195,11 @@ def run_demo(model_dir: Path, out_dir: Path) -> int:
     with Renderer(model_dir) as renderer:
         d = renderer.describe()
         print(f"model {model_dir}: {d['backend']} {d['precision']} ({d['backend_reason']})")
-        summary = render_examples(renderer, model_dir, out_dir / "images")
+        summary, jobs = render_examples(renderer, model_dir, out_dir / "images")
     for path, reason in summary.failed:
         print(f"failed: {path}: {reason}")
     print(f"{summary} -> {out_dir / 'images'}")
+    sheets = write_side_by_side(model_dir, jobs, out_dir / "side_by_side")
 
     labels, insts = example_inputs(model_dir)
     label_nc = ModelPackage(model_dir, verify=False).manifest.label_nc
@@ -140,5 +209,9 @@ def run_demo(model_dir: Path, out_dir: Path) -> int:
     report = out_dir / "latency.md"
     report.write_text(f"# p2phd demo latency on this machine\n\n{table}\n")
     print(table)
-    print(f"\nimages: {out_dir / 'images'}\nlatency table: {report}")
+    print(f"\nimages: {out_dir / 'images'}")
+    print("side by side (label map | rendered | ground truth where known):")
+    for sheet in sheets:
+        print(f"  {sheet}")
+    print(f"latency table: {report}")
     return 1 if summary.failed else 0
