@@ -2,17 +2,25 @@
 
 Build: a strongly typed network parsed from generator.onnx (fp32) or generator.fp16.onnx (fp16:
 the precision lives in the graph, not in builder flags), one optimization profile over batch and
-size, a workspace memory-pool limit and a timing cache persisted beside the engines. Engines are
-cached in MODEL_DIR/engines/tensorrt/ under a key of (ONNX sha256, TensorRT version, GPU name and
-compute capability, precision, profile), so a changed model, driver stack or GPU never loads a
-stale engine.
+size (by default one that follows the package's size multiple), a workspace memory-pool limit and
+a timing cache persisted beside the engines, named for the GPU, CUDA runtime and TensorRT
+version. Engines are cached in the backend's engine folder under a key of (sha256 of the ONNX
+file and of its external weights, TensorRT and CUDA runtime versions, GPU name and compute
+capability, precision, profile), so a changed model, driver stack or GPU never loads a stale
+engine. The engine's I/O is checked at load: a float32 input and a float32/float16 output, both
+LINEAR (NCHW).
 
-Run: tensors bound by name (`set_input_shape`, `set_tensor_address`), `execute_async_v3` on our
-own non-blocking stream, device buffers allocated once for the profile's largest batch at a size
-and reused, pinned host buffers for the copies, and one CUDA graph per batch-size bucket (powers
-of two up to the profile's max; a batch runs in the smallest bucket that holds it). With the CUDA
-kernels built, `render_maps` assembles the input on the GPU straight into the engine's input
-buffer and converts the output to uint8 there too.
+Run: tensors bound by name, `execute_async_v3` on our own non-blocking stream. Device and pinned
+host buffers are allocated once, for the profile's largest batch and size, so mixed sizes never
+reallocate. Each (batch bucket, height, width) gets its own execution context (its shapes never
+change, so a CUDA graph captured on it stays valid; all contexts share one block of device
+memory, as they never run at once) and, where the enqueue can be captured, its CUDA graph; an
+enqueue that cannot be captured runs plainly for that shape, as trtexec does. At most
+MAX_SHAPES of them are kept (least recently used goes). A batch runs in the smallest bucket
+(powers of two up to the profile's max) that holds it. One lock serialises every use of the
+buffers, contexts and stream, `close` included. With the CUDA kernels built, `render_maps`
+assembles the input on the GPU straight into the engine's input buffer and converts the output
+to uint8 there too.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import hashlib
 import json
 import logging
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,7 +47,9 @@ from p2phd.engine.package import ModelPackage
 log = logging.getLogger(__name__)
 
 WORKSPACE_BYTES = 4 << 30
-DEFAULT_SIZES = ((512, 1024), (64, 64), (1024, 2048))  # opt, min, max when none are given
+# opt, min, max when none are given, each rounded up to the package's size multiple
+DEFAULT_SIZES = ((512, 1024), (64, 64), (1024, 2048))
+MAX_SHAPES = 16  # (bucket, height, width) execution contexts and CUDA graphs kept
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,7 @@ class Profile:
             lo = (min(h for h, _ in sizes), min(w for _, w in sizes))
             hi = (max(h for h, _ in sizes), max(w for _, w in sizes))
         else:
-            opt, lo, hi = DEFAULT_SIZES
+            opt, lo, hi = (tuple(-(-n // multiple) * multiple for n in hw) for hw in DEFAULT_SIZES)
         for h, w in (lo, opt, hi):
             if h % multiple or w % multiple:
                 raise ConfigError(f"size {h}x{w} is not a multiple of the model's {multiple}")
@@ -89,6 +101,15 @@ class Profile:
         return f"batch {b0}:{b1}:{b2}, size {lo[0]}x{lo[1]}:{opt[0]}x{opt[1]}:{hi[0]}x{hi[1]}"
 
 
+class _Shape:
+    """The execution context of one (bucket, height, width) and its CUDA graph (None: the
+    enqueue could not be captured, so it runs plainly)."""
+
+    def __init__(self, context, graph_exec):
+        self.context = context
+        self.graph_exec = graph_exec
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
     precisions = ("fp32", "fp16")
@@ -109,17 +130,19 @@ class TensorRTBackend(Backend):
             if self.source is None:
                 raise PackageError(f"{package.path}: has no fp16 generator variant; re-export it")
         self.gpu_name, self.compute_capability = _gpu()
+        self.cuda_version = _cuda_version()
         self.profile = self._pick_profile(options)
         self.engine = self._load_or_build()
-        self.context = self.engine.create_execution_context()
         self.input_name, self.output_name = self._io_names()
-        self.out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+        self.out_dtype = self._check_io()
         self.stream = _check(self._cuda.cudaStreamCreateWithFlags(self._cuda.cudaStreamNonBlocking))
-        self._buffers_hw: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+        self._scratch_bytes = int(self.engine.device_memory_size_v2)
+        self._scratch = int(_check(self._cuda.cudaMalloc(max(self._scratch_bytes, 1))))
         self._in = self._out = self._labels = self._ids = self._rgb = None
         self._table: _Buffer | None = None
-        self._graphs: dict[tuple[int, int, int], object] = {}
-        self._shape: tuple[int, ...] | None = None
+        self._shapes: OrderedDict[tuple[int, int, int], _Shape] = OrderedDict()
+        self.device_timer = None  # a CUDA event pair around the device work (set by the bench)
 
     # -- availability and cache keys ------------------------------------------------------------
 
@@ -140,9 +163,11 @@ class TensorRTBackend(Backend):
 
     def _identity(self) -> dict:
         """What an engine depends on besides its profile."""
+        files = self.package.manifest.files
         return {
-            "onnx_sha256": self.package.manifest.files.get(self.source.name, ""),
+            "onnx_sha256": {name: files.get(name, "") for name in _onnx_files(self.source)},
             "tensorrt": self._trt.__version__,
+            "cuda_runtime": self.cuda_version,
             "gpu": self.gpu_name,
             "compute_capability": self.compute_capability,
             "precision": self.precision,
@@ -157,17 +182,22 @@ class TensorRTBackend(Backend):
 
     def _timing_cache_path(self) -> Path:
         gpu = re.sub(r"[^A-Za-z0-9]+", "-", self.gpu_name).strip("-")
-        return (
-            self.engine_dir()
-            / f"timing.{gpu}.sm{self.compute_capability}.trt{self._trt.__version__}.cache"
+        return self.engine_dir() / (
+            f"timing.{gpu}.sm{self.compute_capability}.cuda{self.cuda_version}"
+            f".trt{self._trt.__version__}.cache"
         )
 
     def _pick_profile(self, options: EngineOptions | None) -> Profile:
-        """The requested profile, or else that of an engine already built for this key."""
+        """The requested profile, or else that of the engine most recently built for this key."""
         multiple = self.package.manifest.size_multiple
         if options is None:
             identity = self._identity()
-            for sidecar in sorted(self.engine_dir().glob("*.plan.json")):
+            sidecars = sorted(
+                self.engine_dir().glob("*.plan.json"),
+                key=lambda p: (p.stat().st_mtime_ns, p.name),
+                reverse=True,
+            )
+            for sidecar in sidecars:
                 meta = json.loads(sidecar.read_text())
                 if {k: v for k, v in meta.items() if k != "profile"} == identity:
                     p = meta["profile"]
@@ -199,8 +229,9 @@ class TensorRTBackend(Backend):
         config.add_optimization_profile(profile)
         cache_path = self._timing_cache_path()
         blob = cache_path.read_bytes() if cache_path.is_file() else b""
-        timing_cache = config.create_timing_cache(blob)
-        config.set_timing_cache(timing_cache, ignore_mismatch=False)
+        if not config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False):
+            log.warning("tensorrt: %s does not match this GPU; starting a new one", cache_path)
+            config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
         log.info(
             "tensorrt: building %s engine (%s); this takes a while",
             self.precision,
@@ -238,51 +269,108 @@ class TensorRTBackend(Backend):
             raise PackageError(f"{self.source}: expected one input and one output, got {names}")
         return inputs[0], outputs[0]
 
+    def _check_io(self) -> np.dtype:
+        """The output's numpy dtype, after checking the engine's I/O is what the buffers and
+        copies assume: a float32 input, a float32 or float16 output, both LINEAR (NCHW)."""
+        trt = self._trt
+        dt = trt.DataType
+        for name, allowed in (
+            (self.input_name, (dt.FLOAT,)),
+            (self.output_name, (dt.FLOAT, dt.HALF)),
+        ):
+            dtype, layout = self.engine.get_tensor_dtype(name), self.engine.get_tensor_format(name)
+            if dtype not in allowed or layout != trt.TensorFormat.LINEAR:
+                wanted = " or ".join(a.name for a in allowed)
+                raise PackageError(
+                    f"{self.source}: the TensorRT engine's tensor {name!r} is {dtype.name} in "
+                    f"{layout.name} format; p2phd needs {wanted} in LINEAR format "
+                    "(rebuild the engine from the package's ONNX)"
+                )
+        return np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
+
     # -- run ------------------------------------------------------------------------------------
 
-    def _ensure_buffers(self, h: int, w: int) -> None:
-        """Engine and staging buffers for the profile's max batch at (h, w), reused across calls."""
-        if self._buffers_hw == (h, w):
+    def _ensure_buffers(self) -> None:
+        """Engine and staging buffers for the profile's largest batch and size, allocated once:
+        a change of size never frees (cudaFree synchronises the whole device) or recaptures."""
+        if self.stream is None:
+            raise BackendUnavailable("tensorrt: this backend is closed")
+        if self._in is not None:
             return
-        self._free_buffers()
+        h, w = self.profile.max_hw
         n = self.profile.batch[2] * h * w
         channels = self.package.manifest.input_channels
         self._in = _Buffer(n * channels * 4)
         self._out = _Buffer(n * 3 * self.out_dtype.itemsize)
         self._labels, self._ids, self._rgb = _Buffer(n), _Buffer(n * 4), _Buffer(n * 3)
-        self._buffers_hw = (h, w)
-        self.context.set_tensor_address(self.input_name, self._in.device)
-        self.context.set_tensor_address(self.output_name, self._out.device)
 
     def _bucket(self, batch: int) -> int:
         return next(b for b in self.profile.buckets() if b >= batch)
 
-    def _set_shape(self, shape: tuple[int, ...]) -> None:
-        if self._shape != shape:
-            if not self.context.set_input_shape(self.input_name, shape):
-                raise InputError(f"tensorrt: input shape {shape} rejected by the engine")
-            self._shape = shape
+    def _context(self, shape: tuple[int, ...]):
+        """A new execution context on the shared device memory, bound to our buffers at `shape`."""
+        trt = self._trt
+        strategy = trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        context = self.engine.create_execution_context(strategy)
+        context.set_device_memory(self._scratch, self._scratch_bytes)
+        if not context.set_input_shape(self.input_name, shape):
+            raise InputError(f"tensorrt: input shape {shape} rejected by the engine")
+        context.set_tensor_address(self.input_name, self._in.device)
+        context.set_tensor_address(self.output_name, self._out.device)
+        return context
+
+    def _enqueue(self, context) -> None:
+        if not context.execute_async_v3(int(self.stream)):
+            raise RuntimeError("tensorrt: execute_async_v3 failed (see the TensorRT log)")
+
+    def _capture(self, context, shape: tuple[int, ...]):
+        """A CUDA graph of one enqueue of `context`, or None where the enqueue cannot be captured
+        (the capture is ended and any partial graph destroyed; the shape then runs plainly)."""
+        cuda = self._cuda
+        # One plain run first: TensorRT does its shape-dependent setup outside the capture.
+        self._enqueue(context)
+        _check(cuda.cudaStreamSynchronize(self.stream))
+        mode = cuda.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        _check(cuda.cudaStreamBeginCapture(self.stream, mode))
+        enqueued = context.execute_async_v3(int(self.stream))
+        err, graph = cuda.cudaStreamEndCapture(self.stream)
+        graph_exec = None
+        if enqueued and int(err) == 0 and graph is not None:
+            err, graph_exec = cuda.cudaGraphInstantiate(graph, 0)
+            graph_exec = graph_exec if int(err) == 0 else None
+        if graph is not None:
+            cuda.cudaGraphDestroy(graph)
+        if graph_exec is None:
+            log.warning(
+                "tensorrt: shape %s cannot be captured in a CUDA graph; it runs plainly", shape
+            )
+        return graph_exec
+
+    def _shape_for(self, batch: int, h: int, w: int) -> _Shape:
+        key = (self._bucket(batch), h, w)
+        found = self._shapes.get(key)
+        if found is not None:
+            self._shapes.move_to_end(key)
+            return found
+        shape = (key[0], self.package.manifest.input_channels, h, w)
+        context = self._context(shape)
+        found = self._shapes[key] = _Shape(context, self._capture(context, shape))
+        while len(self._shapes) > MAX_SHAPES:
+            self._drop(self._shapes.popitem(last=False)[1])
+        return found
+
+    def _drop(self, shape: _Shape) -> None:
+        if shape.graph_exec is not None:
+            self._cuda.cudaGraphExecDestroy(shape.graph_exec)
+        shape.graph_exec = shape.context = None
 
     def _launch(self, batch: int, h: int, w: int) -> None:
-        """Run the engine on the input buffer for `batch` images, via its bucket's CUDA graph."""
-        cuda = self._cuda
-        bucket = self._bucket(batch)
-        self._set_shape((bucket, self.package.manifest.input_channels, h, w))
-        key = (bucket, h, w)
-        graph_exec = self._graphs.get(key)
-        if graph_exec is None:
-            # One plain run first: TensorRT does its shape-dependent setup outside the capture.
-            if not self.context.execute_async_v3(int(self.stream)):
-                raise RuntimeError("tensorrt: execute_async_v3 failed")
-            _check(cuda.cudaStreamSynchronize(self.stream))
-            mode = cuda.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-            _check(cuda.cudaStreamBeginCapture(self.stream, mode))
-            self.context.execute_async_v3(int(self.stream))
-            graph = _check(cuda.cudaStreamEndCapture(self.stream))
-            graph_exec = _check(cuda.cudaGraphInstantiate(graph, 0))
-            _check(cuda.cudaGraphDestroy(graph))
-            self._graphs[key] = graph_exec
-        _check(cuda.cudaGraphLaunch(graph_exec, self.stream))
+        """Run the engine on the input buffer for `batch` images: its shape's graph, or plainly."""
+        found = self._shape_for(batch, h, w)
+        if found.graph_exec is None:
+            self._enqueue(found.context)
+        else:
+            _check(self._cuda.cudaGraphLaunch(found.graph_exec, self.stream))
 
     def _check_shape(self, batch: int, h: int, w: int) -> None:
         if not self.profile.holds(batch, h, w):
@@ -291,17 +379,52 @@ class TensorRTBackend(Backend):
                 f"({self.profile.text()}); build one with 'p2phd build --batch ... --size HxW'"
             )
 
+    def _input(self, x: np.ndarray) -> np.ndarray:
+        """`x` checked against the engine's input: [B, C, H, W] of real numbers in the profile."""
+        x = np.asarray(x)
+        channels = self.package.manifest.input_channels
+        if x.ndim != 4 or x.shape[1] != channels:
+            raise InputError(f"tensorrt: expected input [B, {channels}, H, W], got {list(x.shape)}")
+        if x.dtype.kind not in "fiu":
+            raise InputError(f"tensorrt: input dtype {x.dtype} is not a real number type")
+        self._check_shape(x.shape[0], *x.shape[2:])
+        return x
+
+    def _record(self, edge: str) -> None:
+        if self.device_timer is not None:
+            getattr(self.device_timer, f"record_{edge}")()
+
     def infer(self, x: np.ndarray) -> np.ndarray:
+        x = self._input(x)
         batch, _, h, w = x.shape
-        self._check_shape(batch, h, w)
-        self._ensure_buffers(h, w)
-        self._in.host(np.float32, x.shape)[...] = x
-        self._in.upload(x.nbytes, self.stream)
-        self._launch(batch, h, w)
-        out_shape = (batch, 3, h, w)
-        self._out.download(int(np.prod(out_shape)) * self.out_dtype.itemsize, self.stream)
-        _check(self._cuda.cudaStreamSynchronize(self.stream))
-        return self._out.host(self.out_dtype, out_shape).astype(np.float32, copy=True)
+        with self._lock:
+            self._ensure_buffers()
+            staged = self._in.host(np.float32, x.shape)
+            staged[...] = x  # converted to the engine's float32 here, never copied as is
+            self._record("start")
+            self._in.upload(staged.nbytes, self.stream)
+            self._launch(batch, h, w)
+            out_shape = (batch, 3, h, w)
+            self._out.download(int(np.prod(out_shape)) * self.out_dtype.itemsize, self.stream)
+            self._record("end")
+            _check(self._cuda.cudaStreamSynchronize(self.stream))
+            return self._out.host(self.out_dtype, out_shape).astype(np.float32, copy=True)
+
+    def profile_layers(self, x: np.ndarray, profiler, runs: int) -> None:
+        """Run the engine `runs` times on `x` with `profiler` (a trt.IProfiler) reporting each
+        layer's time: plain enqueues on a context of its own (a profiled enqueue cannot be
+        captured), under the lock like every other use of the buffers and stream."""
+        x = self._input(x)
+        with self._lock:
+            self._ensure_buffers()
+            staged = self._in.host(np.float32, x.shape)
+            staged[...] = x
+            self._in.upload(staged.nbytes, self.stream)
+            context = self._context(x.shape)
+            context.profiler = profiler
+            for _ in range(runs):
+                self._enqueue(context)
+                _check(self._cuda.cudaStreamSynchronize(self.stream))
 
     @property
     def renders_maps(self) -> bool:
@@ -323,49 +446,56 @@ class TensorRTBackend(Backend):
 
         batch, h, w = labels.shape
         self._check_shape(batch, h, w)
-        self._ensure_buffers(h, w)
-        m = self.package.manifest
-        self._labels.host(np.uint8, labels.shape)[...] = labels
-        self._labels.upload(labels.nbytes, self.stream)
-        ids = kmax = None
-        if compact is not None:
-            self._ids.host(np.int32, labels.shape)[...] = compact.ids
-            self._ids.upload(compact.ids.nbytes, self.stream)
-            ids, kmax = (
-                kc.DeviceArray(self._ids.device, labels.shape, np.dtype(np.int32)),
-                compact.kmax,
+        with self._lock:
+            self._ensure_buffers()
+            m = self.package.manifest
+            self._labels.host(np.uint8, labels.shape)[...] = labels
+            ids = kmax = None
+            if compact is not None:
+                self._ids.host(np.int32, labels.shape)[...] = compact.ids
+                ids, kmax = (
+                    kc.DeviceArray(self._ids.device, labels.shape, np.dtype(np.int32)),
+                    compact.kmax,
+                )
+            device_table = None
+            if table is not None:
+                if self._table is None or self._table.nbytes < table.nbytes:
+                    if self._table is not None:
+                        self._table.free()
+                    self._table = _Buffer(max(table.nbytes, 1 << 16))
+                self._table.host(np.float32, table.shape)[...] = table
+                device_table = kc.DeviceArray(self._table.device, table.shape, np.dtype(np.float32))
+            self._record("start")
+            self._labels.upload(labels.nbytes, self.stream)
+            if compact is not None:
+                self._ids.upload(compact.ids.nbytes, self.stream)
+            if table is not None:
+                self._table.upload(table.nbytes, self.stream)
+            stream = int(self.stream)
+            x = kc.DeviceArray(
+                self._in.device, (batch, m.input_channels, h, w), np.dtype(np.float32)
             )
-        device_table = None
-        if table is not None:
-            if self._table is None or self._table.nbytes < table.nbytes:
-                if self._table is not None:
-                    self._table.free()
-                self._table = _Buffer(max(table.nbytes, 1 << 16))
-            self._table.host(np.float32, table.shape)[...] = table
-            self._table.upload(table.nbytes, self.stream)
-            device_table = kc.DeviceArray(self._table.device, table.shape, np.dtype(np.float32))
-        stream = int(self.stream)
-        x = kc.DeviceArray(self._in.device, (batch, m.input_channels, h, w), np.dtype(np.float32))
-        kc.assemble_input(
-            kc.DeviceArray(self._labels.device, labels.shape, np.dtype(np.uint8)),
-            ids,
-            device_table,
-            m.label_nc,
-            edges,
-            x,
-            kmax=kmax or 0,
-            feat_channels=feat,
-            stream=stream,
-        )
-        self._launch(batch, h, w)
-        out = kc.DeviceArray(self._out.device, (batch, 3, h, w), self.out_dtype)
-        rgb_shape = (batch, h, w, 3)
-        kc.to_uint8_rgb(
-            out, kc.DeviceArray(self._rgb.device, rgb_shape, np.dtype(np.uint8)), stream
-        )
-        self._rgb.download(batch * h * w * 3, self.stream)
-        _check(self._cuda.cudaStreamSynchronize(self.stream))
-        return self._rgb.host(np.uint8, rgb_shape).copy()
+            kc.assemble_input(
+                kc.DeviceArray(self._labels.device, labels.shape, np.dtype(np.uint8)),
+                ids,
+                device_table,
+                m.label_nc,
+                edges,
+                x,
+                kmax=kmax or 0,
+                feat_channels=feat,
+                stream=stream,
+            )
+            self._launch(batch, h, w)
+            out = kc.DeviceArray(self._out.device, (batch, 3, h, w), self.out_dtype)
+            rgb_shape = (batch, h, w, 3)
+            kc.to_uint8_rgb(
+                out, kc.DeviceArray(self._rgb.device, rgb_shape, np.dtype(np.uint8)), stream
+            )
+            self._rgb.download(batch * h * w * 3, self.stream)
+            self._record("end")
+            _check(self._cuda.cudaStreamSynchronize(self.stream))
+            return self._rgb.host(np.uint8, rgb_shape).copy()
 
     def device(self) -> str:
         return f"cuda:0 ({self.gpu_name}, sm{self.compute_capability})"
@@ -375,29 +505,29 @@ class TensorRTBackend(Backend):
             **super().describe(),
             "profile": self.profile.text(),
             "tensorrt": self._trt.__version__,
-            "cuda_graphs": len(self._graphs),
+            "cuda_runtime": self.cuda_version,
+            "cuda_graphs": sum(s.graph_exec is not None for s in self._shapes.values()),
+            "plain_shapes": sum(s.graph_exec is None for s in self._shapes.values()),
             "preprocessing": "cuda" if self.renders_maps else "cpu",
         }
 
-    def _free_buffers(self) -> None:
-        for graph_exec in self._graphs.values():
-            self._cuda.cudaGraphExecDestroy(graph_exec)
-        self._graphs.clear()
-        self._shape = None
-        for buf in (self._in, self._out, self._labels, self._ids, self._rgb, self._table):
-            if buf is not None:
-                buf.free()
-        self._in = self._out = self._labels = self._ids = self._rgb = self._table = None
-        self._buffers_hw = None
-
     def close(self) -> None:
-        if getattr(self, "stream", None) is None:
-            return
-        self._free_buffers()
-        self._cuda.cudaStreamDestroy(self.stream)
-        self.stream = None
-        self.context = None
-        self.engine = None
+        """Free the device memory once no batch runs (a running one finishes first)."""
+        with self._lock:
+            if getattr(self, "stream", None) is None:
+                return
+            _check(self._cuda.cudaStreamSynchronize(self.stream))
+            for shape in self._shapes.values():
+                self._drop(shape)
+            self._shapes.clear()
+            for buf in (self._in, self._out, self._labels, self._ids, self._rgb, self._table):
+                if buf is not None:
+                    buf.free()
+            self._in = self._out = self._labels = self._ids = self._rgb = self._table = None
+            self._cuda.cudaFree(self._scratch)
+            self._cuda.cudaStreamDestroy(self.stream)
+            self.stream = None
+            self.engine = None
 
 
 class _Buffer:
@@ -436,3 +566,25 @@ def _gpu() -> tuple[str, str]:
     props = _check(cudart.cudaGetDeviceProperties(0))
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     return name.rstrip("\x00"), f"{props.major}{props.minor}"
+
+
+def _cuda_version() -> str:
+    """The CUDA runtime's version ("12.8"): engines and timing caches depend on it."""
+    version = int(_check(_cudart().cudaRuntimeGetVersion()))
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _onnx_files(source: Path) -> list[str]:
+    """The package files an ONNX graph consists of: itself and its external-data files."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(source), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        if uses_external_data(tensor)
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [source.name, *sorted(locations)]

@@ -58,7 +58,12 @@ class Nvtx:
 
 
 class CudaEventTimer:
-    """Times work enqueued on a CUDA stream with a pair of events (milliseconds, device clock)."""
+    """A pair of CUDA events on a stream: the device time (ms) between the two records.
+
+    The backend records them itself, around its device work only (uploads, engine, downloads):
+    events bracketing host work would measure the host too, since an event on an idle stream
+    completes when the host records it.
+    """
 
     def __init__(self, stream: int):
         self.cuda = _cudart()
@@ -66,24 +71,29 @@ class CudaEventTimer:
         self.start = _ok(self.cuda.cudaEventCreate())
         self.end = _ok(self.cuda.cudaEventCreate())
 
-    def time_ms(self, fn: Callable[[], object]) -> tuple[object, float]:
-        """Run `fn` (which enqueues on the stream and may synchronise) and time it on the GPU."""
-        cuda = self.cuda
-        _ok(cuda.cudaEventRecord(self.start, self.stream))
-        result = fn()
-        _ok(cuda.cudaEventRecord(self.end, self.stream))
-        _ok(cuda.cudaEventSynchronize(self.end))
-        return result, float(_ok(cuda.cudaEventElapsedTime(self.start, self.end)))
+    def record_start(self) -> None:
+        _ok(self.cuda.cudaEventRecord(self.start, self.stream))
+
+    def record_end(self) -> None:
+        _ok(self.cuda.cudaEventRecord(self.end, self.stream))
+
+    def elapsed_ms(self) -> float:
+        """Milliseconds from the start record to the end record, once the end has completed."""
+        _ok(self.cuda.cudaEventSynchronize(self.end))
+        return float(_ok(self.cuda.cudaEventElapsedTime(self.start, self.end)))
 
     def close(self) -> None:
         self.cuda.cudaEventDestroy(self.start)
         self.cuda.cudaEventDestroy(self.end)
 
 
-def stream_of(backend) -> int | None:
-    """The CUDA stream a backend enqueues on (TensorRT exposes it), else None."""
-    stream = getattr(backend, "stream", None)
-    return None if stream is None else int(stream)
+def device_timer(backend) -> CudaEventTimer | None:
+    """A CudaEventTimer installed in a backend that records one around its device work
+    (TensorRT: `device_timer`), else None. Remove it with `backend.device_timer = None`."""
+    if not hasattr(backend, "device_timer") or getattr(backend, "stream", None) is None:
+        return None
+    backend.device_timer = CudaEventTimer(int(backend.stream))
+    return backend.device_timer
 
 
 def device_memory_used() -> int | None:
@@ -107,22 +117,21 @@ def describe_gpu() -> dict | None:
     except (ImportError, RuntimeError):
         return None
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-    return {
+    gpu = {
         "name": name.rstrip("\x00"),
         "capability": f"{props.major}.{props.minor}",
         "sms": int(props.multiProcessorCount),
         "clock_khz": int(clock_khz),
         "memory_gib": round(props.totalGlobalMem / 2**30, 1),
     }
+    if getattr(cudart, "__p2phd_double__", False):  # the tests' CUDA double: not a GPU
+        gpu["test_double"] = True
+    return gpu
 
 
 def tensorrt_layer_times(backend, x: np.ndarray, runs: int = 5) -> list[dict]:
-    """Per-layer times (mean ms over `runs`) of a TensorRT backend's engine on input `x`.
-
-    Uses a second execution context with an IProfiler attached (profiling needs plain
-    enqueues, not the backend's CUDA graphs): its input is the backend's device input buffer,
-    its output a buffer of our own.
-    """
+    """Per-layer times (mean ms over `runs`) of a TensorRT backend's engine on input `x`,
+    slowest first, from an IProfiler on plain enqueues (`backend.profile_layers`)."""
     import tensorrt as trt
 
     totals: dict[str, float] = {}
@@ -134,24 +143,7 @@ def tensorrt_layer_times(backend, x: np.ndarray, runs: int = 5) -> list[dict]:
         def report_layer_time(self, layer_name: str, ms: float) -> None:
             totals[layer_name] = totals.get(layer_name, 0.0) + ms
 
-    batch, _, h, w = x.shape
-    backend.infer(x)  # fills the device input buffer at this shape
-    dev_in, stream = backend.input_pointer(batch, h, w)
-    cuda = _cudart()
-    dev_out = _ok(cuda.cudaMalloc(batch * 3 * h * w * backend.out_dtype.itemsize))
-    context = backend.engine.create_execution_context()
     profiler = Profiler()  # held here: the context keeps only a pointer to it
-    try:
-        context.profiler = profiler
-        context.set_input_shape(backend.input_name, tuple(x.shape))
-        context.set_tensor_address(backend.input_name, dev_in)
-        context.set_tensor_address(backend.output_name, int(dev_out))
-        for _ in range(runs):
-            if not context.execute_async_v3(stream):
-                raise RuntimeError("tensorrt: execute_async_v3 failed under the profiler")
-            _ok(cuda.cudaStreamSynchronize(stream))
-    finally:
-        del context
-        cuda.cudaFree(dev_out)
+    backend.profile_layers(x, profiler, runs)
     rows = [{"layer": k, "mean_ms": round(v / runs, 4)} for k, v in totals.items()]
     return sorted(rows, key=lambda r: -r["mean_ms"])

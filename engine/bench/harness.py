@@ -31,7 +31,7 @@ from p2phd.engine.bench.gpu import (
     Nvtx,
     describe_gpu,
     device_memory_used,
-    stream_of,
+    device_timer,
     tensorrt_layer_times,
 )
 from p2phd.engine.bench.machine import Peak, cpu_peak, describe_machine, gpu_peak
@@ -186,34 +186,56 @@ def synthetic_pngs(
 
 
 class EnginePipeline:
-    """The engine's stages around a Renderer: fit + kernels, backend, uint8 conversion."""
+    """The engine's stages around a Renderer, as it renders: fit + kernels, backend, uint8
+    conversion; or, where the backend renders from compact maps on the GPU (`render_maps`),
+    fit + instance compaction on the host and everything else in the infer stage."""
 
     def __init__(self, renderer):
         self.renderer = renderer
         self.backend = renderer.backend
         self.name = renderer.backend.name
         self.precision = renderer.backend.precision
+        self.on_device = bool(getattr(self.backend, "renders_maps", False))
         self._restore: Callable[[np.ndarray], np.ndarray] | None = None
+        self._fitted = None
         self._dense: np.ndarray | None = None  # the last input, kept for the quality check
 
-    def preprocess(self, labels: np.ndarray, instances: np.ndarray | None) -> np.ndarray:
+    def preprocess(self, labels: np.ndarray, instances: np.ndarray | None):
         from p2phd.engine.size_policy import fit
 
         r = self.renderer
         fitted = fit(labels, instances, r.manifest.size_multiple, r.size_policy)
-        self._restore = fitted.restore
+        self._restore, self._fitted = fitted.restore, fitted
+        styles = [Style(seed=0)] * len(labels)
+        if self.on_device:
+            compact, table = r._instance_inputs(fitted.labels, fitted.instances, styles, None)
+            return np.ascontiguousarray(fitted.labels), compact, table
         if self._dense is not None:  # the previous run's input is read by now: reuse it
             r.release(self._dense)
-        self._dense = r.dense_input(fitted.labels, fitted.instances, [Style(seed=0)] * len(labels))
+        self._dense = r.dense_input(fitted.labels, fitted.instances, styles)
         return self._dense
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer(self, x) -> np.ndarray:
+        if self.on_device:
+            m = self.renderer.manifest
+            return self.backend.render_maps(*x, m.instance, m.feat_num)
         return self.backend.infer(x)
 
     def postprocess(self, out: np.ndarray) -> np.ndarray:
         from p2phd.engine.kernels import to_uint8_rgb
 
+        if self.on_device:  # already uint8 RGB
+            return self._restore(out)
         return self._restore(to_uint8_rgb(np.ascontiguousarray(out, np.float32)))
+
+    def quality_pair(self, x, out) -> tuple[np.ndarray, np.ndarray]:
+        """(dense input, float output) of the last run, for the quality check; on the device
+        path the last maps' dense input is built on the host and run through `infer`."""
+        if not self.on_device:
+            return x, out
+        f = self._fitted
+        dense = self.renderer.dense_input(f.labels, f.instances, [Style(seed=0)] * len(f.labels))
+        return dense, self.backend.infer(dense)
 
     def describe(self) -> dict:
         return self.renderer.describe()
@@ -245,8 +267,8 @@ class Timings:
 
 
 class StageClock:
-    """Times one pipeline stage at a time inside an NVTX range; the infer stage on CUDA events
-    when the backend enqueues on a stream (device time, not host time)."""
+    """Times one pipeline stage at a time inside an NVTX range; the infer stage on the CUDA
+    events the backend records around its device work, where it does (device time only)."""
 
     def __init__(self, nvtx: Nvtx, events: CudaEventTimer | None):
         self.nvtx = nvtx
@@ -255,12 +277,11 @@ class StageClock:
 
     def run(self, name: str, fn: Callable, *args):
         with self.nvtx.range(name):
-            if name == "infer" and self.events is not None:
-                result, self.ms[name] = self.events.time_ms(lambda: fn(*args))
-                return result
             t0 = time.perf_counter()
             result = fn(*args)
             self.ms[name] = (time.perf_counter() - t0) * 1e3
+            if name == "infer" and self.events is not None:
+                self.ms[name] = self.events.elapsed_ms()
             return result
 
 
@@ -276,8 +297,8 @@ def time_pipeline(
     """Run decode -> preprocess -> infer -> postprocess -> encode warmup + iters times."""
     from p2phd.engine.serving import encode_png
 
-    stream = stream_of(getattr(pipe, "backend", None))
-    events = CudaEventTimer(stream) if stream is not None else None
+    backend = getattr(pipe, "backend", None)
+    events = device_timer(backend)
     t = Timings(infer_timer="cuda_event" if events else "perf_counter")
     try:
         for i in range(warmup + iters):
@@ -291,9 +312,11 @@ def time_pipeline(
                 for name in STAGES:
                     t.stages[name].append(clock.ms[name])
                 t.total.append(sum(clock.ms.values()))
-        t.dense, t.output = x, out
+        quality_pair = getattr(pipe, "quality_pair", None)
+        t.dense, t.output = quality_pair(x, out) if quality_pair else (x, out)
     finally:
         if events is not None:
+            backend.device_timer = None
             events.close()
     return t
 
@@ -402,6 +425,9 @@ class Bench:
         row["efficiency_pct"] = (
             round(100 * achieved / peak.macs_per_s, 2) if peak.macs_per_s else None
         )
+        if device.startswith("cuda") and self.gpu and self.gpu.get("test_double"):
+            row["test_double"] = "TensorRT/CUDA test double: control flow only, not a GPU number"
+            row["efficiency_pct"] = None
         return t
 
     def _quality(self, row: dict, t: Timings, key: tuple[int, int, int]) -> None:
@@ -455,6 +481,10 @@ class Bench:
                 self.progress(f"{backend} {precision} {b}x{h}x{w}")
                 try:
                     t = self._measure(pipe, row, h, w, b)
+                    if b == min(c.batches):
+                        self._quality(row, t, (b, h, w))
+                        if backend == "tensorrt" and c.layer_times:
+                            row["layer_times_ms"] = tensorrt_layer_times(pipe.backend, t.dense)[:30]
                 except P2PHDError as e:
                     rows.append(row | {"status": "skipped", "reason": str(e)})
                     continue
@@ -462,10 +492,6 @@ class Bench:
                     log.exception("%s %s %dx%dx%d failed", backend, precision, b, h, w)
                     rows.append(row | {"status": "failed", "reason": f"{type(e).__name__}: {e}"})
                     continue
-                if b == min(c.batches):
-                    self._quality(row, t, (b, h, w))
-                    if backend == "tensorrt" and c.layer_times:
-                        row["layer_times_ms"] = tensorrt_layer_times(pipe.backend, t.dense)[:30]
                 row["describe"] = pipe.describe()
                 rows.append(row)
         finally:

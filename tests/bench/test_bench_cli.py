@@ -62,7 +62,7 @@ def test_baseline_row_is_the_original_path_at_batch_one(bench_result):
     for r in bench_result["rows"]:
         if r["status"] == "ok":
             expected = r["images_per_s"] / base["images_per_s"]
-            assert math.isclose(r["speedup"], expected, rel_tol=0.01)
+            assert math.isclose(r["speedup"], expected, rel_tol=0.01, abs_tol=0.005)  # 2 decimals
 
 
 def test_skipped_combinations_carry_their_reason(bench_result, bench_shape):

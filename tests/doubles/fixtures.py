@@ -1,0 +1,41 @@
+"""The `trt_double` fixture: the TensorRT and CUDA runtime doubles installed for one test.
+
+They go into sys.modules as `tensorrt` and `cuda.bindings.runtime` (what
+p2phd.engine.cuda_runtime imports), the CUDA kernels report themselves unavailable (the double
+has no kernels), so the TensorRT backend preprocesses on the CPU, and the engine cache is the
+test's own (engines built for the double never meet another test's). Everything is restored
+after the test. Import the fixture into a test module to use it (tests then ask for `trt_double`):
+
+    from tests.doubles.fixtures import trt_double_fixture  # noqa: F401
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from tests.doubles.cudart import CudaRuntimeDouble
+from tests.doubles.tensorrt import TensorRTDouble
+
+
+@dataclass
+class Doubles:
+    cuda: CudaRuntimeDouble
+    trt: TensorRTDouble
+
+
+@pytest.fixture(name="trt_double")
+def trt_double_fixture(monkeypatch, tmp_path) -> Doubles:
+    from p2phd.engine.kernels import cuda as kernels_cuda
+
+    cuda = CudaRuntimeDouble()
+    trt = TensorRTDouble(cuda)
+    monkeypatch.setenv("P2PHD_CACHE", str(tmp_path / "engine-cache"))
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cuda)
+    monkeypatch.setattr(
+        kernels_cuda, "unavailable_reason", lambda: "the CUDA runtime double has no kernels"
+    )
+    return Doubles(cuda, trt)
