@@ -183,13 +183,15 @@ class DynamicBatcher(Generic[P, R]):
                 self._queues.remove(pending)
                 self._observe("queue_depth", self._queues.count)
 
-    async def close(self, timeout: float | None = None) -> None:
+    async def close(self, timeout: float | None = None) -> bool:
         """Stop accepting, run every queued request, wait for running batches, stop the workers.
 
-        After `timeout` seconds, requests still waiting fail with BackendUnavailable.
+        After `timeout` seconds, requests still waiting fail with BackendUnavailable and batches
+        still running are left to their threads: returns False then (True: all work finished).
         """
         self._closing = True
         self._wakeup.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
         if self._scheduler is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._scheduler), timeout)
@@ -203,8 +205,10 @@ class DynamicBatcher(Generic[P, R]):
                                 BackendUnavailable("the server shut down before this request ran")
                             )
             if self._inflight:
-                await asyncio.wait(set(self._inflight))
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                await asyncio.wait(set(self._inflight), timeout=left)
         self._executor.shutdown(wait=False)
+        return not self._inflight
 
     def _observe(self, what: str, *args: Any) -> None:
         if self._observer is not None:

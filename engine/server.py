@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -214,23 +215,31 @@ class P2PHDServer:
         )
         return self.port
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, let calls in flight finish within `grace` seconds, then release all."""
+    async def stop(self, grace: float | None = None) -> bool:
+        """Stop accepting, let calls in flight finish within `grace` seconds in all, then release
+        everything. Returns False when a batch was still running at the end of the grace period
+        (it is abandoned to its thread: exit the process without waiting for it)."""
         grace = self.config.grace_seconds if grace is None else grace
         if self._server is None or self.core is None:
-            return
+            return True
+        server, self._server = self._server, None
+        deadline = time.monotonic() + grace
         await self._health.enter_graceful_shutdown()
         self.core.accepting = False
-        await self._server.stop(grace)
-        await self.core.close(timeout=grace)
+        await server.stop(grace)
+        finished = await self.core.close(timeout=max(0.0, deadline - time.monotonic()))
         self.metrics.stop_http()
+        if not finished:
+            log.warning("grace period of %g s over with a batch still running; not waiting", grace)
+        return finished
 
 
 async def serve(
     config: ServerConfig,
     renderer_factory: Callable[[ServerConfig], Engine] = default_renderer,
-) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+) -> bool:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully; returns whether all work
+    finished within the grace period (False: a batch is still running in its thread)."""
     server = P2PHDServer(config, renderer_factory)
     await server.start()
     stop = asyncio.Event()
@@ -238,6 +247,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down: finishing work in flight (grace %.0f s)", config.grace_seconds)
-    await server.stop()
+    log.info("shutting down: finishing work in flight (grace %g s)", config.grace_seconds)
+    finished = await server.stop()
     log.info("stopped")
+    return finished

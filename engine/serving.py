@@ -144,12 +144,16 @@ class RenderCore:
         self.batcher.start()
         self.accepting = True
 
-    async def close(self, timeout: float | None) -> None:
-        """Finish queued work (up to `timeout` seconds), then stop the threads and the engine."""
+    async def close(self, timeout: float | None) -> bool:
+        """Finish queued work (up to `timeout` seconds), then stop the threads and the engine.
+        Returns False when a batch was still running at the timeout: the engine is then left
+        open under it (the process is about to exit; closing it mid-call could crash)."""
         self.accepting = False
-        await self.batcher.close(timeout)
-        self._io.shutdown(wait=True)
-        self.engine.close()
+        finished = await self.batcher.close(timeout)
+        self._io.shutdown(wait=finished)
+        if finished:
+            self.engine.close()
+        return finished
 
     async def in_io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` in the I/O threads (decode, validate, encode), off the event loop."""

@@ -63,6 +63,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
+    import os
+    import sys
     from pathlib import Path
 
     from p2phd.engine.server import ServerConfig, serve
@@ -92,5 +95,10 @@ def run(args: argparse.Namespace) -> int:
         config.max_image_pixels = args.max_image_pixels
     if args.max_image_side is not None:
         config.max_image_side = args.max_image_side
-    asyncio.run(serve(config))
+    if not asyncio.run(serve(config)):
+        # A batch outlived --grace: exit now rather than join its engine thread at exit.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

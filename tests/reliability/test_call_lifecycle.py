@@ -122,3 +122,17 @@ def test_model_info_answers_whatever_values_the_manifest_classes_hold(start_serv
     info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=30)
     assert [(c.id, c.name, list(c.color)) for c in info.classes] == [(1, "road", [128, 64, 128])]
     assert info.label_nc == s.server.core.manifest.label_nc
+
+
+def test_shutdown_keeps_to_the_grace_period_while_a_batch_runs(start_server, gated):
+    s = start_server(gated, max_batch_size=1, max_queue_delay_us=0)
+    stub = renderer_pb2_grpc.RendererStub(grpc.insecure_channel(s.target))
+    gated.engine.gate.clear()  # the batch cannot end until the test opens the gate
+    running = stub.Render.future(pb.RenderRequest(label=raw_map(make_maps()[0])), timeout=60)
+    assert gated.engine.entered.wait(20)
+    try:
+        assert s.call(s.server.stop(grace=0.5), timeout=20) is False  # returned, batch abandoned
+        with pytest.raises(grpc.RpcError):
+            running.result(timeout=20)
+    finally:
+        gated.engine.gate.set()
