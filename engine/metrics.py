@@ -8,12 +8,15 @@ All updates happen on the server's event loop.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
@@ -44,6 +47,45 @@ class ModelTotals:
     execution_count: int = 0
     last_inference_ms: int = 0
     batches: dict[int, Duration] = field(default_factory=dict)
+
+
+class BoundedHTTPServer(ThreadingMixIn, WSGIServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them (a connection beyond is closed
+    at once), each dropped after CONNECTION_TIMEOUT seconds without a byte: no number of
+    clients, slow or idle, can grow the server's threads."""
+
+    daemon_threads = True
+    MAX_CONNECTIONS = 8
+    CONNECTION_TIMEOUT = 10.0
+
+    def __init__(self, *args, **kwargs):
+        self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Logs nothing per request, and gives up on a client silent for CONNECTION_TIMEOUT."""
+
+    timeout = BoundedHTTPServer.CONNECTION_TIMEOUT
+
+    def log_message(self, format, *args) -> None:
+        pass
 
 
 class ServerMetrics:
@@ -122,9 +164,14 @@ class ServerMetrics:
 
     def serve_http(self, host: str, port: int) -> int:
         """Serve /metrics on a daemon thread; returns the bound port (useful with port 0)."""
-        from prometheus_client import start_http_server
-
-        self._http, self._http_thread = start_http_server(port, addr=host, registry=self.registry)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        server_class = type("MetricsServer", (BoundedHTTPServer,), {"address_family": family})
+        self._http = make_server(host, port, make_wsgi_app(self.registry), server_class,
+                                 handler_class=_QuietHandler)  # fmt: skip
+        self._http_thread = threading.Thread(
+            target=self._http.serve_forever, name="p2phd-metrics", daemon=True
+        )
+        self._http_thread.start()
         return self._http.server_port
 
     def stop_http(self) -> None:

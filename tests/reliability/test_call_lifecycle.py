@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import threading
 import time
 
@@ -13,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from p2phd.engine.metrics import BoundedHTTPServer
 from p2phd.engine.wire import grpc_service_pb2 as kpb
 from p2phd.engine.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
 from p2phd.engine.wire import renderer_pb2 as pb
@@ -136,3 +138,23 @@ def test_shutdown_keeps_to_the_grace_period_while_a_batch_runs(start_server, gat
             running.result(timeout=20)
     finally:
         gated.engine.gate.set()
+
+
+def test_many_idle_connections_to_the_metrics_port_cannot_grow_its_threads(start_server):
+    s = start_server()
+    before = threading.active_count()
+    idle = [socket.create_connection(("127.0.0.1", s.server.metrics_port)) for _ in range(40)]
+    try:
+        time.sleep(0.5)  # let the server accept (and turn away) all of them
+        assert threading.active_count() - before <= BoundedHTTPServer.MAX_CONNECTIONS
+    finally:
+        for c in idle:
+            c.close()
+
+    def scraped() -> bool:
+        try:
+            return "p2phd_requests" in s.metrics_text()
+        except OSError:  # turned away while the closed connections' threads end
+            return False
+
+    wait_for(scraped, "metrics did not answer again")
