@@ -9,8 +9,6 @@ comparison. tests/kernels/test_emulated_kernels.py runs the same source on the C
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import ml_dtypes
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from PIL import Image
 from p2phd.engine import cuda_runtime, kernels
 from p2phd.engine.errors import BackendUnavailable, InputError
 from p2phd.engine.kernels import cubin, cuda
+from tests.kernels.driver_double import DriverDouble, DriverError
 
 gpu = pytest.mark.gpu
 
@@ -62,39 +61,6 @@ def test_device_buffers_are_checked_before_any_launch():
         cuda.assemble_input(labels, None, None, 3, True, FakeDeviceArray((1, 4, 4, 4), np.float32))
 
 
-class FakeDriver:
-    """The few CUDA driver calls `unavailable_reason` makes before compiling, as cuda-python
-    returns them ((error, *values)); `init` is cuInit's error or an exception to raise."""
-
-    CUdevice_attribute = SimpleNamespace(
-        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR=75,
-        CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR=76,
-    )
-
-    def __init__(self, init=0, version=12020, arch=(9, 0)):
-        self.init, self.version, self.arch = init, version, arch
-
-    def cuInit(self, flags):
-        if isinstance(self.init, Exception):
-            raise self.init
-        return (self.init,)
-
-    def cuDriverGetVersion(self):
-        return 0, self.version
-
-    def cuDeviceGet(self, ordinal):
-        return 0, ordinal
-
-    def cuDeviceGetAttribute(self, attribute, device):
-        return 0, self.arch[attribute - 75]
-
-
-class NoDevice(int):
-    """A CUresult as cuda-python returns it: an int enum with a name."""
-
-    name = "CUDA_ERROR_NO_DEVICE"
-
-
 def reason_with(monkeypatch, driver=None, nvrtc=None) -> str | None:
     """`unavailable_reason()` with cuda-python's driver and NVRTC modules replaced."""
     if driver is not None:
@@ -117,13 +83,13 @@ def missing(module: str):
 
 def test_unavailable_reason_names_what_is_missing(monkeypatch):
     assert "cuda-python is not installed" in reason_with(monkeypatch, missing("cuda"))
-    no_libcuda = FakeDriver(init=RuntimeError("libcuda.so.1 not found"))
+    no_libcuda = DriverDouble(init=RuntimeError("libcuda.so.1 not found"))
     assert "no NVIDIA driver" in reason_with(monkeypatch, lambda: no_libcuda)
-    no_device = FakeDriver(init=NoDevice(100))
+    no_device = DriverDouble(init=DriverError(100, "CUDA_ERROR_NO_DEVICE"))
     assert "CUDA_ERROR_NO_DEVICE (100)" in reason_with(monkeypatch, lambda: no_device)
-    old = FakeDriver(version=11080)
+    old = DriverDouble(version=11080)
     assert "supports CUDA 11.8; they need a CUDA 12 driver" in reason_with(monkeypatch, lambda: old)
-    gpu = FakeDriver()
+    gpu = DriverDouble()
     no_nvrtc = reason_with(monkeypatch, lambda: gpu, missing("cuda.bindings.nvrtc"))
     assert "cuda-python is not installed" in no_nvrtc
 
@@ -133,7 +99,7 @@ def test_unavailable_reason_names_a_missing_nvrtc_library(monkeypatch):
         def nvrtcVersion(self):
             raise RuntimeError('"nvrtc" not found')
 
-    reason = reason_with(monkeypatch, lambda: FakeDriver(), lambda: NoLibrary())
+    reason = reason_with(monkeypatch, lambda: DriverDouble(), lambda: NoLibrary())
     assert "NVRTC not found" in reason and cubin.NVRTC_PACKAGE in reason
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2phd.engine import kernels
+from p2phd.engine import cuda_runtime, kernels
 from p2phd.engine.errors import InputError
-from p2phd.engine.kernels import cuda
+from p2phd.engine.kernels import cubin, cuda
 from tests.kernels import emulator
+from tests.kernels.driver_double import DriverDouble
 from tests.kernels.emulator import device
 from tests.kernels.test_cpu_kernels import NP_DTYPES, finite_or_not, instance_maps
 
@@ -181,6 +183,53 @@ def test_emulated_uint8_conversion_equals_cpu(library, values, dtype, grid):
     rgb = np.full((1, 1, n // 3, 3), 0xAB, np.uint8)
     k.to_uint8_rgb(device(output), device(rgb))
     np.testing.assert_array_equal(rgb, kernels.to_uint8_rgb(output))
+
+
+def test_the_module_functions_over_a_driver_double(library, monkeypatch):
+    """The GPU path end to end but for the GPU: setup from the device's compute capability and
+    driver version, the cubin loaded once per CUDA context (a thread without a current context
+    gets device 0's primary one), launches and status read-back through the driver calls."""
+    drv = DriverDouble(emulator.Emulator(library), arch=(8, 9))
+    compiled = []
+
+    def fake_cubin(arch, driver):
+        compiled.append((arch, driver))
+        return cubin.ELF_MAGIC + b" emulated"
+
+    monkeypatch.setattr(cuda_runtime, "driver", lambda: drv)
+    monkeypatch.setattr(cubin, "cubin", fake_cubin)
+    rng = np.random.default_rng(7)
+    instances = rng.choice([3, 70000, 9], size=(2, 5, 11)).astype(np.int32)
+    labels = rng.integers(0, 35, size=instances.shape, dtype=np.uint8)
+    inst = kernels.compact_instances(instances, labels)
+    table = rng.normal(size=(2, inst.kmax, 3)).astype(np.float32)
+    expected = kernels.assemble_input(labels, inst, 35, True, table, "bfloat16")
+    out, status = np.empty_like(expected), np.zeros(2, np.uint64)
+    output = np.ascontiguousarray(expected[:, :3])
+    rgb, edges = np.empty((2, 5, 11, 3), np.uint8), np.empty(instances.shape, np.uint8)
+
+    def other_context():
+        drv.cuCtxSetCurrent(0xBEEF)  # as a thread of another library's context
+        cuda.to_uint8_rgb(device(output), device(rgb))
+
+    cuda._gpu.cache_clear()
+    try:
+        assert cuda.unavailable_reason() is None
+        cuda.assemble_input(
+            device(labels), device(inst.ids), device(table), 35, True, device(out),
+            kmax=inst.kmax, status=device(status),
+        )  # fmt: skip
+        with ThreadPoolExecutor(1) as fresh_thread:  # a thread with no current context
+            fresh_thread.submit(cuda.instance_boundaries, device(instances), device(edges)).result()
+        with ThreadPoolExecutor(1) as fresh_thread:
+            fresh_thread.submit(other_context).result()
+    finally:
+        cuda._gpu.cache_clear()
+    np.testing.assert_array_equal(out.view(np.uint16), expected.view(np.uint16))
+    np.testing.assert_array_equal(rgb, kernels.to_uint8_rgb(output))
+    np.testing.assert_array_equal(edges, kernels.instance_boundaries(instances))
+    assert compiled == [((8, 9), 12020)]
+    assert [context for context, _ in drv.modules] == [DriverDouble.PRIMARY_CONTEXT, 0xBEEF]
 
 
 @pytest.mark.skipif(emulator.SANITIZE, reason="this is the sanitized run")
