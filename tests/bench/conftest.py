@@ -37,7 +37,8 @@ def bench_package(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     features = {c: rng.uniform(-1, 1, (3, 3)).astype(np.float32) for c in (7, 24, 26)}
     out = tmp_path_factory.mktemp("bench") / "tiny"
-    return export_package(out, build_generator(cfg), cfg, features=features, fp16=False)
+    # with the fp16 variant: TensorRT's fp16 rows build from generator.fp16.onnx
+    return export_package(out, build_generator(cfg), cfg, features=features, fp16=True)
 
 
 @pytest.fixture(scope="session")

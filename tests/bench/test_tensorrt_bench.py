@@ -1,0 +1,82 @@
+"""`p2phd bench`'s TensorRT rows on the TensorRT/CUDA test doubles: the rows, the CUDA-event
+timing of the infer stage, the layer profile and the GPU preprocessing path run in CI. The
+numbers are the double's, so the rows say so; only the control flow is under test here."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from p2phd.engine.bench.gpu import Nvtx
+from p2phd.engine.bench.harness import EnginePipeline, synthetic_pngs, time_pipeline
+from p2phd.engine.renderer import Renderer
+from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
+
+
+def test_bench_tensorrt_rows_fp32_and_fp16(trt_double, bench_package, bench_shape, tmp_path):
+    from p2phd.engine.cli import main
+
+    batches, (h, w) = bench_shape
+    out = tmp_path / "bench"
+    argv = ["bench", str(bench_package), "--backends", "tensorrt", "--precision", "fp32,fp16"]
+    argv += ["--batch", ",".join(map(str, batches)), "--size", f"{h}x{w}", "--no-baseline"]
+    assert main([*argv, "--warmup", "1", "--iters", "2", "-o", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert result["machine"]["gpu"]["test_double"] is True
+    for precision in ("fp32", "fp16"):
+        rows = [r for r in result["rows"] if r["precision"] == precision]
+        assert sorted(r["batch"] for r in rows) == list(batches)
+        for r in rows:
+            assert r["status"] == "ok", r
+            assert r["infer_timer"] == "cuda_event" and "test double" in r["test_double"]
+            assert r["efficiency_pct"] is None  # never a GPU number
+        first = next(r for r in rows if r["batch"] == min(batches))
+        assert first["layer_times_ms"] and all(t["mean_ms"] > 0 for t in first["layer_times_ms"])
+        assert first["quality"]["max_abs_err"] < (1e-4 if precision == "fp32" else 0.05)
+
+
+@pytest.fixture
+def pipeline(trt_double, bench_package):
+    from p2phd.engine.backends.base import EngineOptions
+
+    options = EngineOptions((1, 1, 2), [(32, 64)])
+    renderer = Renderer(bench_package, "tensorrt", "fp32", "reject", options=options)
+    yield EnginePipeline(renderer)
+    renderer.close()
+
+
+def test_infer_stage_is_the_device_time_of_the_engine(trt_double, pipeline, monkeypatch):
+    from p2phd.engine.backends import tensorrt
+
+    host = tensorrt._Buffer.host
+
+    def slow_host(self, dtype, shape):  # host staging that takes 50 ms (virtual time)
+        trt_double.cuda.advance_host(50.0)
+        return host(self, dtype, shape)
+
+    monkeypatch.setattr(tensorrt._Buffer, "host", slow_host)
+    pngs = synthetic_pngs(2, 32, 64, 35, seed=1)
+    t = time_pipeline(pipeline, pngs, 35, warmup=1, iters=3, nvtx=Nvtx(enabled=False))
+    assert t.infer_timer == "cuda_event"
+    engine_ms = trt_double.cuda.engine_ms
+    # the engine run plus two small copies; none of the 100 ms of host staging around them
+    assert all(engine_ms <= ms < engine_ms + 1.0 for ms in t.stages["infer"]), t.stages["infer"]
+
+
+def test_bench_renders_from_maps_where_the_backend_does(trt_double, pipeline, monkeypatch):
+    backend = pipeline.backend
+    calls = []
+
+    def render_maps(labels, compact, table, edges, feat):
+        calls.append(labels.shape)
+        backend._record("start")  # a device path records its own events, as the real one does
+        backend._record("end")
+        return np.zeros((*labels.shape, 3), np.uint8)
+
+    monkeypatch.setattr(type(backend), "renders_maps", property(lambda self: True))
+    monkeypatch.setattr(backend, "render_maps", render_maps)
+    pipe = EnginePipeline(pipeline.renderer)
+    t = time_pipeline(pipe, synthetic_pngs(2, 32, 64, 35, seed=1), 35, 0, 2, Nvtx(False))
+    assert calls == [(2, 32, 64)] * 2 and t.output.shape == (2, 3, 32, 64)
