@@ -299,12 +299,16 @@ class _Gpu:
         if int(context) == 0:
             check(drv.cuCtxSetCurrent(self._primary))
             context = self._primary
-        with self._lock:
-            found = self._functions.get(int(context))
-            if found is None:
-                module = check(drv.cuModuleLoadData(self._image))
-                found = {k: check(drv.cuModuleGetFunction(module, k.encode())) for k in SIGNATURES}
-                self._functions[int(context)] = found
+        found = self._functions.get(int(context))
+        if found is None:
+            with self._lock:  # one module per context, loaded by the first thread to need it
+                found = self._functions.get(int(context))
+                if found is None:
+                    module = check(drv.cuModuleLoadData(self._image))
+                    found = {
+                        k: check(drv.cuModuleGetFunction(module, k.encode())) for k in SIGNATURES
+                    }
+                    self._functions[int(context)] = found
         return found
 
     def launch(self, kernel: str, blocks: int, threads: int, params: int, stream: int) -> None:
