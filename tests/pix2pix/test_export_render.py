@@ -13,6 +13,7 @@ from p2phd.engine.renderer import Renderer
 from p2phd.export.checkpoint_export import export_pix2pix
 from p2phd.train.pix2pix_checkpoint import load_pix2pix
 from p2phd.train.pix2pix_config import Pix2PixConfig
+from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
 
 from .conftest import (
     original_generator,
@@ -35,12 +36,12 @@ CASES = [
 ]
 
 
-def export(tmp_path, net_g, norm, bn_mode, dropout):
+def export(tmp_path, net_g, norm, bn_mode, dropout, fp16=False):
     trained = Pix2PixConfig(netG=net_g, norm=norm, ngf=4, use_dropout=dropout)
     net = original_generator(trained, seed=len(net_g))
     path = save_original(net, tmp_path / "latest_net_G.pth", prefix="module.")
     cfg = Pix2PixConfig(netG=net_g, norm=norm, ngf=4, bn_mode=bn_mode)
-    package = export_pix2pix(load_pix2pix(cfg, path), tmp_path / "model", fp16=False)
+    package = export_pix2pix(load_pix2pix(cfg, path), tmp_path / "model", fp16=fp16)
     return net, package
 
 
@@ -109,12 +110,16 @@ def test_reduced_precision_goes_through_the_quality_report(tmp_path):
     assert "3-channel input images" in info
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_tensorrt_renders_what_the_original_computes(tmp_path, precision):
+@pytest.mark.parametrize("device", [pytest.param("gpu", marks=pytest.mark.gpu), "double"])
+def test_tensorrt_renders_what_the_original_computes(tmp_path, request, device, precision):
+    """On the GPU, or on the TensorRT/CUDA test doubles (the same ONNX on ONNX Runtime: the
+    package's fp16 variant and the default profile, which follows unet_256's multiple of 256)."""
     from p2phd.engine.quality import psnr_db
 
-    net, package = export(tmp_path, "unet_256", "batch", "image-stats", True)
+    if device == "double":
+        request.getfixturevalue("trt_double")
+    net, package = export(tmp_path, "unet_256", "batch", "image-stats", True, fp16=True)
     images = random_images(2, 256, 512, seed=11)
     expected = to_uint8(original_output(net, to_input(images), "image-stats"))
     with Renderer(package, backend="tensorrt", precision=precision) as renderer:
