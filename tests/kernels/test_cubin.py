@@ -40,6 +40,18 @@ def test_nvrtc_options_ask_for_sass_of_the_exact_architecture():
     assert not any("compute_" in o for o in cubin.options((8, 6)))
 
 
+def test_the_source_includes_only_what_nvrtc_is_handed(tmp_path):
+    """NVRTC has no C library headers and sees only the files `cubin.sources()` gives it: the
+    source, preprocessed as NVRTC does with nothing else on the include path, must need no
+    more (nvcc would accept a <stdint.h> that fails on the GPU at first use)."""
+    for name, text in cubin.sources().items():
+        (tmp_path / name).write_bytes(text)
+    command = ["g++", "-x", "c++", "-E", "-nostdinc", "-D__CUDACC_RTC__", "-D__CUDACC__"]
+    command += ["-D__CUDA_ARCH__=900", f"-I{tmp_path}", str(tmp_path / cubin.SOURCE)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not installed")
 def test_nvcc_compiles_the_kernels_alone_with_the_nvrtc_options(tmp_path):
     """The .cu needs no launcher and no CUDA runtime header: nvcc makes the cubin by itself."""
