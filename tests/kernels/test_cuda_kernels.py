@@ -218,6 +218,28 @@ def test_cuda_assembly_reports_a_label_at_or_above_label_nc(torch):
 
 
 @gpu
+@pytest.mark.parametrize("shape", SHAPES)
+def test_cuda_capped_grids_equal_cpu(torch, shape):
+    """Grids of fewer threads than pixels (2 blocks of 64): the grid-stride loops on the GPU."""
+    capped = cuda.Kernels(cuda._loaded, threads=64, max_blocks=2)
+    instances, labels = maps(shape, 8)
+    inst = kernels.compact_instances(instances, labels)
+    table = np.random.default_rng(9).normal(size=(shape[0], inst.kmax, 3)).astype(np.float32)
+    expected = kernels.assemble_input(labels, inst, 35, True, table, "float16")
+    out = torch.full(expected.shape, float("nan"), dtype=torch.float16, device="cuda")
+    capped.assemble_input(
+        device(torch, labels), device(torch, inst.ids), device(torch, table), 35, True, out,
+        kmax=inst.kmax,
+    )  # fmt: skip
+    rgb = torch.full((*shape, 3), 0xAB, dtype=torch.uint8, device="cuda")
+    first3 = out[:, :3].contiguous()  # held until the stream is done with it
+    capped.to_uint8_rgb(wrap(first3, np.float16), rgb)
+    torch.cuda.synchronize()
+    np.testing.assert_array_equal(bits(torch, out), expected.view(np.int16))
+    np.testing.assert_array_equal(rgb.cpu().numpy(), kernels.to_uint8_rgb(expected[:, :3]))
+
+
+@gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cuda_uint8_conversion_equals_cpu(torch, dtype):
     rng = np.random.default_rng(5)
