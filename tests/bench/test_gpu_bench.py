@@ -1,5 +1,6 @@
 """The benchmark on a CUDA machine: TensorRT rows timed with CUDA events, per-layer profile,
-FP16 quality and efficiency against the GPU's tensor peak. Skipped where there is no GPU."""
+FP16 quality and efficiency against the GPU's tensor peak. The harness test also runs on the
+TensorRT/CUDA test doubles, so its control flow is exercised where there is no GPU."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from p2phd.engine.bench.gpu import CudaEventTimer, describe_gpu
 from p2phd.engine.bench.harness import BenchConfig, run_bench
+from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
 
 
 @pytest.mark.gpu
@@ -33,8 +35,13 @@ def test_cuda_event_timer_measures_stream_work():
     assert describe_gpu()["sms"] > 0
 
 
-@pytest.mark.gpu
-def test_tensorrt_rows_use_cuda_events_and_layer_profile(bench_package, bench_shape):
+@pytest.mark.parametrize("device", [pytest.param("gpu", marks=pytest.mark.gpu), "double"])
+def test_tensorrt_rows_use_cuda_events_and_layer_profile(
+    bench_package, bench_shape, request, device
+):
+    """On the GPU, or on the TensorRT/CUDA test doubles (the harness's control flow in CI)."""
+    if device == "double":
+        request.getfixturevalue("trt_double")
     pytest.importorskip("tensorrt")
     config = BenchConfig(
         bench_package,
@@ -51,7 +58,8 @@ def test_tensorrt_rows_use_cuda_events_and_layer_profile(bench_package, bench_sh
         measured = [
             r for r in result["rows"] if r["backend"] == "tensorrt" and r["precision"] == precision
         ]
-        assert all(r["status"] == "ok" for r in measured), measured
+        assert len(measured) == 2 and all(r["status"] == "ok" for r in measured), measured
+        assert all(("test_double" in r) == (device == "double") for r in measured)
         assert all(r["infer_timer"] == "cuda_event" for r in measured)
         assert all(r["peak_precision"] == "fp16" for r in measured)  # the GPU tensor peak
         first = next(r for r in measured if r["batch"] == 1)

@@ -15,7 +15,9 @@ from p2phd.engine.renderer import Renderer
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
 
 
-def test_bench_tensorrt_rows_fp32_and_fp16(trt_double, bench_package, bench_shape, tmp_path):
+def test_p2phd_bench_writes_tensorrt_rows_labelled_as_the_double(
+    trt_double, bench_package, bench_shape, tmp_path
+):
     from p2phd.engine.cli import main
 
     batches, (h, w) = bench_shape
@@ -25,16 +27,12 @@ def test_bench_tensorrt_rows_fp32_and_fp16(trt_double, bench_package, bench_shap
     assert main([*argv, "--warmup", "1", "--iters", "2", "-o", str(out)]) == 0
     result = json.loads((out / "bench.json").read_text())
     assert result["machine"]["gpu"]["test_double"] is True
-    for precision in ("fp32", "fp16"):
-        rows = [r for r in result["rows"] if r["precision"] == precision]
-        assert sorted(r["batch"] for r in rows) == list(batches)
-        for r in rows:
-            assert r["status"] == "ok", r
-            assert r["infer_timer"] == "cuda_event" and "test double" in r["test_double"]
-            assert r["efficiency_pct"] is None  # never a GPU number
-        first = next(r for r in rows if r["batch"] == min(batches))
-        assert first["layer_times_ms"] and all(t["mean_ms"] > 0 for t in first["layer_times_ms"])
-        assert first["quality"]["max_abs_err"] < (1e-4 if precision == "fp32" else 0.05)
+    rows = result["rows"]
+    assert len(rows) == 2 * len(batches) and all(r["status"] == "ok" for r in rows), rows
+    assert all("test double" in r["test_double"] and r["efficiency_pct"] is None for r in rows)
+    assert all(r["layer_times_ms"] for r in rows if r["batch"] == min(batches))
+    md = (out / "bench.md").read_text()
+    assert "GPU p2phd test double (no GPU)" in md and "| tensorrt | fp16 |" in md
 
 
 @pytest.fixture
