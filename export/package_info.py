@@ -84,9 +84,13 @@ def describe_package(model_dir: str | Path) -> str:
         lines.append("  features      no clusters")
     if m.variants:
         lines.append(f"  variants      {', '.join(f'{k}: {v}' for k, v in m.variants.items())}")
-    if m.parity:
-        errs = ", ".join(f"{k} {v:.2g}" for k, v in m.parity.items())
+    errors = {k: v for k, v in m.parity.items() if k != "fp16_psnr_db"}
+    if errors:
+        errs = ", ".join(f"{k} {v:.2g}" for k, v in errors.items())
         lines.append(f"  parity        {errs} (max|onnx-torch|/max|torch|, ONNX Runtime CPU)")
+    if "fp16_psnr_db" in m.parity:
+        psnr = m.parity["fp16_psnr_db"]
+        lines.append(f"  fp16 in fp16  {psnr:.1f} dB PSNR vs fp32 (onnx.reference, all fp16)")
 
     lines += ["", "Files"]
     rows = [

@@ -32,7 +32,7 @@ from p2phd.engine.package import (
 )
 from p2phd.export.fp16 import to_fp16
 from p2phd.export.onnx_export import OPSET, export_onnx, save_onnx
-from p2phd.export.parity import InputMaker, check_parity, measure_error
+from p2phd.export.parity import InputMaker, check_parity, fp16_psnr_db, measure_error
 from p2phd.train.input_encoding import encode_input
 from p2phd.train.model_config import ModelConfig
 from p2phd.train.pix2pix_config import Pix2PixConfig
@@ -144,6 +144,9 @@ def export_package(
         if fp16:
             save_onnx(to_fp16(onnx.load(str(gen_path))), staging / GENERATOR_FP16)
             parity["fp16"] = measure_error(generator, staging / GENERATOR_FP16, make_gen, sizes)
+            parity["fp16_psnr_db"] = round(
+                fp16_psnr_db(staging / GENERATOR_FP16, gen_path, make_gen, sizes[0]), 2
+            )  # the variant in true fp16 (onnx.reference) against fp32
             variants["fp16"] = GENERATOR_FP16
             if parity["fp16"] > FP16_WARN:
                 log.warning(
