@@ -332,8 +332,10 @@ class TensorRTBackend(Backend):
         _check(cuda.cudaStreamSynchronize(self.stream))
         mode = cuda.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         _check(cuda.cudaStreamBeginCapture(self.stream, mode))
-        enqueued = context.execute_async_v3(int(self.stream))
-        err, graph = cuda.cudaStreamEndCapture(self.stream)
+        try:
+            enqueued = context.execute_async_v3(int(self.stream))
+        finally:  # a capture left open would make every later call on the stream fail
+            err, graph = cuda.cudaStreamEndCapture(self.stream)
         graph_exec = None
         if enqueued and int(err) == 0 and graph is not None:
             err, graph_exec = cuda.cudaGraphInstantiate(graph, 0)
