@@ -100,6 +100,7 @@ def build_engine(
         "inputs": inputs,
         "device": renderer.backend.device(),
         "engine_files": [p.name for p in files],  # in the engine cache of the building machine
+        "package": renderer.package.content_key,  # what was measured: this export only
     }
     key = f"{renderer.backend.name}:{renderer.backend.precision}"
     report = quality.write_entry(renderer.package.engines_dir, key, entry)

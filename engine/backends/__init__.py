@@ -84,7 +84,8 @@ def choose_precision(
     unsupported = backend_class(backend).reduced_unsupported(reduced)
     if unsupported:
         return "fp32", unsupported
-    ok, why = quality.allows(quality.read_report(package.engines_dir), f"{backend}:{reduced}")
+    report = quality.read_report(package.engines_dir)
+    ok, why = quality.allows(report, f"{backend}:{reduced}", package.content_key)
     return (reduced, why) if ok else ("fp32", why)
 
 

@@ -90,3 +90,17 @@ def test_psnr_and_the_40_db_floor():
     assert not ok and "below the 40 dB floor" in why
     ok, why = quality.allows({}, "tensorrt:fp16")
     assert not ok and "no quality report" in why
+
+
+@pytest.mark.skipif(not has_native_bf16(), reason="this CPU has neither AMX nor AVX512-BF16")
+def test_a_quality_report_from_another_export_does_not_choose_the_reduced_precision(tiny_package):
+    """A re-export leaves engines/ in place: its old report must not vouch for the new model."""
+    build_engine(tiny_package, "openvino", "bf16", EngineOptions(sizes=[(32, 64)]))
+    report = quality.read_report(tiny_package / "engines")
+    report["openvino:bf16"] |= {"psnr_db": 99.0, "identical_uint8": False}
+    (tiny_package / "engines" / "quality.json").write_text(json.dumps(report))
+    assert Renderer(tiny_package, "openvino", "auto").describe()["precision"] == "bf16"
+    manifest = tiny_package / "manifest.json"  # a re-export: another manifest, same engines/
+    manifest.write_text(manifest.read_text().replace('"parity": {', '"parity": {"new": 0.0, '))
+    d = Renderer(tiny_package, "openvino", "auto").describe()
+    assert d["precision"] == "fp32" and "another export" in d["precision_reason"]
