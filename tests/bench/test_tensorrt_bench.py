@@ -78,3 +78,18 @@ def test_bench_renders_from_maps_where_the_backend_does(trt_double, pipeline, mo
     pipe = EnginePipeline(pipeline.renderer)
     t = time_pipeline(pipe, synthetic_pngs(2, 32, 64, 35, seed=1), 35, 0, 2, Nvtx(False))
     assert calls == [(2, 32, 64)] * 2 and t.output.shape == (2, 3, 32, 64)
+
+
+def test_a_failing_layer_profile_fails_only_its_row(trt_double, bench_package, monkeypatch):
+    from p2phd.engine.bench import harness
+
+    def broken(backend, x):
+        raise RuntimeError("profiler broke")
+
+    monkeypatch.setattr(harness, "tensorrt_layer_times", broken)
+    config = harness.BenchConfig(
+        bench_package, ("tensorrt",), ("fp32",), (1, 2), ((32, 64),), 0, 1, baseline=False
+    )
+    rows = harness.run_bench(config)["rows"]
+    assert [(r["batch"], r["status"]) for r in rows] == [(1, "failed"), (2, "ok")]
+    assert "profiler broke" in rows[0]["reason"]
