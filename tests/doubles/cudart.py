@@ -404,7 +404,7 @@ class CudaRuntimeDouble(types.ModuleType):
         self.state.live["graph"] += 1
         return (cudaError_t.cudaSuccess, cudaGraph_t(nodes))
 
-    def cudaGraphInstantiate(self, graph, flags: int = 0):  # noqa: N802
+    def cudaGraphInstantiate(self, graph, flags: int):  # noqa: N802
         self.state.live["graph_exec"] += 1
         return (cudaError_t.cudaSuccess, cudaGraphExec_t(list(graph.nodes)))
 
