@@ -9,14 +9,16 @@ time. Engines go to::
 
 The package key is a hash of the package's manifest (which holds every file's sha256), so copies
 of one package share entries and a re-exported package gets new ones; the backend key names the
-backend, its runtime version and the device. Entries written with `write_entry` carry the sha256
-of their payload in a header and are renamed into place whole: when several processes build the
-same entry at once the last rename wins and every reader sees one complete file. `read_entry`
-returns None for a missing, foreign or changed entry, and the caller rebuilds it.
+backend, its runtime version and the device. Entries written with `write_entry` carry in a header
+the sha256 of their place (package key, backend key, name) and payload, so a changed entry, or
+one copied from another package's folder, does not verify; they are renamed into place whole:
+when several processes build the same entry at once the last rename wins and every reader sees
+one complete file. `read_entry` returns None for a missing, foreign or changed entry, and the
+caller rebuilds it.
 
 The cache's bytes on disk are bounded (`$P2PHD_CACHE_MAX_MB`, default 2048): after each write the
 least recently used files (by modification time, refreshed on every read) are deleted until the
-rest fit. A file only one process is reading can be deleted safely: readers hold its bytes.
+rest fit. Deleting an entry another process uses is safe: readers hold its bytes in memory.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def write_entry(path: Path, payload: bytes) -> bool:
 
     Returns False (and logs why) when the cache cannot be written: the caller goes on uncached.
     """
-    header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+    header = _header(path, payload)
     try:
         atomic_write_bytes(path, header + payload)
     except OSError as e:
@@ -96,13 +98,19 @@ def read_entry(path: Path) -> bytes | None:
     except (FileNotFoundError, IsADirectoryError):
         return None
     header, payload = data[:HEADER_BYTES], data[HEADER_BYTES:]
-    digest = hashlib.sha256(payload).hexdigest().encode()
-    if header != MAGIC + digest + b"\n":
+    if header != _header(path, payload):
         log.warning("engine cache: %s is not what p2phd wrote (changed or foreign): rebuilt", path)
         return None
     with contextlib.suppress(OSError):  # a read-only cache still serves its entries
         os.utime(path)  # mark it recently used for eviction
     return payload
+
+
+def _header(path: Path, payload: bytes) -> bytes:
+    """MAGIC, then the sha256 of the entry's place in the cache and of its payload."""
+    digest = hashlib.sha256("/".join(path.parts[-3:]).encode() + b"\0")
+    digest.update(payload)
+    return MAGIC + digest.hexdigest().encode() + b"\n"
 
 
 def evict(root: Path, limit: int) -> list[Path]:

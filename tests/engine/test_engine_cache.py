@@ -159,6 +159,15 @@ def test_an_entry_without_its_hash_or_with_another_is_not_read(cache):
     assert engine_cache.read_entry(path.with_name("absent.bin")) is None
 
 
+def test_a_valid_entry_copied_from_another_package_does_not_verify(cache):
+    theirs = engine_cache.backend_dir("other-package", "b") / "entry.bin"
+    engine_cache.write_entry(theirs, b"their engine")
+    ours = engine_cache.backend_dir("our-package", "b") / "entry.bin"
+    shutil.copy(theirs, ours)
+    assert engine_cache.read_entry(theirs) == b"their engine"
+    assert engine_cache.read_entry(ours) is None
+
+
 def test_an_unwritable_cache_renders_uncached_with_a_warning(tiny_package_source, monkeypatch,
                                                              tmp_path, caplog):  # fmt: skip
     blocker = tmp_path / "file"
