@@ -151,11 +151,11 @@ class TensorRTBackend(Backend):
         try:
             import tensorrt  # noqa: F401
         except ImportError:
-            return "TensorRT is not installed (pip install tensorrt)"
+            return "TensorRT is not installed (pip install -e '.[gpu]': its CUDA 12 build)"
         try:
             cudart = _cudart()
         except ImportError:
-            return "cuda-python is not installed (pip install cuda-python)"
+            return "cuda-python is not installed (pip install -e '.[gpu]': cuda-python 12)"
         err, count = cudart.cudaGetDeviceCount()
         if int(err) != 0 or count == 0:
             return "no NVIDIA GPU is visible to CUDA"
