@@ -6,6 +6,7 @@ share a process with them: see tests/server/test_kserve.py)."""
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -62,38 +63,21 @@ def kserve_stub(target: str) -> grpc_service_pb2_grpc.GRPCInferenceServiceStub:
     return grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
-@pytest.fixture(scope="session")
-def triton_repo(server_package, tmp_path_factory) -> Path:  # noqa: F811
-    """A model repository written by `p2phd export-triton` (batching flags as `p2phd serve`'s)."""
+def export(package: Path, repo: Path, *flags: str) -> Path:
+    """`p2phd export-triton PACKAGE -o REPO FLAGS` (skips where the bundled Triton cannot run)."""
     if (reason := triton_unavailable()) is not None:
         pytest.skip(reason)
-    repo = tmp_path_factory.mktemp("triton") / "repo"
-    argv = [
-        "export-triton",
-        str(server_package),
-        "-o",
-        str(repo),
-        "--kind",
-        "cpu",
-        "--max-batch",
-        str(MAX_BATCH),
-        "--max-queue-delay-us",
-        str(QUEUE_DELAY_US),
-        "--max-queue",
-        "16",
-    ]
-    assert main(argv) == 0
+    assert main(["export-triton", str(package), "-o", str(repo), *flags]) == 0
     return repo
 
 
-@pytest.fixture(scope="session")
-def triton(triton_repo, tmp_path_factory):
-    """The bundled tritonserver on the exported repository, HTTP and metrics on."""
+@contextmanager
+def tritonserver(repo: Path, work: Path):
+    """The bundled tritonserver on `repo`, HTTP and metrics on, its log in `work`."""
     from p2phd.engine.triton.launch import TritonServer
 
-    work = tmp_path_factory.mktemp("triton-work")
     server = TritonServer(
-        triton_repo,
+        repo,
         work,
         grpc_port=free_port(),
         http_port=free_port(),
@@ -102,4 +86,29 @@ def triton(triton_repo, tmp_path_factory):
         log_file=work / "tritonserver.log",
     )
     with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def triton_repo(server_package, tmp_path_factory) -> Path:  # noqa: F811
+    """A model repository written by `p2phd export-triton` (batching flags as `p2phd serve`'s)."""
+    return export(
+        server_package,
+        tmp_path_factory.mktemp("triton") / "repo",
+        "--kind",
+        "cpu",
+        "--max-batch",
+        str(MAX_BATCH),
+        "--max-queue-delay-us",
+        str(QUEUE_DELAY_US),
+        "--max-queue",
+        "16",
+        "--backend",
+        "onnxruntime",
+    )
+
+
+@pytest.fixture(scope="session")
+def triton(triton_repo, tmp_path_factory):
+    with tritonserver(triton_repo, tmp_path_factory.mktemp("triton-work")) as server:
         yield server
