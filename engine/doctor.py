@@ -98,14 +98,15 @@ def driver_cuda_version() -> tuple[int, int] | None:
     return divmod(version.value, 1000)[0], version.value % 1000 // 10
 
 
-def installed(*names: str) -> tuple[str, str] | None:
-    """The first of the distributions `names` that is installed, with its version."""
+def installed(*names: str) -> list[tuple[str, str]]:
+    """Those of the distributions `names` that are installed, with their versions."""
+    found = []
     for name in names:
         try:
-            return name, metadata.version(name)
+            found.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             continue
-    return None
+    return found
 
 
 # -- the facts ---------------------------------------------------------------------------------
@@ -153,42 +154,55 @@ def driver_fact() -> Fact:
     if cuda is None:
         return Fact("driver", BROKEN, found, "install the NVIDIA driver (libcuda.so.1)", gpu=True)
     if (gpus and gpus[0].driver_branch < MIN_DRIVER) or cuda < (12, 2):
-        return Fact("driver", BROKEN, found, f"upgrade the NVIDIA driver to R{MIN_DRIVER}+", True)
+        fix = f"upgrade the NVIDIA driver to R{MIN_DRIVER} or newer"
+        return Fact("driver", BROKEN, found, fix, gpu=True)
     return Fact("driver", OK, found, gpu=True)
 
 
 def cuda_runtime_fact() -> Fact:
-    dist = installed("cuda-bindings", "cuda-python")
-    if dist is None:
-        return Fact("CUDA runtime", ABSENT, "cuda-python not installed", GPU_EXTRA, gpu=True)
-    found = f"{dist[0]} {dist[1]}"
+    def fact(status: str, found: str, fix: str = "") -> Fact:
+        return Fact("CUDA runtime", status, found, fix, gpu=True)
+
+    dists = installed("cuda-bindings", "cuda-python")
+    if not dists:
+        return fact(ABSENT, "cuda-python not installed", GPU_EXTRA)
+    name, version = dists[0]
     driver = driver_cuda_version()
-    major = int(dist[1].split(".")[0])
+    major = int(version.split(".")[0])
     if major >= 13 and driver is not None and driver[0] < major:
-        fix = f"pip install 'cuda-python>=12.8,<13' (CUDA {major} needs an R580+ driver)"
-        return Fact("CUDA runtime", BROKEN, f"{found}, driver has CUDA {driver[0]}", fix, True)
+        found = f"{name} {version} (CUDA {major}) on a CUDA {driver[0]} driver"
+        return fact(BROKEN, found, f"{GPU_EXTRA} (cuda-python 12; CUDA {major} needs R580+)")
     try:
         from p2phd.engine import cuda_runtime
 
         rt = cuda_runtime.runtime()
-        version = cuda_runtime.check(rt.cudaRuntimeGetVersion())
+        runtime_version = cuda_runtime.check(rt.cudaRuntimeGetVersion())
         count = cuda_runtime.check(rt.cudaGetDeviceCount())
     except Exception as e:  # ImportError, CudaError: either way the runtime is unusable
-        fix = GPU_EXTRA if isinstance(e, ImportError) else "see the driver line; `nvidia-smi`"
-        return Fact("CUDA runtime", BROKEN, f"{found}: {type(e).__name__}: {e}", fix, gpu=True)
-    found += f", runtime CUDA {version // 1000}.{version % 1000 // 10}, {count} device(s)"
-    return Fact("CUDA runtime", OK if count else BROKEN, found, "" if count else "no GPU", True)
+        fix = GPU_EXTRA if isinstance(e, ImportError) else "see the driver line; run nvidia-smi"
+        return fact(BROKEN, f"{name} {version}: {type(e).__name__}: {e}", fix)
+    cuda = f"CUDA {runtime_version // 1000}.{runtime_version % 1000 // 10}"
+    return fact(OK, f"{name} {version}, runtime {cuda}, {count} device(s)")
 
 
 def tensorrt_fact() -> Fact:
-    dist = installed("tensorrt-cu12", "tensorrt-cu13", "tensorrt")
-    if dist is None:
-        return Fact("TensorRT", ABSENT, "not installed", GPU_EXTRA, gpu=True)
-    found = f"{dist[0]} {dist[1]}"
+    def fact(status: str, found: str, fix: str = "") -> Fact:
+        return Fact("TensorRT", status, found, fix, gpu=True)
+
+    builds = installed("tensorrt-cu12", "tensorrt-cu13")
+    if not builds:
+        return fact(ABSENT, "not installed", GPU_EXTRA)
+    found = " and ".join(f"{name} {version}" for name, version in builds)
+    if len(builds) > 1:  # both install the `tensorrt` package into one directory
+        parts = " ".join(f"tensorrt-{cu} tensorrt-{cu}-libs tensorrt-{cu}-bindings"
+                         for cu in ("cu12", "cu13"))  # fmt: skip
+        return fact(BROKEN, f"{found} installed over each other",
+                    f"pip uninstall -y tensorrt {parts} && {GPU_EXTRA}")  # fmt: skip
+    name, version = builds[0]
     driver = driver_cuda_version()
-    if dist[0] != "tensorrt-cu12" and driver is not None and driver[0] < 13:
-        fix = f"pip uninstall -y tensorrt {dist[0]} {dist[0]}-libs; {GPU_EXTRA}"
-        return Fact("TensorRT", BROKEN, f"{found} (a CUDA 13 build; driver: CUDA 12)", fix, True)
+    if name == "tensorrt-cu13" and driver is not None and driver[0] < 13:
+        fix = f"pip uninstall -y tensorrt {name} {name}-libs {name}-bindings && {GPU_EXTRA}"
+        return fact(BROKEN, f"{found} (a CUDA 13 build) on a CUDA {driver[0]} driver", fix)
     try:
         import tensorrt as trt
 
@@ -196,8 +210,8 @@ def tensorrt_fact() -> Fact:
         if builder is None:
             raise RuntimeError("trt.Builder returned None")
     except Exception as e:
-        return Fact("TensorRT", BROKEN, f"{found}: {type(e).__name__}: {e}", GPU_EXTRA, True)
-    return Fact("TensorRT", OK, f"{found}, builder initialises", gpu=True)
+        return fact(BROKEN, f"{found}: {type(e).__name__}: {e}", GPU_EXTRA)
+    return fact(OK, f"{found}, the builder initialises")
 
 
 def onnxruntime_fact() -> Fact:

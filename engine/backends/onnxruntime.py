@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from p2phd.engine import engine_cache
 from p2phd.engine.backends.base import Backend, EngineOptions
+from p2phd.engine.doctor import installed
 from p2phd.engine.errors import BackendUnavailable, ConfigError, PackageError
 from p2phd.engine.package import ModelPackage
 
@@ -155,14 +155,7 @@ class OnnxRuntimeBackend(Backend):
 def installed_builds() -> list[str]:
     """The ONNX Runtime distributions installed (onnxruntime, onnxruntime-gpu): more than one
     share one `onnxruntime/` directory, and whichever was installed last overwrote the other."""
-    found = []
-    for name in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            installed = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-        found.append(f"{name} {installed}")
-    return found
+    return [f"{name} {version}" for name, version in installed("onnxruntime", "onnxruntime-gpu")]
 
 
 def cuda_unavailable_reason() -> str | None:

@@ -47,9 +47,7 @@ def h100_r535(monkeypatch):
     monkeypatch.setattr(doctor, "device_nodes", lambda: ["/dev/nvidia0"])
     monkeypatch.setattr(doctor, "driver_cuda_version", lambda: (12, 2))
     monkeypatch.setattr(
-        doctor,
-        "installed",
-        lambda *names: next(((n, versions[n]) for n in names if n in versions), None),
+        doctor, "installed", lambda *names: [(n, versions[n]) for n in names if n in versions]
     )
     doctor.gpu_summary.cache_clear()
     yield
@@ -62,7 +60,8 @@ def test_cuda_13_builds_on_an_r535_driver_are_named_with_the_fix(h100_r535, caps
     assert facts["driver"].status == doctor.OK
     assert facts["driver"].found == "535.216.01, supports CUDA 12.2"
     runtime, trt = facts["CUDA runtime"], facts["TensorRT"]
-    assert runtime.status == doctor.BROKEN and "cuda-python>=12.8,<13" in runtime.fix
+    assert runtime.status == doctor.BROKEN and runtime.fix.startswith(doctor.GPU_EXTRA)
+    assert runtime.found == "cuda-bindings 13.0.1 (CUDA 13) on a CUDA 12 driver"
     assert trt.status == doctor.BROKEN and "tensorrt-cu13" in trt.fix and "[gpu]" in trt.fix
     problems = {f.name for f in doctor.gpu_problems()}
     assert {"CUDA runtime", "TensorRT"} <= problems and "GPU" not in problems
@@ -76,7 +75,7 @@ def test_a_driver_older_than_r535_is_told_to_upgrade(h100_r535, monkeypatch):
     monkeypatch.setattr(doctor, "nvidia_smi", lambda: [doctor.Gpu("Tesla T4", "470.82.01", "7.5")])
     monkeypatch.setattr(doctor, "driver_cuda_version", lambda: (11, 4))
     fact = doctor.driver_fact()
-    assert fact.status == doctor.BROKEN and "R535" in fact.fix
+    assert fact.status == doctor.BROKEN and "R535 or newer" in fact.fix
 
 
 def test_device_files_without_nvidia_smi_count_as_a_visible_gpu(monkeypatch):
@@ -95,7 +94,7 @@ def test_auto_explains_itself_with_the_doctors_gpu_line(h100_r535):
 def test_gpu_tests_fail_with_the_reason_where_a_gpu_is_visible_but_the_stack_is_broken(h100_r535):
     action, why = gpu_verdict.__wrapped__()  # uncached: the probes are faked
     assert action == "fail"
-    assert "nvidia-smi lists NVIDIA H100 80GB HBM3" in why and "cuda-python>=12.8,<13" in why
+    assert "nvidia-smi lists NVIDIA H100 80GB HBM3" in why and "on a CUDA 12 driver" in why
 
 
 def test_gpu_tests_skip_with_the_reason_where_no_gpu_is_visible(monkeypatch):
@@ -104,3 +103,11 @@ def test_gpu_tests_skip_with_the_reason_where_no_gpu_is_visible(monkeypatch):
     assert gpu_verdict.__wrapped__() == (
         "skip", "needs an NVIDIA GPU; none visible (no nvidia-smi, no /dev/nvidia*)"
     )  # fmt: skip
+
+
+def test_cuda_12_and_13_tensorrt_installed_together_are_named_with_the_fix(h100_r535, monkeypatch):
+    both = [("tensorrt-cu12", "10.16.1.11"), ("tensorrt-cu13", "10.16.1.11")]
+    monkeypatch.setattr(doctor, "installed", lambda *names: [d for d in both if d[0] in names])
+    fact = doctor.tensorrt_fact()
+    assert fact.status == doctor.BROKEN and "installed over each other" in fact.found
+    assert "tensorrt-cu13-bindings" in fact.fix and fact.fix.endswith(doctor.GPU_EXTRA)
