@@ -31,6 +31,7 @@ def gpu_verdict() -> tuple[str, str] | None:
     return "fail", f"an NVIDIA GPU is visible ({visible}) but the GPU stack is not usable: {why}"
 
 
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
 def pytest_runtest_setup(item):
     if "gpu" not in item.keywords:
         return

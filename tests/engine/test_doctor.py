@@ -4,13 +4,17 @@ the GPU lines with faked probes (an H100 on an R535 driver with the wrong CUDA b
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from p2phd.engine import doctor
 from p2phd.engine.backends import choose_backend
 from p2phd.engine.cli import main
 from p2phd.engine.cpu_features import cpu_flags
-from tests.conftest import gpu_verdict
+from tests.conftest import REPO, gpu_verdict
 from tests.engine.test_cli import p2phd
 
 H100 = doctor.Gpu("NVIDIA H100 80GB HBM3", "535.216.01", "9.0")
@@ -111,3 +115,21 @@ def test_cuda_12_and_13_tensorrt_installed_together_are_named_with_the_fix(h100_
     fact = doctor.tensorrt_fact()
     assert fact.status == doctor.BROKEN and "installed over each other" in fact.found
     assert "tensorrt-cu13-bindings" in fact.fix and fact.fix.endswith(doctor.GPU_EXTRA)
+
+
+@pytest.mark.skipif(doctor.gpu_visible() is not None, reason="a real GPU is visible here")
+def test_gpu_tests_fail_loudly_under_an_nvidia_smi_that_lists_a_gpu(tmp_path):
+    """End to end: pytest on a `gpu` test file, with an nvidia-smi on PATH that lists an H100
+    while nothing else of the GPU stack works: the tests fail, naming what to fix."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 535.216.01, 9.0'\n")
+    smi.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+         "tests/engine/test_tensorrt_backend.py"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stdout[-2000:]
+    assert "an NVIDIA GPU is visible (nvidia-smi lists NVIDIA H100 80GB HBM3)" in out.stdout
+    assert "TensorRT: not installed (fix: pip install -e '.[gpu]')" in out.stdout
