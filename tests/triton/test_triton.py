@@ -22,9 +22,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from p2phd.engine.cli import main
+from p2phd.engine.decode import DEFAULT_MAX_PIXELS
 from p2phd.engine.renderer import Renderer
 from p2phd.engine.style import Style
 from p2phd.engine.wire import grpc_service_pb2 as pb
+from tests.reliability.corpus import bad_cases
 from tests.reliability.test_request_fuzz import kserve_tensors
 from tests.server.conftest import LABEL_NC, make_maps
 from tests.triton.conftest import (
@@ -174,15 +176,21 @@ def test_tritonclient_sees_health_metadata_statistics_and_renders(triton, tmp_pa
         assert 'nv_inference_count{model="p2phd",version="1"}' in r.read().decode()
 
 
+def corpus_raw_cases() -> dict:
+    """The reliability corpus's raw-array cases, as Triton tensors (its PNG cases need a
+    decoder that Triton's tensor inputs never reach)."""
+    cases = {}
+    for case in bad_cases(LABEL_NC, DEFAULT_MAX_PIXELS):
+        if isinstance(case.label, np.ndarray):
+            arrays = {"label": case.label[None]}
+            if isinstance(case.instance, np.ndarray):
+                arrays["instance"] = case.instance[None].astype(np.int32)
+            cases[case.name] = (arrays, case.reason)
+    return cases
+
+
 BAD = {
-    "label id at label_nc": (
-        dict(label=np.full((1, 16, 32), LABEL_NC, np.uint8)),
-        f"class id {LABEL_NC}",
-    ),
-    "negative instance id": (
-        dict(label=np.ones((1, 16, 32), np.uint8), instance=np.full((1, 16, 32), -4, np.int32)),
-        "negative",
-    ),
+    **corpus_raw_cases(),
     "instance size differs": (
         dict(label=np.ones((1, 16, 32), np.uint8), instance=np.ones((1, 16, 31), np.int32)),
         "differs",
