@@ -170,7 +170,8 @@ class CudaRuntimeDouble(types.ModuleType):
         self.runtime_version = 12080  # 1000 * major + 10 * minor
         self.copy_gbps = 20.0
         self.engine_ms = 1.0
-        self.calls: Counter = Counter()
+        self.calls: Counter = Counter()  # runtime API calls by name
+        self.ran: Counter = Counter()  # device operations run (not just enqueued), by kind
         self.faults: list[str] = []
         self.state = _State()
         self._streams: dict[int, cudaStream_t] = {}
@@ -241,6 +242,7 @@ class CudaRuntimeDouble(types.ModuleType):
                 self.faults.append(f"{node.what}: {e}")
                 return (cudaError_t.cudaErrorIllegalAddress,)
             s.tail_ms = start + node.cost_ms
+            self.ran[node.what] += 1
         return (cudaError_t.cudaSuccess,)
 
     # -- device ---------------------------------------------------------------------------------

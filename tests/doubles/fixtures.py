@@ -1,10 +1,11 @@
 """The `trt_double` fixture: the TensorRT and CUDA runtime doubles installed for one test.
 
 They go into sys.modules as `tensorrt` and `cuda.bindings.runtime` (what
-p2phd.engine.cuda_runtime imports), the CUDA kernels report themselves unavailable (the double
-has no kernels), so the TensorRT backend preprocesses on the CPU, and the engine cache is the
-test's own (engines built for the double never meet another test's). Everything is restored
-after the test. Import the fixture into a test module to use it (tests then ask for `trt_double`):
+p2phd.engine.cuda_runtime imports) and the engine cache is the test's own (engines built for
+the double never meet another test's). The CUDA kernels report themselves unavailable, so the
+TensorRT backend preprocesses on the CPU, unless the test calls `route_kernels()`: then they run
+on the double (tests/doubles/kernels.py) and `render_maps` is used. Everything is restored after
+the test. Import the fixture into a test module to use it (tests then ask for `trt_double`):
 
     from tests.doubles.fixtures import trt_double_fixture  # noqa: F401
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.doubles.cudart import CudaRuntimeDouble
+from tests.doubles.kernels import KernelsOnDouble
 from tests.doubles.tensorrt import TensorRTDouble
 
 
@@ -24,6 +26,16 @@ from tests.doubles.tensorrt import TensorRTDouble
 class Doubles:
     cuda: CudaRuntimeDouble
     trt: TensorRTDouble
+    monkeypatch: pytest.MonkeyPatch
+
+    def route_kernels(self) -> None:
+        """The CUDA kernels' device API on the double, for the `render_maps` path."""
+        from p2phd.engine.kernels import cuda as kernels_cuda
+
+        on_double = KernelsOnDouble(self.cuda)
+        self.monkeypatch.setattr(kernels_cuda, "unavailable_reason", lambda: None)
+        self.monkeypatch.setattr(kernels_cuda, "assemble_input", on_double.assemble_input)
+        self.monkeypatch.setattr(kernels_cuda, "to_uint8_rgb", on_double.to_uint8_rgb)
 
 
 @pytest.fixture(name="trt_double")
@@ -38,4 +50,4 @@ def trt_double_fixture(monkeypatch, tmp_path) -> Doubles:
     monkeypatch.setattr(
         kernels_cuda, "unavailable_reason", lambda: "the CUDA runtime double has no kernels"
     )
-    return Doubles(cuda, trt)
+    return Doubles(cuda, trt, monkeypatch)

@@ -1,5 +1,7 @@
 """TensorRT on a GPU against ONNX Runtime on the CPU: a wrong binding, shape, stream or bucket
-shows up as a mismatch here. Skipped (with a reason) on machines without an NVIDIA GPU."""
+shows up as a mismatch here. Each test runs on the GPU (marked `gpu`) and on the TensorRT/CUDA
+test doubles with the CUDA kernels routed to the CPU ones (tests/doubles), so CI runs the same
+control flow without a GPU."""
 
 import numpy as np
 import pytest
@@ -9,13 +11,19 @@ from p2phd.engine.backends.base import EngineOptions
 from p2phd.engine.package import ModelPackage
 from p2phd.engine.renderer import Renderer
 from p2phd.engine.style import Style
-
-pytestmark = pytest.mark.gpu
+from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
 
 SIZES = [(32, 64), (64, 32)]
 OPTIONS = EngineOptions(batch=(1, 2, 4), sizes=SIZES)
 # fp32 on TensorRT may use TF32 tensor cores: close to, not bit-equal with, the CPU.
 TOLERANCE = {"fp32": 1e-2, "fp16": 5e-2}
+
+
+@pytest.fixture(autouse=True, params=[pytest.param("gpu", marks=pytest.mark.gpu), "double"])
+def device(request) -> str:
+    if request.param == "double":
+        request.getfixturevalue("trt_double").route_kernels()
+    return request.param
 
 
 def dense(package, batch, size):
