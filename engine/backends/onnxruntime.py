@@ -1,6 +1,7 @@
 """ONNX Runtime: the CPU execution provider (graph-optimized model cached by `build` in the engine
 cache, with its own sha256: a changed one is ignored, never run), or the CUDA
-execution provider when onnxruntime-gpu and a GPU are present; inputs and outputs go through IO
+execution provider when onnxruntime-gpu (alone, not beside onnxruntime) and a GPU are present and
+the session really runs on it; inputs and outputs go through IO
 binding so the output buffer is not re-allocated per call on the device.
 """
 
