@@ -10,7 +10,6 @@ client can make the process start threads without bound.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from collections.abc import Iterable
 
@@ -33,17 +32,10 @@ def host_name(host: str) -> str:
 
 
 def allowed_hosts(bound: str, extra: Iterable[str] = ()) -> frozenset[str]:
-    """Host names the editor answers to: loopback, the address it binds (unless a wildcard,
-    which names no host), and the names given."""
-    names = {*LOOPBACK_NAMES, *(host_name(h) for h in extra)}
-    bound = host_name(bound)
-    try:
-        wildcard = ipaddress.ip_address(bound).is_unspecified
-    except ValueError:
-        wildcard = False
-    if bound and not wildcard:
-        names.add(bound)
-    return frozenset(names)
+    """Host names the editor answers to: loopback, the address it binds and the names given.
+    (A page on another site can choose the name its requests carry only by its own domain,
+    which none of these is.)"""
+    return frozenset({*LOOPBACK_NAMES, host_name(bound), *(host_name(h) for h in extra)})
 
 
 def refusal(
