@@ -153,9 +153,12 @@ def test_renders_at_once_are_bounded(editor_renderer):
         threads = [threading.Thread(target=post_render, args=(url, results)) for _ in range(8)]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 3  # before the fix all 8 entered the engine at once
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and engine.entered < 2:
+            time.sleep(0.01)
+        deadline = time.monotonic() + 1  # before the fix all 8 entered the engine at once
         while time.monotonic() < deadline and engine.entered < 8:
-            time.sleep(0.05)
+            time.sleep(0.01)
         engine.gate.set()
         for t in threads:
             t.join(60)
