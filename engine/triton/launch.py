@@ -11,6 +11,7 @@ venv's site-packages and so p2phd, from `python3` on PATH, as a venv's python do
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import os
@@ -87,6 +88,13 @@ def stub_environment() -> dict[str, str]:
     return env
 
 
+def _term_with_parent() -> None:
+    """In the child before exec: SIGTERM it when its parent dies (Linux), so a killed
+    `p2phd triton` leaves no tritonserver behind holding its ports."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class TritonServer:
     """A tritonserver process serving `repo`; `start()` returns once the server is ready.
 
@@ -156,7 +164,8 @@ class TritonServer:
         env = stub_environment() if self.binary is None else dict(os.environ)
         out = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
         try:
-            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                            preexec_fn=_term_with_parent)  # fmt: skip
         finally:
             if out is not None:
                 out.close()
