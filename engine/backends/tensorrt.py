@@ -1,4 +1,4 @@
-"""TensorRT on an NVIDIA GPU (TensorRT 10/11 Python API, cuda-python for streams and memory).
+"""TensorRT on an NVIDIA GPU (TensorRT 10.1+ Python API, cuda-python for streams and memory).
 
 Build: a strongly typed network parsed from generator.onnx (fp32) or generator.fp16.onnx (fp16:
 the precision lives in the graph, not in builder flags), one optimization profile over batch and
