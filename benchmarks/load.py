@@ -237,8 +237,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_load_args(doc: str, default_out: Path, rounds: int, argv: list[str] | None):
+    """The arguments of a load benchmark (this one, triton_load.py): model, clients, batching."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=REPO / "models" / "default")
     p.add_argument("--size", default="128x256", help="HxW of the label maps (default 128x256)")
     p.add_argument("--clients", type=int, default=16, help="concurrent closed-loop clients")
@@ -246,13 +247,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per run")
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--max-queue-delay-us", type=int, default=5000)
-    p.add_argument("--rounds", type=int, default=5, help="alternating rounds (median reported)")
+    p.add_argument(
+        "--rounds", type=int, default=rounds, help="alternating rounds (median reported)"
+    )
     p.add_argument("--backend", default="auto")
     p.add_argument("--precision", default="auto")
-    p.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT)
+    p.add_argument("-o", "--output", type=Path, default=default_out)
     args = p.parse_args(argv)
     if not (args.model / "manifest.json").is_file():
         p.error(f"{args.model}: not a model package (make one with benchmarks/make_package.py)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_load_args(__doc__, DEFAULT_OUT, 5, argv)
 
     from p2phd.engine.atomic import atomic_write_bytes
     from p2phd.engine.client import RenderItem

@@ -16,7 +16,6 @@ Needs the tritonserver that `make test` installs (nvidia-pytriton, --no-deps).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,7 +29,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import free_port, median_run, percentiles, process_cpu_seconds  # noqa: E402
+from load import (  # noqa: E402
+    free_port,
+    median_run,
+    parse_load_args,
+    percentiles,
+    process_cpu_seconds,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "triton_load.json"
@@ -200,21 +205,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", type=Path, default=REPO / "models" / "default")
-    p.add_argument("--size", default="128x256", help="HxW of the label maps (default 128x256)")
-    p.add_argument("--clients", type=int, default=16, help="concurrent closed-loop clients")
-    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
-    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per run")
-    p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--max-queue-delay-us", type=int, default=5000)
-    p.add_argument("--rounds", type=int, default=3, help="rounds, alternating the order")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--precision", default="auto")
-    p.add_argument("-o", "--output", type=Path, default=DEFAULT_OUT)
-    args = p.parse_args(argv)
-    if not (args.model / "manifest.json").is_file():
-        p.error(f"{args.model}: not a model package (make one with benchmarks/make_package.py)")
+    args = parse_load_args(__doc__, DEFAULT_OUT, 3, argv)
 
     from p2phd.engine.atomic import atomic_write_bytes
 
