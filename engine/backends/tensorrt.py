@@ -518,7 +518,7 @@ class TensorRTBackend(Backend):
         with self._lock:
             if getattr(self, "stream", None) is None:
                 return
-            _check(self._cuda.cudaStreamSynchronize(self.stream))
+            self._cuda.cudaStreamSynchronize(self.stream)  # freed either way, error or not
             for shape in self._shapes.values():
                 self._drop(shape)
             self._shapes.clear()
