@@ -14,7 +14,9 @@ from tests.doubles import cudart
 
 
 def real_runtime():
-    return pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed")
+    return pytest.importorskip(
+        "cuda.bindings.runtime", reason="cuda-python is not installed", exc_type=ImportError
+    )
 
 
 def test_functions_have_cuda_pythons_names_and_parameters():
