@@ -66,8 +66,9 @@ class Gpu:
 # -- low-level probes (the tests fake these) ---------------------------------------------------
 
 
-def nvidia_smi() -> list[Gpu] | None:
-    """The GPUs nvidia-smi lists, or None where nvidia-smi is absent or fails."""
+@functools.cache
+def nvidia_smi() -> tuple[Gpu, ...] | None:
+    """The GPUs nvidia-smi lists, or None where nvidia-smi is absent or fails (asked once)."""
     if shutil.which("nvidia-smi") is None:
         return None
     query = ["nvidia-smi", "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"]
@@ -78,7 +79,7 @@ def nvidia_smi() -> list[Gpu] | None:
     if out.returncode != 0:
         return None
     rows = [[f.strip() for f in line.split(",")] for line in out.stdout.splitlines() if line]
-    return [Gpu(*row[:3]) for row in rows if len(row) >= 3]
+    return tuple(Gpu(*row[:3]) for row in rows if len(row) >= 3)
 
 
 def device_nodes() -> list[str]:
@@ -86,6 +87,7 @@ def device_nodes() -> list[str]:
     return sorted(glob.glob("/dev/nvidia[0-9]*"))
 
 
+@functools.cache
 def driver_cuda_version() -> tuple[int, int] | None:
     """The newest CUDA version the loaded driver supports (cuDriverGetVersion), or None."""
     try:
