@@ -107,7 +107,10 @@ def test_engine_io_other_than_float_linear_is_refused(trt_double, tiny_package, 
         backend(tiny_package)
 
 
-def test_close_waits_for_the_running_batch(trt_double, tiny_package, cpu):
+@pytest.mark.parametrize("work", ["infer", "layer profile"])
+def test_close_waits_for_the_running_batch(trt_double, tiny_package, cpu, work):
+    from p2phd.engine.bench.gpu import tensorrt_layer_times
+
     trt = backend(tiny_package)
     x = dense(2, (32, 64))
     closer = threading.Thread(target=trt.close)
@@ -120,7 +123,11 @@ def test_close_waits_for_the_running_batch(trt_double, tiny_package, cpu):
         closed_during_run.append(not closer.is_alive())
 
     trt_double.trt.before_run = close_while_running
-    np.testing.assert_allclose(trt.infer(x), cpu.infer(x), atol=1e-4)
+    if work == "infer":
+        np.testing.assert_allclose(trt.infer(x), cpu.infer(x), atol=1e-4)
+    else:
+        rows = tensorrt_layer_times(trt, x, runs=1)  # profiled under the same lock
+        assert rows and all(r["mean_ms"] > 0 for r in rows)
     closer.join(timeout=10)
     assert closed_during_run == [False] and not closer.is_alive()
     assert not trt_double.cuda.faults and trt_double.cuda.device_allocated() == 0
