@@ -141,10 +141,10 @@ def _check_fields(d: dict, source: Path) -> None:
     for name, (low, high) in _INTEGERS.items():
         v = d.get(name, low)
         if not _is_int(v, low, high):
-            raise PackageError(f"{source}: {name} {v!r}; expected an integer in {low}..{high}")
+            raise PackageError(f"{source}: {name} {_clip(v)}; expected an integer in {low}..{high}")
     for name, kind in _TYPES.items():
         if name in d and not isinstance(d[name], kind):
-            raise PackageError(f"{source}: {name} {d[name]!r}; expected {_JSON_NAMES[kind]}")
+            raise PackageError(f"{source}: {name} {_clip(d[name])}; expected {_JSON_NAMES[kind]}")
     for name in ("files", "variants"):
         if not all(isinstance(v, str) for v in d.get(name, {}).values()):
             raise PackageError(f"{source}: {name}: expected file names mapped to strings")
@@ -205,18 +205,17 @@ def read_manifest_json(path: Path) -> dict:
         raw = f.read(MAX_MANIFEST_BYTES + 1)
     if len(raw) > MAX_MANIFEST_BYTES:
         raise PackageError(f"{path}: larger than {MAX_MANIFEST_BYTES >> 20} MiB; not a manifest")
+    too_deep = PackageError(
+        f"{path}: nested deeper than {MAX_MANIFEST_DEPTH} levels; not a manifest"
+    )
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PackageError(f"{path}: not valid JSON ({e})") from e
-    except RecursionError as e:
-        raise PackageError(
-            f"{path}: nested deeper than {MAX_MANIFEST_DEPTH} levels; not a manifest"
-        ) from e
+    except RecursionError as e:  # the parser recurses per level
+        raise too_deep from e
     if _nesting_depth(data) > MAX_MANIFEST_DEPTH:
-        raise PackageError(
-            f"{path}: nested deeper than {MAX_MANIFEST_DEPTH} levels; not a manifest"
-        )
+        raise too_deep
     return data
 
 
