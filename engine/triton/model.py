@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -86,11 +87,24 @@ def kserve_request(request, names) -> pb.ModelInferRequest:
     return out
 
 
+def pin_device(args: dict) -> None:
+    """KIND_GPU: make this instance's GPU the only one its process sees, so that every backend's
+    device 0 is the GPU Triton gave it (each instance is its own stub process). This holds only
+    if nothing in the stub initialised CUDA before `initialize`; not yet tried on a GPU."""
+    if args.get("model_instance_kind") != "GPU":
+        return
+    device = int(args["model_instance_device_id"])
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(device + 1)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[device]
+
+
 class TritonPythonModel:
     """One model instance: a Renderer on this instance's device, and the server's checks."""
 
     def initialize(self, args: dict) -> None:
         sys.unraisablehook = _without_consumed_capsule_noise(sys.unraisablehook)
+        pin_device(args)
         model_config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
         version_dir = Path(args["model_repository"]) / args["model_version"]
