@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import numpy as np
@@ -30,11 +30,19 @@ log = logging.getLogger(__name__)
 DTYPES = {pb.DTYPE_UINT8: np.uint8, pb.DTYPE_UINT16: np.uint16, pb.DTYPE_INT32: np.int32}
 
 
+Fits = Callable[[int, int, str], object]
+
+
 def raw_array(
-    msg: pb.RawArray, what: str, max_pixels: int, channels: int | None = None
+    msg: pb.RawArray,
+    what: str,
+    max_pixels: int,
+    channels: int | None = None,
+    fits: Fits | None = None,
 ) -> np.ndarray:
     """A RawArray message as a numpy array, with its declared shape checked against its bytes:
-    [H, W], or [H, W, channels] when `channels` is given."""
+    [H, W], or [H, W, channels] when `channels` is given. `fits(h, w, what)` (the renderer's
+    `fitted_size`) refuses, from the declared shape alone, a size whose work is over the limit."""
     dtype = DTYPES.get(msg.dtype)
     if dtype is None:
         names = ", ".join(pb.DType.Name(k) for k in DTYPES)
@@ -54,33 +62,36 @@ def raw_array(
         raise InputError(
             f"{what}: {shape[1]}x{shape[0]} pixels exceeds the server's limit of {max_pixels}"
         )
+    if fits is not None:
+        fits(shape[0], shape[1], what)
     expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if len(msg.data) != expected:
+    data = msg.data  # a copy per access
+    if len(data) != expected:
         raise InputError(
-            f"{what}: {len(msg.data)} bytes of data; shape {list(shape)} of "
+            f"{what}: {len(data)} bytes of data; shape {list(shape)} of "
             f"{np.dtype(dtype).name} needs {expected}"
         )
-    return np.frombuffer(msg.data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
+    return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
 
 
-def _label(msg: pb.Map, max_pixels: int) -> np.ndarray:
+def _label(msg: pb.Map, max_pixels: int, fits: Fits) -> np.ndarray:
     kind = msg.WhichOneof("source")
     if kind == "png":
         return decode_label(msg.png, name="<request>", max_pixels=max_pixels)
     if kind == "raw":
-        a = raw_array(msg.raw, "label map", max_pixels)
+        a = raw_array(msg.raw, "label map", max_pixels, fits=fits)
         if a.dtype != np.uint8:
             raise InputError(f"label map: dtype {a.dtype}; expected uint8 class ids")
         return a
     raise InputError("label map: missing; set label.png or label.raw")
 
 
-def _instance(msg: pb.Map, max_pixels: int) -> np.ndarray | None:
+def _instance(msg: pb.Map, max_pixels: int, fits: Fits) -> np.ndarray | None:
     kind = msg.WhichOneof("source")
     if kind == "png":
         return decode_instance(msg.png, name="<request>", max_pixels=max_pixels)
     if kind == "raw":
-        return raw_array(msg.raw, "instance map", max_pixels).astype(np.int32)
+        return raw_array(msg.raw, "instance map", max_pixels, fits=fits).astype(np.int32)
     return None
 
 
@@ -98,12 +109,12 @@ def _reference(png: bytes, max_pixels: int) -> np.ndarray:
         raise InputError(f"style reference: not a readable PNG ({e})") from e
 
 
-def _input_image(msg: pb.InputImage, channels: int, max_pixels: int) -> np.ndarray:
+def _input_image(msg: pb.InputImage, channels: int, max_pixels: int, fits: Fits) -> np.ndarray:
     kind = msg.WhichOneof("source")
     if kind == "encoded":
         return decode_image(msg.encoded, channels, name="<request>", max_pixels=max_pixels)
     if kind == "raw":
-        return raw_array(msg.raw, "input image", max_pixels, channels)
+        return raw_array(msg.raw, "input image", max_pixels, channels, fits)
     raise InputError("input image: missing; set image.encoded or image.raw")
 
 
@@ -137,16 +148,16 @@ def style_from(msg: pb.Style, max_pixels: int, feat_num: int) -> Style:
 
 def item_from(request: pb.RenderRequest, core: RenderCore) -> Item:
     """Decode and validate a RenderRequest (runs in the I/O threads)."""
-    limit = core.max_image_pixels
+    limit, fits = core.max_image_pixels, core.engine.fitted_size
     if core.manifest.image_input:
         if request.HasField("label"):
             raise InputError("label map: this image-to-image model takes `image`, not `label`")
-        image = _input_image(request.image, core.manifest.input_nc, limit)
+        image = _input_image(request.image, core.manifest.input_nc, limit, fits)
         return core.check_item(Item(None, None, Style(), image))
     if request.HasField("image"):
         raise InputError("input image: this model takes label maps (`label`), not `image`")
-    label = _label(request.label, limit)
-    instance = _instance(request.instance, limit)
+    label = _label(request.label, limit, fits)
+    instance = _instance(request.instance, limit, fits)
     if instance is not None and instance.shape != label.shape:
         raise InputError(
             f"instance map: {instance.shape[1]}x{instance.shape[0]} differs from the label map's "

@@ -304,14 +304,16 @@ class RenderCore:
             """The next request; raises DeadlineExceeded once the stream has been idle too long."""
             reading = asyncio.ensure_future(anext(it))
             idle = self.stream_idle_seconds
-            while not (await asyncio.wait({reading}, timeout=idle))[0]:
-                if pending == 0:
-                    reading.cancel()
-                    raise DeadlineExceeded(
-                        f"stream idle: no request for {idle:g} s and nothing pending (the "
-                        "server's stream idle timeout); open a new stream to go on"
-                    )
-            return reading.result()
+            try:
+                while not (await asyncio.wait({reading}, timeout=idle))[0]:
+                    if pending == 0:
+                        raise DeadlineExceeded(
+                            f"stream idle: no request for {idle:g} s and nothing pending (the "
+                            "server's stream idle timeout); open a new stream to go on"
+                        )
+                return reading.result()
+            finally:
+                reading.cancel()  # idle, or the stream is over: nobody waits for it any more
 
         async def read() -> None:
             nonlocal pending
