@@ -252,7 +252,7 @@ def test_p2phd_triton_serves_the_package_with_the_serve_flags(server_package, tm
     cmd = [sys.executable, "-m", "p2phd.engine.cli", "triton", str(server_package),
            "--port", str(grpc_port), "--http-port", str(http_port),
            "--metrics-port", str(metrics_port), "--max-batch", "2", "--max-queue-delay-us", "500",
-           "--backend", "onnxruntime"]  # fmt: skip
+           "--preferred-batch", "2", "--backend", "onnxruntime"]  # fmt: skip
     log = tmp_path / "triton.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -269,6 +269,7 @@ def test_p2phd_triton_serves_the_package_with_the_serve_flags(server_package, tm
         config = http_json(http_port, "/v2/models/p2phd/config")
         assert config["max_batch_size"] == 2
         assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 500
+        assert config["dynamic_batching"]["preferred_batch_size"] == [2]
         stats = http_json(http_port, "/v2/models/p2phd/stats")["model_stats"][0]
         assert stats["inference_count"] == 2
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
@@ -279,14 +280,16 @@ def test_p2phd_triton_serves_the_package_with_the_serve_flags(server_package, tm
     assert code == 0, log.read_text()[-3000:]
 
 
-def test_export_refuses_an_existing_model_directory_and_a_bad_name(
+def test_export_for_gpus_then_refuses_an_existing_model_and_a_bad_name(
     server_package, tmp_path, capsys
 ):
-    assert main(["export-triton", str(server_package), "-o", str(tmp_path)]) == 0
-    assert main(["export-triton", str(server_package), "-o", str(tmp_path)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    argv = ["export-triton", str(server_package), "-o", str(tmp_path), "--kind", "gpu"]
+    assert main([*argv, "--instances", "2"]) == 0
     assert (
-        main(["export-triton", str(server_package), "-o", str(tmp_path), "--model-name", "../x"])
-        == 2
+        "instance_group [ { count: 2 kind: KIND_GPU } ]"
+        in (tmp_path / "p2phd" / "config.pbtxt").read_text()
     )
+    assert main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main([*argv, "--model-name", "../x"]) == 2
     assert "model name '../x'" in capsys.readouterr().err
