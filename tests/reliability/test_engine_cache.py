@@ -113,3 +113,21 @@ def test_compiled_models_of_large_shapes_are_released_to_a_byte_budget(
         # The first shape's memory is held; each later one replaces its predecessor's.
         assert grown[0] > 50 and sum(grown[1:]) < grown[0], grown
         assert len(r.backend._compiled) == 1 and r.backend.estimated_bytes() <= 160 << 20
+
+
+def test_onnxruntime_returns_a_large_shapes_memory_after_the_call(server_package, memory):
+    """Finding 8 on ONNX Runtime: its CPU memory arena kept the largest shape's buffers."""
+    from p2phd.engine.backends.onnxruntime import OnnxRuntimeBackend
+    from p2phd.engine.package import ModelPackage
+
+    backend = OnnxRuntimeBackend(ModelPackage(server_package), "fp32")
+    channels = backend.package.manifest.input_channels
+    backend.infer(np.zeros((1, channels, 32, 64), np.float32))
+    baseline = memory.rss()
+    memory.reset_peak()
+    backend.infer(np.zeros((1, channels, 1024, 2048), np.float32))
+    peak = memory.peak() - baseline
+    backend.infer(np.zeros((1, channels, 32, 64), np.float32))
+    kept = memory.rss() - baseline
+    backend.close()
+    assert peak > 150 and kept < peak / 2, (peak, kept)  # the arena kept 256 of 280 MB
