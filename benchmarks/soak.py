@@ -7,6 +7,10 @@ after `--warmup` seconds) and no growth in open file descriptors or threads. Wri
 benchmarks/results/soak.json.
 
     .venv/bin/python benchmarks/soak.py --model models/default --seconds 600
+
+With `--hostile`, overload.py's `HostileMix` runs alongside the whole time; the well-formed
+requests must still all succeed, every hostile request get its expected answer and every health
+check answer SERVING, with the same memory and handle checks.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from overload import (
     RESULTS,
+    HostileMix,
     ServerProcess,
     capacity,
     common_args,
@@ -28,8 +33,10 @@ from overload import (
     recovered,
     requests_for,
     serve_args,
+    server_env,
     shown,
     thinned,
+    with_hostile,
     write_result,
 )
 
@@ -45,14 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=600.0)
     p.add_argument("--warmup", type=float, default=60.0, help="seconds before the RSS baseline")
     p.add_argument("--max-rss-growth", type=float, default=0.05)
+    p.add_argument("--hostile", action="store_true", help="offer HostileMix alongside")
     p.add_argument("-o", "--output", type=Path, default=RESULTS / "soak.json")
     args = p.parse_args(argv)
     requests = requests_for(args.model, args.size)
     began = time.time()
-    with ServerProcess(args.model, *serve_args(args)) as server:
+    with ServerProcess(args.model, *serve_args(args), env=server_env(args)) as server:
         cap = asyncio.run(capacity(server.target, requests, args.clients, args.capacity_seconds))
         handles_before = server.handles()
-        run = asyncio.run(open_loop(server, requests, args.load * cap, args.seconds, 5.0))
+        rate, mix = args.load * cap, HostileMix()
+        if args.hostile:
+            run, hostile = asyncio.run(
+                with_hostile(server, args.model, requests, rate, args.seconds, mix, 5.0)
+            )
+        else:
+            run = asyncio.run(open_loop(server, requests, rate, args.seconds, 5.0))
         after = recovered(server, requests[0])
         handles_after = server.handles()
     minute = min(60.0, (args.seconds - args.warmup) / 2)
@@ -69,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "recovered": after["health"] == "SERVING" and after["request_ok"],
     }
+    if args.hostile:
+        checks["hostile_answers_as_expected"] = not hostile.unexpected(mix)
+        checks["hostile_health_always_serving"] = not hostile.health_failed
     result = {
         "command": "benchmarks/soak.py " + " ".join(argv or sys.argv[1:]),
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(began)),
@@ -87,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         },  # fmt: skip
         "rss_samples_mib": thinned(run.rss_samples),
         "handles": {"before": handles_before, "after": handles_after},
+        **({"hostile": hostile.summary(mix)} if args.hostile else {}),
         "recovery": after,
         "checks": checks,
         "passed": all(checks.values()),
