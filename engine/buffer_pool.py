@@ -17,11 +17,13 @@ import numpy as np
 
 
 class BufferPool:
-    """A thread-safe free list of [N, ...] arrays, bounded in bytes: what it holds is memory an
-    idle process keeps, so the oldest arrays go first beyond the bound."""
+    """A thread-safe free list of [N, ...] arrays, bounded in bytes and in count: what it holds
+    is memory an idle process keeps, so the oldest arrays go first beyond either bound (a server
+    fed ever new shapes keeps the few it uses, not one per shape it ever saw)."""
 
-    def __init__(self, max_bytes: int = 512 << 20):
+    def __init__(self, max_bytes: int = 512 << 20, max_arrays: int = 4):
         self.max_bytes = max_bytes
+        self.max_arrays = max_arrays
         self._free: deque[np.ndarray] = deque()
         self._lock = threading.Lock()
 
@@ -46,5 +48,8 @@ class BufferPool:
         whole = array if array.base is None else array.base
         with self._lock:
             self._free.append(whole)
-            while sum(a.nbytes for a in self._free) > self.max_bytes:
+            while (
+                len(self._free) > self.max_arrays
+                or sum(a.nbytes for a in self._free) > self.max_bytes
+            ):
                 self._free.popleft()

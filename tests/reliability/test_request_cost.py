@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
+from p2phd.engine.buffer_pool import BufferPool
 from p2phd.engine.errors import InputError
 from p2phd.engine.renderer import Renderer
 from p2phd.engine.style import MAX_STYLE_ENTRIES, Style
@@ -123,3 +124,15 @@ def test_kserve_typed_contents_together_with_raw_contents_are_refused(start_serv
         stub.ModelInfer(request, timeout=30)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "typed contents given together with raw_input_contents" in e.value.details()
+
+
+def test_shape_churn_keeps_only_a_few_input_buffers():
+    """Each new shape's generator input is a fresh array; the pool hands arrays back for reuse
+    but keeps only a few, not one per shape a server was ever sent."""
+    pool = BufferPool()
+    for side in range(16, 16 + 8 * 40, 8):  # 40 shapes, each seen once
+        pool.give(pool.take((1, 4, side, side), np.float32))
+    steady = pool.take((8, 4, 64, 128), np.float32)
+    pool.give(steady)
+    assert len(pool._free) <= pool.max_arrays
+    assert pool.take((8, 4, 64, 128), np.float32) is steady  # the shape in use is still reused
