@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 NATIVE := CMakeLists.txt pyproject.toml $(wildcard engine/kernels/csrc/*)
 NVCC   := $(shell command -v nvcc)
 
-.PHONY: demo test lint protos bench cuda-check clean
+.PHONY: demo test lint protos bench native-check cuda-check gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,16 @@ DEVENV  := $(VENV)/.installed-train+dev+bench+ray
 demo: $(RUNTIME)
 	$(BIN)/p2phd demo
 
-test: $(DEVENV)
-	@if [ -n "$(NVCC)" ]; then $(MAKE) --no-print-directory cuda-check; fi
+# The tritonserver (2.51, Python backend) the nvidia-pytriton wheel bundles, for `p2phd triton`
+# and tests/triton. --no-deps: its Python library (never imported) pins numpy<2; p2phd runs only
+# the server, whose Python backend embeds this venv's Python through its shared libpython.
+TRITON := $(VENV)/.installed-tritonserver
+$(TRITON): | $(BIN)/python
+	$(BIN)/pip install -q --no-deps "nvidia-pytriton==0.7.0"
+	touch $@
+
+test: $(DEVENV) $(TRITON)
+	@$(MAKE) --no-print-directory native-check
 	$(BIN)/python -m pytest -q
 
 lint: $(DEVENV)
@@ -35,13 +43,49 @@ lint: $(DEVENV)
 bench: $(DEVENV)
 	$(BIN)/p2phd bench models/default
 
-# Compile the CUDA kernels with warnings as errors and show ptxas resource usage.
+# The native kernels with warnings as errors (pip install never uses -Werror, so a new compiler's
+# new warning cannot break installing): the CPU library, then cuda-check when nvcc is found.
+native-check:
+	cmake -S . -B build/native-check -G Ninja -DCMAKE_BUILD_TYPE=Release -DP2PHD_WERROR=ON \
+		-DP2PHD_CUDA=OFF > /dev/null
+	cmake --build build/native-check --target p2phd_kernels_cpu
+	@if [ -n "$(NVCC)" ]; then $(MAKE) --no-print-directory cuda-check; fi
+
+# The CUDA kernels compiled by nvcc alone (no launchers: cuda.py launches them), warnings as errors
+# in nvcc, the host compiler and ptxas, with ptxas' register/spill report. Nothing here is
+# installed: at run time NVRTC compiles the same file for the GPU it finds.
 cuda-check:
-	cmake -S . -B build/cuda-check -G Ninja -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake -S . -B build/cuda-check -G Ninja -DCMAKE_BUILD_TYPE=Release -DP2PHD_WERROR=ON > /dev/null
 	cmake --build build/cuda-check --target p2phd_kernels_cuda --clean-first -- -v \
 		> build/cuda-check/nvcc.log 2>&1 || { cat build/cuda-check/nvcc.log; exit 1; }
-	@grep -E "ptxas info" build/cuda-check/nvcc.log
+	@grep -E "ptxas info|bytes stack" build/cuda-check/nvcc.log
 	@echo "cuda-check: CUDA kernels compiled with warnings as errors"
+
+# On a machine with an NVIDIA GPU (driver R535+), one command: the CUDA 12 GPU stack (the `gpu`
+# extra and ONNX Runtime's CUDA build), `p2phd doctor`, the gpu tests, and TensorRT FP16 on the
+# full-size 512p generator at 1024x512 (batches 1-16, latency percentiles, images/s, per-layer
+# profile) into $(GPU_RESULTS). Stops at the first failure: a broken stack is an error here.
+GPU_FULL    ?= /tmp/p2phd-512p-fp16
+GPU_RESULTS ?= benchmarks/results/bench-512p-tensorrt
+GPU_ENV     := $(VENV)/.installed-train+dev+bench+gpu
+ORT_GPU     := $(VENV)/.installed-onnxruntime-gpu
+
+gpu-check: $(GPU_ENV) $(ORT_GPU)
+	$(BIN)/p2phd doctor --require-gpu
+	$(BIN)/python -m pytest -m gpu -v
+	[ -f $(GPU_FULL)/generator.fp16.onnx ] || $(BIN)/python benchmarks/make_package.py \
+		-o $(GPU_FULL) --ngf 64 --n-downsample 4 --n-blocks 9 --label-nc 35 --fp16
+	$(BIN)/p2phd bench $(GPU_FULL) --backends tensorrt --precision fp16 --batch 1,2,4,8,16 \
+		--size 512x1024 --no-baseline -o $(GPU_RESULTS)
+
+# ONNX Runtime's CUDA 12 build in place of the CPU one: both install into one directory, so the
+# CPU build goes first (installing both leaves whichever came last; `p2phd doctor` flags it).
+# Redone whenever an install of the extras has brought the CPU build back.
+$(ORT_GPU): $(GPU_ENV)
+	$(BIN)/pip uninstall -q -y onnxruntime onnxruntime-gpu
+	$(BIN)/pip install -q "$$($(BIN)/python -c \
+		'from p2phd.engine.backends.onnxruntime import CUDA_BUILD; print(CUDA_BUILD)')"
+	touch $@
 
 # Regenerate the committed gRPC stubs in $(WIRE) from protos/ (flat modules imported as
 # p2phd.engine.wire.<name>_pb2; tests/server/test_protos_fresh.py fails when they are stale).

@@ -4,6 +4,7 @@ remove `cuda.cudart`)."""
 
 from __future__ import annotations
 
+import subprocess
 import tomllib
 
 from packaging.requirements import Requirement
@@ -48,3 +49,21 @@ def test_onnxruntime_cuda_build_is_cuda_12_and_not_in_an_extra():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     for extra in project["optional-dependencies"].values():
         assert not any(Requirement(r).name == "onnxruntime-gpu" for r in extra)
+
+
+def test_make_gpu_check_installs_the_stack_then_checks_tests_and_benchmarks_it():
+    steps = subprocess.run(
+        ["make", "-n", "-B", "gpu-check"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    order = [
+        '-e ".[train,dev,bench,gpu]"',
+        "pip uninstall -q -y onnxruntime onnxruntime-gpu",  # the CPU build out first ...
+        "import CUDA_BUILD",  # ... then the CUDA 12 build
+        "p2phd doctor --require-gpu",
+        "pytest -m gpu",
+        "--backends tensorrt --precision fp16 --batch 1,2,4,8,16",
+    ]
+    at = [steps.find(step) for step in order]
+    assert -1 not in at and at == sorted(at), steps
+    bench = steps[at[-1] :]
+    assert "--size 512x1024" in bench and "-o benchmarks/results/" in bench
