@@ -69,6 +69,11 @@ GPU_FULL    ?= /tmp/p2phd-512p-fp16
 GPU_RESULTS ?= benchmarks/results/bench-512p-tensorrt
 GPU_ENV     := $(VENV)/.installed-train+dev+bench+gpu
 ORT_GPU     := $(VENV)/.installed-onnxruntime-gpu
+# PyPI's torch 2.13.0 is a CUDA 13 build: it requires cuda-bindings 13, which the CUDA 12 stack
+# rules out, so pip cannot install both. The GPU environment replaces it (`make test` installs
+# it) with torch's CUDA 12.8 build from PyTorch's own index; where that index lacks it, set
+# TORCH_INDEX to .../whl/cu126, or to .../whl/cpu (then only training on the GPU fails).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
 
 gpu-check: $(GPU_ENV) $(ORT_GPU)
 	$(BIN)/p2phd doctor --require-gpu
@@ -77,6 +82,12 @@ gpu-check: $(GPU_ENV) $(ORT_GPU)
 		-o $(GPU_FULL) --ngf 64 --n-downsample 4 --n-blocks 9 --label-nc 35 --fp16
 	$(BIN)/p2phd bench $(GPU_FULL) --backends tensorrt --precision fp16 --batch 1,2,4,8,16 \
 		--size 512x1024 --no-baseline -o $(GPU_RESULTS)
+
+$(GPU_ENV): $(NATIVE) | $(BIN)/python
+	$(BIN)/pip uninstall -q -y torch cuda-python cuda-bindings
+	$(BIN)/pip install -q "torch==2.13.0" --index-url $(TORCH_INDEX)
+	$(BIN)/pip install -q --no-build-isolation -e ".[train,dev,bench,gpu]"
+	touch $@
 
 # ONNX Runtime's CUDA 12 build in place of the CPU one: both install into one directory, so the
 # CPU build goes first (installing both leaves whichever came last; `p2phd doctor` flags it).

@@ -56,6 +56,7 @@ def test_make_gpu_check_installs_the_stack_then_checks_tests_and_benchmarks_it()
         ["make", "-n", "-B", "gpu-check"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
     order = [
+        '"torch==2.13.0" --index-url',  # a CUDA 12 torch first: PyPI's needs cuda-bindings 13
         '-e ".[train,dev,bench,gpu]"',
         "pip uninstall -q -y onnxruntime onnxruntime-gpu",  # the CPU build out first ...
         "import CUDA_BUILD",  # ... then the CUDA 12 build
