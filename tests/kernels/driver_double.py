@@ -12,6 +12,8 @@ import ctypes
 import threading
 from types import SimpleNamespace
 
+import numpy as np
+
 from p2phd.engine.kernels import cubin
 
 
@@ -38,6 +40,7 @@ class DriverDouble:
         self.emulator = emulator
         self.init, self.version, self.arch = init, version, arch
         self.modules: list[tuple[int, bytes]] = []  # (context, image) per cuModuleLoadData
+        self.allocations: dict[int, np.ndarray] = {}  # device memory is host memory
         self._current = threading.local()
 
     def cuInit(self, Flags):
@@ -100,3 +103,29 @@ class DriverDouble:
 
     def cuStreamSynchronize(self, hStream):
         return (0,)
+
+    def cuCtxSynchronize(self):
+        return (0,)
+
+    # Device memory, for tests that allocate their buffers through the driver.
+    def cuMemAlloc(self, bytesize):
+        buffer = np.empty(bytesize, np.uint8)
+        self.allocations[buffer.ctypes.data] = buffer
+        return 0, buffer.ctypes.data
+
+    def cuMemFree(self, dptr):
+        return (
+            (0,)
+            if self.allocations.pop(int(dptr), None) is not None
+            else (DriverError(1, "CUDA_ERROR_INVALID_VALUE"),)
+        )
+
+    def cuMemsetD8(self, dstDevice, uc, N):
+        return self.cuMemsetD8Async(dstDevice, uc, N, 0)
+
+    def cuMemcpyHtoD(self, dstDevice, srcHost, ByteCount):
+        ctypes.memmove(dstDevice, srcHost, ByteCount)
+        return (0,)
+
+    def cuMemcpyDtoH(self, dstHost, srcDevice, ByteCount):
+        return self.cuMemcpyDtoHAsync(dstHost, srcDevice, ByteCount, 0)

@@ -1,15 +1,16 @@
-"""The CUDA kernels against the CPU kernels (torch CUDA tensors as device buffers).
+"""The CUDA kernels' public API against the CPU kernels, device buffers from cuda-python.
 
-The `gpu` tests need an NVIDIA GPU, torch with CUDA, cuda-python 12 and NVRTC (the `gpu` extra):
-the kernels are compiled by NVRTC at first use and launched through the driver API. The others
-run on any machine: what the wrapper checks before any launch, and that `unavailable_reason`
-names what is missing. Device outputs are poisoned first, so a skipped element fails the
-comparison. tests/kernels/test_emulated_kernels.py runs the same source on the CPU.
+Each kernel test runs twice: as a `gpu` test on an NVIDIA GPU (cuda-python 12 and NVRTC, the
+`gpu` extra; the kernels compile with NVRTC at first use and launch through the driver API),
+and on any machine over a double of the driver whose launches run the kernels' own source on
+the CPU (tests/kernels/emulator.py), so the test bodies and the host code are exercised before
+any hardware. Device outputs are poisoned first, so a skipped element fails the comparison.
+The other tests check the wrapper before any launch and that `unavailable_reason` names what
+is missing.
 """
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,6 +19,7 @@ from p2phd.engine import cuda_runtime, kernels
 from p2phd.engine.errors import BackendUnavailable, InputError
 from p2phd.engine.kernels import cubin, cuda
 from tests.kernels.driver_double import DriverDouble, DriverError
+from tests.kernels.emulator import Emulator
 
 gpu = pytest.mark.gpu
 
@@ -103,32 +105,61 @@ def test_unavailable_reason_names_a_missing_nvrtc_library(monkeypatch):
     assert "NVRTC not found" in reason and cubin.NVRTC_PACKAGE in reason
 
 
-@pytest.fixture(scope="module")
-def torch():
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA device")
+class DeviceMemory:
+    """Device buffers through cuda-python's driver API (the gpu extra, no torch): uploads,
+    poisoned outputs and downloads; everything is freed after the test."""
+
+    def __init__(self, drv):
+        self.drv = drv
+        self.allocations: list[int] = []
+
+    def _alloc(self, nbytes: int) -> int:
+        ptr = int(cuda_runtime.check(self.drv.cuMemAlloc(max(nbytes, 1))))
+        self.allocations.append(ptr)
+        return ptr
+
+    def upload(self, a: np.ndarray) -> cuda.DeviceArray:
+        a = np.ascontiguousarray(a)
+        ptr = self._alloc(a.nbytes)
+        cuda_runtime.check(self.drv.cuMemcpyHtoD(ptr, a.ctypes.data, a.nbytes))
+        return cuda.DeviceArray(ptr, a.shape, a.dtype)
+
+    def poisoned(self, shape, dtype, byte: int = 0xFF) -> cuda.DeviceArray:
+        """An output buffer filled with `byte` (0xFF: NaN in every float type)."""
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        ptr = self._alloc(nbytes)
+        cuda_runtime.check(self.drv.cuMemsetD8(ptr, byte, nbytes))
+        return cuda.DeviceArray(ptr, tuple(shape), dtype)
+
+    def download(self, d: cuda.DeviceArray) -> np.ndarray:
+        """The buffer's contents once all work on the device is done."""
+        cuda_runtime.check(self.drv.cuCtxSynchronize())
+        out = np.empty(d.shape, d.dtype)
+        cuda_runtime.check(self.drv.cuMemcpyDtoH(out.ctypes.data, d.ptr, out.nbytes))
+        return out
+
+    def free(self) -> None:
+        for ptr in self.allocations:
+            cuda_runtime.check(self.drv.cuMemFree(ptr))
+
+
+@pytest.fixture(params=[pytest.param("gpu", marks=gpu), "driver double"])
+def memory(request, monkeypatch) -> DeviceMemory:
+    """Device memory on the GPU (a `gpu` test), or, on any machine, host memory behind the
+    driver double with the kernels run by the CPU emulation: the same test bodies run on both."""
+    if request.param == "driver double":
+        drv = DriverDouble(Emulator(request.getfixturevalue("emulation_library")))
+        monkeypatch.setattr(cuda_runtime, "driver", lambda: drv)
+        monkeypatch.setattr(cubin, "cubin", lambda arch, driver: cubin.ELF_MAGIC)
+        cuda._gpu.cache_clear()
+        request.addfinalizer(cuda._gpu.cache_clear)
     reason = cuda.unavailable_reason()
     assert reason is None, f"{reason} (pip install 'p2phd[gpu]' installs cuda-python and NVRTC)"
-    return torch
-
-
-def device(torch, a: np.ndarray):
-    """A CUDA tensor holding `a` (bfloat16 goes through its bits)."""
-    if a.dtype == np.dtype(ml_dtypes.bfloat16):
-        return torch.from_numpy(a.view(np.int16)).cuda().view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(a)).cuda()
-
-
-def wrap(t, dtype) -> cuda.DeviceArray:
-    """A torch CUDA tensor as a DeviceArray of NumPy element type `dtype`."""
-    return cuda.DeviceArray(t.data_ptr(), tuple(t.shape), np.dtype(dtype))
-
-
-def bits(torch, t) -> np.ndarray:
-    """The raw bits of a CUDA tensor, on the host."""
-    width = {1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()]
-    return t.view(width).cpu().numpy()
+    cuda._loaded().functions()  # a current context on this thread for the allocations
+    mem = DeviceMemory(cuda_runtime.driver())
+    yield mem
+    mem.free()
 
 
 def maps(shape, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,42 +173,34 @@ def maps(shape, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(instances), labels
 
 
-@gpu
 @pytest.mark.parametrize("shape", SHAPES)
-def test_cuda_boundaries_equal_cpu(torch, shape):
+def test_cuda_boundaries_equal_cpu(memory, shape):
     instances, _ = maps(shape, 0)
-    out = torch.full(shape, 0xAB, dtype=torch.uint8, device="cuda")
-    cuda.instance_boundaries(device(torch, instances), out)
-    torch.cuda.synchronize()
-    np.testing.assert_array_equal(out.cpu().numpy(), kernels.instance_boundaries(instances))
+    out = memory.poisoned(shape, np.uint8, 0xAB)
+    cuda.instance_boundaries(memory.upload(instances), out)
+    np.testing.assert_array_equal(memory.download(out), kernels.instance_boundaries(instances))
 
 
-@gpu
 @pytest.mark.parametrize("shape", SHAPES)
-def test_cuda_pooling_equals_cpu(torch, shape):
+def test_cuda_pooling_equals_cpu(memory, shape):
     instances, labels = maps(shape, 1)
     inst = kernels.compact_instances(instances, labels)
     b, h, w = shape
     features = np.random.default_rng(2).normal(size=(b, 3, h, w)).astype(np.float32)
-    means = torch.full((b, inst.kmax, 3), float("nan"), device="cuda")
-    broadcast = torch.full((b, 3, h, w), float("nan"), device="cuda")
-    workspace = torch.empty(
-        cuda.pool_workspace_bytes(b, 3, inst.kmax), dtype=torch.uint8, device="cuda"
-    )
-    cuda.instance_pool(
-        device(torch, features), device(torch, inst.ids), inst.kmax, means, broadcast, workspace
-    )
-    torch.cuda.synchronize()
+    means = memory.poisoned((b, inst.kmax, 3), np.float32)
+    broadcast = memory.poisoned((b, 3, h, w), np.float32)
+    workspace = memory.poisoned((cuda.pool_workspace_bytes(b, 3, inst.kmax),), np.uint8)
+    ids = memory.upload(inst.ids)
+    cuda.instance_pool(memory.upload(features), ids, inst.kmax, means, broadcast, workspace)
     cpu_means, cpu_map = kernels.instance_pool(features, inst)
-    np.testing.assert_allclose(means.cpu().numpy(), cpu_means, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(broadcast.cpu().numpy(), cpu_map, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(memory.download(means), cpu_means, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(memory.download(broadcast), cpu_map, rtol=1e-5, atol=1e-6)
 
 
-@gpu
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("features", ["table", "zeros", "none"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_cuda_assembly_equals_cpu_bit_for_bit(torch, dtype, features, shape):
+def test_cuda_assembly_equals_cpu_bit_for_bit(memory, dtype, features, shape):
     instances, labels = maps(shape, 3)
     inst = kernels.compact_instances(instances, labels)
     b = shape[0]
@@ -188,73 +211,64 @@ def test_cuda_assembly_equals_cpu_bit_for_bit(torch, dtype, features, shape):
     expected = kernels.assemble_input(
         labels, inst, 35, True, table, dtype, feat_channels=feat_channels
     )
-    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    out = torch.full(expected.shape, float("nan"), dtype=torch_dtype[dtype], device="cuda")
-    status = torch.empty(2, dtype=torch.int64, device="cuda")
+    out = memory.poisoned(expected.shape, expected.dtype)
     cuda.assemble_input(
-        device(torch, labels),
-        device(torch, inst.ids),
-        None if table is None else device(torch, table),
+        memory.upload(labels),
+        memory.upload(inst.ids),
+        None if table is None else memory.upload(table),
         35,
         True,
-        wrap(out, expected.dtype),
+        out,
         kmax=inst.kmax,
         feat_channels=feat_channels,
-        status=wrap(status, np.uint64),
+        status=memory.poisoned((2,), np.uint64, 0),
     )
-    np.testing.assert_array_equal(bits(torch, out), expected.view(bits(torch, out).dtype))
+    bits = np.uint32 if dtype == "float32" else np.uint16
+    np.testing.assert_array_equal(memory.download(out).view(bits), expected.view(bits))
 
 
-@gpu
-def test_cuda_assembly_reports_a_label_at_or_above_label_nc(torch):
+def test_cuda_assembly_reports_a_label_at_or_above_label_nc(memory):
     labels = np.zeros((2, 4, 6), np.uint8)
     labels[1, 3, 2] = 9
-    out = torch.empty((2, 9, 4, 6), device="cuda")
-    status = torch.empty(2, dtype=torch.int64, device="cuda")
+    labels[1, 3, 5] = 200  # a later bad label must not win
+    out = memory.poisoned((2, 9, 4, 6), np.float32)
+    status = memory.poisoned((2,), np.uint64, 0)
     with pytest.raises(InputError, match=r"image 1 .*y=3, x=2"):
-        cuda.assemble_input(
-            device(torch, labels), None, None, 9, False, out, status=wrap(status, np.uint64)
-        )
+        cuda.assemble_input(memory.upload(labels), None, None, 9, False, out, status=status)
 
 
-@gpu
 @pytest.mark.parametrize("shape", SHAPES)
-def test_cuda_capped_grids_equal_cpu(torch, shape):
+def test_cuda_capped_grids_equal_cpu(memory, shape):
     """Grids of fewer threads than pixels (2 blocks of 64): the grid-stride loops on the GPU."""
     capped = cuda.Kernels(cuda._loaded, threads=64, max_blocks=2)
     instances, labels = maps(shape, 8)
     inst = kernels.compact_instances(instances, labels)
     table = np.random.default_rng(9).normal(size=(shape[0], inst.kmax, 3)).astype(np.float32)
     expected = kernels.assemble_input(labels, inst, 35, True, table, "float16")
-    out = torch.full(expected.shape, float("nan"), dtype=torch.float16, device="cuda")
+    out = memory.poisoned(expected.shape, expected.dtype)
     capped.assemble_input(
-        device(torch, labels), device(torch, inst.ids), device(torch, table), 35, True, out,
+        memory.upload(labels), memory.upload(inst.ids), memory.upload(table), 35, True, out,
         kmax=inst.kmax,
     )  # fmt: skip
-    rgb = torch.full((*shape, 3), 0xAB, dtype=torch.uint8, device="cuda")
-    first3 = out[:, :3].contiguous()  # held until the stream is done with it
-    capped.to_uint8_rgb(wrap(first3, np.float16), rgb)
-    torch.cuda.synchronize()
-    np.testing.assert_array_equal(bits(torch, out), expected.view(np.int16))
-    np.testing.assert_array_equal(rgb.cpu().numpy(), kernels.to_uint8_rgb(expected[:, :3]))
+    rgb = memory.poisoned((*shape, 3), np.uint8, 0xAB)
+    capped.to_uint8_rgb(memory.upload(expected[:, :3]), rgb)
+    np.testing.assert_array_equal(memory.download(out).view(np.uint16), expected.view(np.uint16))
+    np.testing.assert_array_equal(memory.download(rgb), kernels.to_uint8_rgb(expected[:, :3]))
 
 
-@gpu
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cuda_uint8_conversion_equals_cpu(torch, dtype):
+def test_cuda_uint8_conversion_equals_cpu(memory, dtype):
     rng = np.random.default_rng(5)
     values = rng.uniform(-1.2, 1.2, size=(2, 3, 31, 37)).astype(np.float32)
     values.reshape(-1)[:8] = [np.nan, np.inf, -np.inf, 0.0, -1.0, 1.0, 7.0, -7.0]
     with np.errstate(over="ignore"):
         output = values.astype(kernels.DTYPES[dtype][0])
-    rgb = torch.full((2, 31, 37, 3), 0xAB, dtype=torch.uint8, device="cuda")
-    cuda.to_uint8_rgb(wrap(device(torch, output), output.dtype), rgb)
-    torch.cuda.synchronize()
-    np.testing.assert_array_equal(rgb.cpu().numpy(), kernels.to_uint8_rgb(output))
+    rgb = memory.poisoned((2, 31, 37, 3), np.uint8, 0xAB)
+    cuda.to_uint8_rgb(memory.upload(output), rgb)
+    np.testing.assert_array_equal(memory.download(rgb), kernels.to_uint8_rgb(output))
 
 
-@gpu
-def test_cuda_assembly_of_a_real_cityscapes_frame(torch, cityscapes_sample):
+def test_cuda_assembly_of_a_real_cityscapes_frame(memory, cityscapes_sample):
     name = sorted((cityscapes_sample / "test_inst").glob("*.png"))[0]
     instances = np.asarray(Image.open(name))[None].astype(np.int32)
     label_name = name.name.replace("instanceIds", "labelIds")
@@ -262,15 +276,14 @@ def test_cuda_assembly_of_a_real_cityscapes_frame(torch, cityscapes_sample):
     inst = kernels.compact_instances(instances, labels)
     table = np.random.default_rng(6).normal(size=(1, inst.kmax, 3)).astype(np.float32)
     expected = kernels.assemble_input(labels, inst, 35, True, table, "float16")
-    out = torch.full(expected.shape, float("nan"), dtype=torch.float16, device="cuda")
+    out = memory.poisoned(expected.shape, expected.dtype)
     cuda.assemble_input(
-        device(torch, labels),
-        device(torch, inst.ids),
-        device(torch, table),
+        memory.upload(labels),
+        memory.upload(inst.ids),
+        memory.upload(table),
         35,
         True,
         out,
         kmax=inst.kmax,
     )
-    torch.cuda.synchronize()
-    np.testing.assert_array_equal(bits(torch, out), expected.view(np.int16))
+    np.testing.assert_array_equal(memory.download(out).view(np.uint16), expected.view(np.uint16))

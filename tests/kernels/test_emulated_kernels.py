@@ -36,15 +36,8 @@ grids = st.sampled_from(GRIDS)
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory) -> Path:
-    """The emulation built with g++ (sanitized in the sanitizer run)."""
-    try:
-        library = emulator.build(tmp_path_factory.mktemp("emulation"))
-    except FileNotFoundError as e:
-        pytest.skip(str(e))
-    except subprocess.CalledProcessError as e:
-        pytest.fail(f"the kernel emulation does not compile:\n{e.stderr}")
-    return library
+def library(emulation_library) -> Path:
+    return emulation_library
 
 
 def on_cpu(library, grid) -> tuple[cuda.Kernels, emulator.Emulator]:
