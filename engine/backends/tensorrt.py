@@ -3,12 +3,15 @@
 Build: a strongly typed network parsed from generator.onnx (fp32) or generator.fp16.onnx (fp16:
 the precision lives in the graph, not in builder flags), one optimization profile over batch and
 size (by default one that follows the package's size multiple), a workspace memory-pool limit and
-a timing cache persisted beside the engines, named for the GPU, CUDA runtime and TensorRT
-version. Engines are cached in the backend's engine folder under a key of (sha256 of the ONNX
-file and of its external weights, TensorRT and CUDA runtime versions, GPU name and compute
-capability, precision, profile), so a changed model, driver stack or GPU never loads a stale
-engine. The engine's I/O is checked at load: a float32 input and a float32/float16 output, both
-LINEAR (NCHW).
+a timing cache named for the GPU, CUDA runtime and TensorRT version. Engines are cached under a
+key of (sha256 of the ONNX file and of its external weights, TensorRT and CUDA runtime versions,
+GPU name and compute capability, precision, profile), so a changed model, driver stack or GPU
+never loads a stale engine; beside them, per key without the profile, the profile built last
+(what a backend opened without options uses). Plans, profiles and timing caches are entries of
+the engine cache (engine_cache): each carries the sha256 of its place and bytes, so a changed
+plan, or one copied from another package's folder, is rebuilt, never deserialized; and each
+write keeps the cache within its byte bound. The engine's I/O is checked at load: a float32
+input and a float32/float16 output, both LINEAR (NCHW).
 
 Run: tensors bound by name, `execute_async_v3` on our own non-blocking stream. Device and pinned
 host buffers are allocated once, for the profile's largest batch and size, so mixed sizes never
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from p2phd.engine.atomic import atomic_write_bytes
+from p2phd.engine import engine_cache
 from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.cuda_runtime import check as _check
 from p2phd.engine.cuda_runtime import runtime as _cudart
@@ -177,8 +180,12 @@ class TensorRTBackend(Backend):
         return {**self._identity(), "profile": asdict(profile)}
 
     def _plan_path(self, profile: Profile) -> Path:
-        digest = hashlib.sha256(json.dumps(self._key(profile), sort_keys=True).encode())
-        return self.engine_dir() / f"generator.{self.precision}.{digest.hexdigest()[:20]}.plan"
+        return self.engine_dir() / f"generator.{self.precision}.{_digest(self._key(profile))}.plan"
+
+    def _profile_path(self) -> Path:
+        """The entry holding the key (identity and profile) of the engine built last."""
+        name = f"generator.{self.precision}.{_digest(self._identity())}.profile.json"
+        return self.engine_dir() / name
 
     def _timing_cache_path(self) -> Path:
         gpu = re.sub(r"[^A-Za-z0-9]+", "-", self.gpu_name).strip("-")
@@ -189,29 +196,17 @@ class TensorRTBackend(Backend):
 
     def _pick_profile(self, options: EngineOptions | None) -> Profile:
         """The requested profile, or else that of the engine most recently built for this key."""
-        multiple = self.package.manifest.size_multiple
         if options is None:
-            identity = self._identity()
-            sidecars = sorted(
-                self.engine_dir().glob("*.plan.json"),
-                key=lambda p: (p.stat().st_mtime_ns, p.name),
-                reverse=True,
-            )
-            for sidecar in sidecars:
-                meta = json.loads(sidecar.read_text())
-                if {k: v for k, v in meta.items() if k != "profile"} == identity:
-                    p = meta["profile"]
-                    return Profile(
-                        tuple(p["batch"]),
-                        tuple(p["min_hw"]),
-                        tuple(p["opt_hw"]),
-                        tuple(p["max_hw"]),
-                    )
-        return Profile.from_options(options or EngineOptions(), multiple)
+            saved = engine_cache.read_entry(self._profile_path())
+            if saved is not None:
+                return Profile(**{k: tuple(v) for k, v in json.loads(saved)["profile"].items()})
+        return Profile.from_options(options or EngineOptions(), self.package.manifest.size_multiple)
 
     # -- build ----------------------------------------------------------------------------------
 
-    def _build(self, plan: Path) -> None:
+    def _build(self) -> bytes:
+        """Build the engine for `self.profile` and cache it; returns the serialized plan (used
+        even when the cache cannot be written)."""
         trt = self._trt
         builder = trt.Builder(self.logger)
         # Required on TensorRT 10 (precision from the graph); always on, flag optional, on 11.
@@ -228,7 +223,7 @@ class TensorRTBackend(Backend):
         profile.set_shape(network.get_input(0).name, *self.profile.shapes(channels))
         config.add_optimization_profile(profile)
         cache_path = self._timing_cache_path()
-        blob = cache_path.read_bytes() if cache_path.is_file() else b""
+        blob = engine_cache.read_entry(cache_path) or b""
         if not config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False):
             log.warning("tensorrt: %s does not match this GPU; starting a new one", cache_path)
             config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
@@ -240,25 +235,31 @@ class TensorRTBackend(Backend):
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise PackageError(f"{self.source}: TensorRT failed to build an engine (see log)")
-        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
-        atomic_write_bytes(plan, bytes(serialized))
-        sidecar = json.dumps(self._key(self.profile), indent=2).encode()
-        atomic_write_bytes(plan.with_suffix(".plan.json"), sidecar)
+        plan = bytes(serialized)
+        engine_cache.write_entry(self._plan_path(self.profile), plan)
+        key = json.dumps(self._key(self.profile), indent=2).encode()
+        engine_cache.write_entry(self._profile_path(), key)
+        engine_cache.write_entry(cache_path, bytes(config.get_timing_cache().serialize()))
+        return plan
 
     def _load_or_build(self):
-        plan = self._plan_path(self.profile)
-        if not plan.is_file():
-            self._build(plan)
+        """The engine from its verified cached plan, else built (and cached) now."""
         runtime = self._trt.Runtime(self.logger)
-        engine = runtime.deserialize_cuda_engine(plan.read_bytes())
+        path = self._plan_path(self.profile)
+        plan = engine_cache.read_entry(path)
+        engine = None if plan is None else runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise PackageError(f"{plan}: TensorRT could not load this engine; delete it to rebuild")
+            if plan is not None:
+                log.warning("tensorrt: TensorRT could not load %s; rebuilding it", path)
+            engine = runtime.deserialize_cuda_engine(self._build())
+        if engine is None:
+            raise PackageError(f"{self.source}: TensorRT could not load the engine it just built")
         self._runtime = runtime
         return engine
 
     def build(self) -> list[Path]:
-        plan = self._plan_path(self.profile)
-        return [plan, plan.with_suffix(".plan.json"), self._timing_cache_path()]
+        paths = [self._plan_path(self.profile), self._profile_path(), self._timing_cache_path()]
+        return [p for p in paths if p.is_file()]
 
     def _io_names(self) -> tuple[str, str]:
         trt = self._trt
@@ -574,6 +575,11 @@ def _cuda_version() -> str:
     """The CUDA runtime's version ("12.8"): engines and timing caches depend on it."""
     version = int(_check(_cudart().cudaRuntimeGetVersion()))
     return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _digest(key: dict) -> str:
+    """A short name for a cache key: the start of the sha256 of its canonical JSON."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def _onnx_files(source: Path) -> list[str]:
