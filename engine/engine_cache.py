@@ -19,6 +19,7 @@ caller rebuilds it.
 The cache's bytes on disk are bounded (`$P2PHD_CACHE_MAX_MB`, default 2048): after each write the
 least recently used files (by modification time, refreshed on every read) are deleted until the
 rest fit. Deleting an entry another process uses is safe: readers hold its bytes in memory.
+`package_files` lists what the cache holds for one package (what `p2phd info` shows).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import os
 import re
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from p2phd.engine.atomic import TMP_PREFIX, atomic_write_bytes
@@ -60,6 +62,11 @@ def max_bytes() -> int:
     if not text.isdigit():
         raise ConfigError(f"{MAX_MB_ENV}={text!r}: expected a whole number of megabytes")
     return int(text) << 20
+
+
+def package_key(content_key: str) -> str:
+    """The folder of one package's entries: the start of its manifest's hash."""
+    return content_key[:24]
 
 
 def backend_dir(package_key: str, backend_key: str) -> Path:
@@ -111,6 +118,31 @@ def _header(path: Path, payload: bytes) -> bytes:
     digest = hashlib.sha256("/".join(path.parts[-3:]).encode() + b"\0")
     digest.update(payload)
     return MAGIC + digest.hexdigest().encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """One file of a package's entries, as the file system describes it."""
+
+    backend_key: str
+    name: str
+    size: int
+    last_used: float  # modification time, refreshed by every read
+
+
+def package_files(package_key: str) -> list[CachedFile]:
+    """The files the cache holds for one package, by backend key and name. Only the file system
+    is asked (nothing is read, verified or marked used): a changed entry is listed, and rebuilt
+    when next read."""
+    found = []
+    for path in sorted((cache_root() / package_key).glob("*/*")):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:  # evicted meanwhile
+            continue
+        if stat.S_ISREG(st.st_mode) and not path.name.startswith(TMP_PREFIX):
+            found.append(CachedFile(path.parent.name, path.name, st.st_size, st.st_mtime))
+    return found
 
 
 def evict(root: Path, limit: int) -> list[Path]:

@@ -1,14 +1,16 @@
 """A readable description of a model package: what `p2phd info MODEL_DIR` prints.
 
-Reads only the manifest, the file system and the engines' quality report (no ONNX or torch), so
-it is instant even for a 700 MB generator.
+Reads only the manifest, the file system (the package and this machine's engine cache) and the
+engines' quality report (no ONNX or torch, no engine's bytes), so it is instant even for a 700 MB
+generator.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from p2phd.engine import quality
+from p2phd.engine import engine_cache, quality
 from p2phd.engine.package import ENGINES, ModelPackage
 
 
@@ -47,6 +49,26 @@ def _architecture(arch: dict) -> str:
             f"{arch.get('n_blocks_local')} blocks"
         )
     return text
+
+
+def _cached_engines(package_key: str) -> list[str]:
+    """The engines this machine's engine cache holds for the package, as a table."""
+    files = engine_cache.package_files(package_key)
+    lines = [f"Engines in this machine's cache ({engine_cache.cache_root() / package_key}/)"]
+    if not files:
+        return [*lines, "  none (built on first use, or by p2phd build MODEL_DIR --backend ...)"]
+    rows = []
+    for f in files:
+        backend, _, key = f.backend_key.partition("-")
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(f.last_used))
+        rows.append((backend, key, f.name, human_size(f.size), used))
+    total = human_size(sum(f.size for f in files))
+    return [
+        *lines,
+        *_table(("backend", "key", "file", "size", "last used"), rows),
+        f"  {len(files)} file(s), {total}; the least recently used go first when the cache "
+        f"exceeds ${engine_cache.MAX_MB_ENV}",
+    ]
 
 
 def describe_package(model_dir: str | Path) -> str:
@@ -99,15 +121,9 @@ def describe_package(model_dir: str | Path) -> str:
     ]
     lines += _table(("file", "size", "sha256"), rows)
 
+    lines += ["", *_cached_engines(engine_cache.package_key(package.content_key))]
     engines = package.path / ENGINES
-    built = sorted(p for p in engines.rglob("*") if p.is_file()) if engines.is_dir() else []
     report = quality.read_report(engines) if engines.is_dir() else {}
-    lines += ["", f"Engines ({ENGINES}/)"]
-    if built:
-        rows = [(str(p.relative_to(engines)), human_size(p.stat().st_size)) for p in built]
-        lines += _table(("file", "size"), rows)
-    else:
-        lines.append("  none built (p2phd build MODEL_DIR --backend ...)")
     if report:
         lines += ["", f"Engine quality ({ENGINES}/{quality.QUALITY_FILE}, vs fp32 PyTorch)"]
         rows = []

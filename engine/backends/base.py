@@ -78,7 +78,9 @@ class Backend(ABC):
     def engine_dir(self) -> Path:
         """The folder to write this backend's cache files into: in the engine cache, keyed by the
         package's content hash and `cache_key()`, never inside the package (see engine_cache)."""
-        return engine_cache.backend_dir(self.package.content_key[:24], self.cache_key())
+        return engine_cache.backend_dir(
+            engine_cache.package_key(self.package.content_key), self.cache_key()
+        )
 
     def device(self) -> str:
         return "cpu"
