@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load import (  # noqa: E402
+    closed_loop,
     free_port,
     median_run,
     parse_load_args,
@@ -112,22 +113,6 @@ async def drive(target: str, server_pid: int, requests: list, args) -> dict:
     stubs = [grpc_service_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels]
     start = time.perf_counter()
     window = (start + args.warmup, start + args.warmup + args.seconds)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-
-    async def client(i: int) -> None:
-        stub, k = stubs[i % len(stubs)], i
-        while time.perf_counter() < window[1]:
-            t = time.perf_counter()
-            try:
-                await stub.ModelInfer(requests[k % len(requests)], timeout=120)
-            except grpc.aio.AioRpcError as e:
-                errors[e.code().name] = errors.get(e.code().name, 0) + 1
-                continue
-            finally:
-                k += args.clients
-            if window[0] <= (end := time.perf_counter()) <= window[1]:
-                latencies.append(end - t)
 
     async def sample_at(when: float) -> tuple:
         await asyncio.sleep(max(0.0, when - time.perf_counter()))
@@ -135,7 +120,12 @@ async def drive(target: str, server_pid: int, requests: list, args) -> dict:
         return cpu, machine_cpu_seconds(), *(await statistics(stubs[0]))
 
     samples = asyncio.gather(sample_at(window[0]), sample_at(window[1]))
-    await asyncio.gather(*(client(i) for i in range(args.clients)))
+    latencies, errors = await closed_loop(
+        lambda i, request: stubs[i % len(stubs)].ModelInfer(request, timeout=120),
+        requests,
+        args.clients,
+        window,
+    )
     (cpu0, all0, images0, calls0), (cpu1, all1, images1, calls1) = await samples
     for c in channels:
         await c.close()
@@ -163,8 +153,7 @@ def run(args, server: str, max_batch: int, delay_us: int, requests: list) -> dic
     command = "serve" if server == "p2phd serve" else "triton"
     cmd = [sys.executable, "-m", "p2phd.engine.cli", command, str(args.model),
            "--port", str(port), "--backend", args.backend, "--precision", args.precision,
-           "--max-batch", str(max_batch), "--max-queue-delay-us", str(delay_us),
-           "--max-queue", str(4 * args.clients)]  # fmt: skip
+           "--max-batch", str(max_batch), "--max-queue-delay-us", str(delay_us)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = f"127.0.0.1:{port}"
     try:

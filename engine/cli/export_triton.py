@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         config,
         kind=args.kind,
         instances=args.instances,
+        bounded_queue=args.max_queue is not None,
         execution_env=args.execution_env,
     )
     print(f"wrote {model} (serve it with: tritonserver --model-repository {args.output})")

@@ -30,6 +30,12 @@ MODEL_FLAGS = {
 SERVER_FLAGS = ("host", "port", "metrics_port", "grace")
 
 
+# --max-queue: Triton's queue is unbounded unless it is given (see repository.config_pbtxt).
+UNBOUNDED_QUEUE_HELP = (
+    " (Triton: UNAVAILABLE; unbounded unless given: a queue bound stalls its batcher)"
+)
+
+
 def add_serve_flags(parser: argparse.ArgumentParser, dests) -> None:
     """Add `p2phd serve`'s own definitions (names, defaults, help) of the flags in `dests`."""
     from p2phd.engine.cli import serve
@@ -38,14 +44,15 @@ def add_serve_flags(parser: argparse.ArgumentParser, dests) -> None:
     serve.configure(scratch)
     for a in scratch._actions:
         if a.dest in dests and a.option_strings:
+            queue = a.dest == "max_queue"
             parser.add_argument(
                 *a.option_strings,
                 dest=a.dest,
-                default=a.default,
+                default=None if queue else a.default,
                 type=a.type,
                 nargs=a.nargs,
                 choices=a.choices,
-                help=a.help,
+                help=a.help + UNBOUNDED_QUEUE_HELP if queue else a.help,
                 metavar=a.metavar,
             )
 
@@ -115,7 +122,13 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="p2phd-triton-") as work:
         repo = Path(args.repository or Path(work) / "repository")
         export_repository(
-            config.model_dir, repo, config, kind=args.kind, instances=args.instances, copy=False
+            config.model_dir,
+            repo,
+            config,
+            kind=args.kind,
+            instances=args.instances,
+            copy=False,
+            bounded_queue=args.max_queue is not None,
         )
         server = TritonServer(
             repo,

@@ -2,9 +2,10 @@
 
 REPO/<name>/config.pbtxt   backend "python"; the KServe v2 tensors of `p2phd serve` (Triton
                            batches on a leading dim, so `seed` is [B, 1] here); dynamic
-                           batching and the queue bound from the batcher flags; the instance
-                           group; parameter "p2phd_settings", the engine and batching fields of
-                           `ServerConfig` as JSON; parameter "package", where the package is
+                           batching from the batcher flags (a queue bound only when asked);
+                           the instance group; parameter "p2phd_settings", the engine and
+                           batching fields of `ServerConfig` as JSON; parameter "package",
+                           where the package is
 REPO/<name>/1/model.py     imports `p2phd.engine.triton.model`: the Python environment Triton's
                            Python backend runs must have p2phd installed
 REPO/<name>/1/package/     the model package (unless "package" names one elsewhere)
@@ -105,9 +106,16 @@ def config_pbtxt(
     kind: str,
     instances: int,
     package: str,
+    bounded_queue: bool = False,
     execution_env: str | None = None,
 ) -> str:
-    """The text of config.pbtxt (protobuf text format of Triton's ModelConfig)."""
+    """The text of config.pbtxt (protobuf text format of Triton's ModelConfig).
+
+    `bounded_queue` writes config.max_queue as Triton's max_queue_size. Off by default: with any
+    queue policy, Triton 2.51's dynamic batcher cannot prefetch and notices a free model instance
+    only on its 500 ms poll (core's WaitForPayloadSlotAvailable), measured as ~505 ms stalls on
+    many requests once the instance is ever busy when one arrives.
+    """
     b = config.batcher_config()
     inputs, (out_name, out_type, out_dims) = tensors(manifest)
     lines = [
@@ -131,7 +139,10 @@ def config_pbtxt(
         lines.append(f"  preferred_batch_size: {_list(b.preferred_batch_sizes)}")
     lines += [
         f"  max_queue_delay_microseconds: {b.max_queue_delay_us}",
-        f"  default_queue_policy {{ max_queue_size: {b.max_queue} allow_timeout_override: true }}",
+    ]
+    if bounded_queue:
+        lines.append(f"  default_queue_policy {{ max_queue_size: {b.max_queue} }}")
+    lines += [
         "}",
         f"instance_group [ {{ count: {instances} kind: KIND_{kind.upper()} }} ]",
     ]
@@ -154,6 +165,7 @@ def export_repository(
     kind: str = "auto",
     instances: int = 1,
     copy: bool = True,
+    bounded_queue: bool = False,
     execution_env: str | None = None,
 ) -> Path:
     """Write REPO/<model_name>/ for `package` and return it. `copy=False` refers to the package
@@ -174,6 +186,7 @@ def export_repository(
         kind=kind,
         instances=instances,
         package=PACKAGE if copy else str(Path(package).resolve()),
+        bounded_queue=bounded_queue,
         execution_env=execution_env,
     )
     model_dir = Path(repo) / name

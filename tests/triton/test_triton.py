@@ -270,6 +270,9 @@ def test_p2phd_triton_serves_the_package_with_the_serve_flags(server_package, tm
         assert config["max_batch_size"] == 2
         assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == 500
         assert config["dynamic_batching"]["preferred_batch_size"] == [2]
+        # No --max-queue: no Triton queue bound (one makes its batcher stall; see repository).
+        policy = config["dynamic_batching"].get("default_queue_policy", {})
+        assert int(policy.get("max_queue_size", 0)) == 0
         stats = http_json(http_port, "/v2/models/p2phd/stats")["model_stats"][0]
         assert stats["inference_count"] == 2
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
