@@ -134,6 +134,7 @@ class TensorRTBackend(Backend):
                 raise PackageError(f"{package.path}: has no fp16 generator variant; re-export it")
         self.gpu_name, self.compute_capability = _gpu()
         self.cuda_version = _cuda_version()
+        self._folder = self._cache_folder()
         self.profile = self._pick_profile(options)
         self.engine = self._load_or_build()
         self.input_name, self.output_name = self._io_names()
@@ -179,25 +180,40 @@ class TensorRTBackend(Backend):
     def _key(self, profile: Profile) -> dict:
         return {**self._identity(), "profile": asdict(profile)}
 
-    def _plan_path(self, profile: Profile) -> Path:
-        return self.engine_dir() / f"generator.{self.precision}.{_digest(self._key(profile))}.plan"
+    def _plan_name(self, profile: Profile) -> str:
+        return f"generator.{self.precision}.{_digest(self._key(profile))}.plan"
 
-    def _profile_path(self) -> Path:
+    def _profile_name(self) -> str:
         """The entry holding the key (identity and profile) of the engine built last."""
-        name = f"generator.{self.precision}.{_digest(self._identity())}.profile.json"
-        return self.engine_dir() / name
+        return f"generator.{self.precision}.{_digest(self._identity())}.profile.json"
 
-    def _timing_cache_path(self) -> Path:
+    def _timing_cache_name(self) -> str:
         gpu = re.sub(r"[^A-Za-z0-9]+", "-", self.gpu_name).strip("-")
-        return self.engine_dir() / (
+        return (
             f"timing.{gpu}.sm{self.compute_capability}.cuda{self.cuda_version}"
             f".trt{self._trt.__version__}.cache"
         )
 
+    def _cache_folder(self) -> Path | None:
+        """This backend's folder in the engine cache, or None where none can be created."""
+        try:
+            return self.engine_dir()
+        except ConfigError as e:
+            log.warning("tensorrt: %s; building engines without a cache", e)
+            return None
+
+    def _read(self, name: str) -> bytes | None:
+        """The verified cache entry `name`, or None (missing, changed, foreign or no cache)."""
+        return None if self._folder is None else engine_cache.read_entry(self._folder / name)
+
+    def _write(self, name: str, payload: bytes) -> None:
+        if self._folder is not None:
+            engine_cache.write_entry(self._folder / name, payload)
+
     def _pick_profile(self, options: EngineOptions | None) -> Profile:
         """The requested profile, or else that of the engine most recently built for this key."""
         if options is None:
-            saved = engine_cache.read_entry(self._profile_path())
+            saved = self._read(self._profile_name())
             if saved is not None:
                 return Profile(**{k: tuple(v) for k, v in json.loads(saved)["profile"].items()})
         return Profile.from_options(options or EngineOptions(), self.package.manifest.size_multiple)
@@ -222,10 +238,10 @@ class TensorRTBackend(Backend):
         channels = self.package.manifest.input_channels
         profile.set_shape(network.get_input(0).name, *self.profile.shapes(channels))
         config.add_optimization_profile(profile)
-        cache_path = self._timing_cache_path()
-        blob = engine_cache.read_entry(cache_path) or b""
+        timing = self._timing_cache_name()
+        blob = self._read(timing) or b""
         if not config.set_timing_cache(config.create_timing_cache(blob), ignore_mismatch=False):
-            log.warning("tensorrt: %s does not match this GPU; starting a new one", cache_path)
+            log.warning("tensorrt: %s does not match this GPU; starting a new one", timing)
             config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
         log.info(
             "tensorrt: building %s engine (%s); this takes a while",
@@ -236,21 +252,20 @@ class TensorRTBackend(Backend):
         if serialized is None:
             raise PackageError(f"{self.source}: TensorRT failed to build an engine (see log)")
         plan = bytes(serialized)
-        engine_cache.write_entry(self._plan_path(self.profile), plan)
-        key = json.dumps(self._key(self.profile), indent=2).encode()
-        engine_cache.write_entry(self._profile_path(), key)
-        engine_cache.write_entry(cache_path, bytes(config.get_timing_cache().serialize()))
+        self._write(self._plan_name(self.profile), plan)
+        self._write(self._profile_name(), json.dumps(self._key(self.profile), indent=2).encode())
+        self._write(timing, bytes(config.get_timing_cache().serialize()))
         return plan
 
     def _load_or_build(self):
         """The engine from its verified cached plan, else built (and cached) now."""
         runtime = self._trt.Runtime(self.logger)
-        path = self._plan_path(self.profile)
-        plan = engine_cache.read_entry(path)
+        name = self._plan_name(self.profile)
+        plan = self._read(name)
         engine = None if plan is None else runtime.deserialize_cuda_engine(plan)
         if engine is None:
             if plan is not None:
-                log.warning("tensorrt: TensorRT could not load %s; rebuilding it", path)
+                log.warning("tensorrt: TensorRT could not load the cached %s; rebuilding it", name)
             engine = runtime.deserialize_cuda_engine(self._build())
         if engine is None:
             raise PackageError(f"{self.source}: TensorRT could not load the engine it just built")
@@ -258,8 +273,10 @@ class TensorRTBackend(Backend):
         return engine
 
     def build(self) -> list[Path]:
-        paths = [self._plan_path(self.profile), self._profile_path(), self._timing_cache_path()]
-        return [p for p in paths if p.is_file()]
+        if self._folder is None:
+            return []
+        names = (self._plan_name(self.profile), self._profile_name(), self._timing_cache_name())
+        return [self._folder / n for n in names if (self._folder / n).is_file()]
 
     def _io_names(self) -> tuple[str, str]:
         trt = self._trt

@@ -86,3 +86,15 @@ def test_a_changed_timing_cache_is_not_fed_to_the_builder(trt_double, tiny_packa
     Renderer(tiny_package, "tensorrt", "fp32", options=EngineOptions(batch=(1, 1, 1)))
     assert trt_double.trt.builds == 2 and trt_double.trt.timing_cache_hits == 0
     assert engine_cache.read_entry(timing) is not None  # a new one was written
+
+
+def test_without_a_usable_cache_the_engine_is_built_and_run(
+    trt_double, tiny_package, tiny_maps, tmp_path, monkeypatch, caplog
+):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv(engine_cache.CACHE_ENV, str(blocker / "cache"))
+    got, trt = render(tiny_package, tiny_maps)
+    assert "building engines without a cache" in caplog.text and trt.build() == []
+    want, _ = render(tiny_package, tiny_maps, backend="onnxruntime")
+    assert np.abs(got.astype(int) - want).max() <= 1
