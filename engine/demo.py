@@ -59,8 +59,10 @@ def ensure_quality_report(model_dir: Path, backend: str) -> None:
     reduced = REDUCED[backend]
     if backend_class(backend).reduced_unsupported(reduced):
         return
-    if f"{backend}:{reduced}" in read_report(ModelPackage(model_dir).engines_dir):
-        return
+    package = ModelPackage(model_dir)
+    entry = read_report(package.engines_dir).get(f"{backend}:{reduced}")
+    if entry is not None and entry.get("package") == package.content_key:
+        return  # measured on this export (a re-export leaves the old report in engines/)
     print(f"measuring {backend} {reduced} quality against the fp32 reference (once)...")
     build_engine(model_dir, backend, reduced, EngineOptions())
 

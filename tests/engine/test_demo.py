@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from p2phd.engine.demo import CAPTION_PX, GAP_PX
-from p2phd.engine.quality import synthetic_maps
+from p2phd.engine.quality import synthetic_maps, write_entry
 from p2phd.train.synth import render_scene
 
 
@@ -57,3 +57,21 @@ def test_demo_renders_examples_side_by_side_and_times_backends(tiny_package, tmp
         row = next(line for line in table.splitlines() if line.startswith(f"| {backend} | fp32"))
         assert float(row.split("|")[3]) > 0  # a measured latency, not a placeholder
     assert str(out / "images") in proc.stdout and str(out / "latency.md") in proc.stdout
+
+
+def test_demo_measures_again_after_a_re_export(tiny_package, monkeypatch):
+    """A quality entry left in engines/ by an earlier export does not stop the demo measuring
+    this one (precision=auto would ignore the stale entry and the demo would run fp32)."""
+    from p2phd.engine import build, demo
+    from p2phd.engine.package import ModelPackage
+
+    monkeypatch.setattr(demo, "backend_class", lambda name: type("B", (), {
+        "reduced_unsupported": staticmethod(lambda precision: None)}))  # fmt: skip
+    built = []
+    monkeypatch.setattr(build, "build_engine", lambda *args: built.append(args))
+    engines = ModelPackage(tiny_package).engines_dir
+    key = ModelPackage(tiny_package).content_key
+    for package, expected in (("an-earlier-export", 1), (key, 1)):
+        write_entry(engines, "openvino:bf16", {"psnr_db": 50.0, "package": package})
+        demo.ensure_quality_report(tiny_package, "openvino")
+        assert len(built) == expected
