@@ -161,6 +161,7 @@ class OpenLoopResult:
     statuses: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (t seconds, MiB)
+    handle_samples: list[tuple[float, dict]] = field(default_factory=list)  # (t, fds/threads)
     error_details: dict[str, str] = field(default_factory=dict)  # one message per status
 
     def summary(self) -> dict:
@@ -203,7 +204,9 @@ async def open_loop(server: ServerProcess, requests: list, rate: float, seconds:
 
         async def sample_rss() -> None:
             while True:
-                result.rss_samples.append((round(time.perf_counter() - start, 1), server.rss()))
+                t = round(time.perf_counter() - start, 1)
+                result.rss_samples.append((t, server.rss()))
+                result.handle_samples.append((t, server.handles()))
                 await asyncio.sleep(rss_every)
 
         start = time.perf_counter()

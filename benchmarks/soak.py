@@ -3,8 +3,8 @@
 Measures the server's capacity first (closed-loop clients), then offers 70% of it open loop
 (Poisson arrivals) for `--seconds`. Passes with zero errors (every request OK), resident memory
 growth under 5% (the median RSS over the last minute against the median over the first minute
-after `--warmup` seconds) and no growth in open file descriptors or threads. Writes
-benchmarks/results/soak.json.
+after `--warmup` seconds) and no growth in open file descriptors or threads after the warm-up
+either. Writes benchmarks/results/soak.json.
 
     .venv/bin/python benchmarks/soak.py --model models/default --seconds 600
 
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             run = asyncio.run(open_loop(server, requests, rate, args.seconds, 5.0))
         after = recovered(server, requests[0])
         handles_after = server.handles()
+    handles_warm = next(h for t, h in run.handle_samples if t >= args.warmup)
     minute = min(60.0, (args.seconds - args.warmup) / 2)
     baseline = window_median(run.rss_samples, args.warmup, args.warmup + minute)
     final = window_median(run.rss_samples, args.seconds - minute, args.seconds + 60)
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         "zero_errors": errors == 0,
         "rss_growth_below_limit": growth < args.max_rss_growth,
         # Descriptors and threads may vary by a few (gRPC's pollers); a leak grows with requests.
+        # Counted from the end of the warm-up, like memory: new shapes (the hostile mix's churn)
+        # bring compiled models with their own threads, up to the compiled models' bound.
         "no_fd_or_thread_leak": all(
-            handles_after[k] <= handles_before[k] + 8 for k in ("fds", "threads")
+            handles_after[k] <= handles_warm[k] + 8 for k in ("fds", "threads")
         ),
         "recovered": after["health"] == "SERVING" and after["request_ok"],
     }
@@ -103,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
             "max": round(max(m for _, m in run.rss_samples), 1),
         },  # fmt: skip
         "rss_samples_mib": thinned(run.rss_samples),
-        "handles": {"before": handles_before, "after": handles_after},
+        "handles": {
+            "before": handles_before,
+            "after_warmup": handles_warm,
+            "after": handles_after,
+        },  # fmt: skip
         **({"hostile": hostile.summary(mix)} if args.hostile else {}),
         "recovery": after,
         "checks": checks,
