@@ -36,6 +36,7 @@ from tests.triton.conftest import (
     image_of,
     infer_request,
     kserve_stub,
+    triton_unavailable,
 )
 
 SEED = 3
@@ -248,6 +249,8 @@ def test_the_reliability_fuzz_gets_client_errors_and_triton_stays_up(triton, ten
 
 
 def test_p2phd_triton_serves_the_package_with_the_serve_flags(server_package, tmp_path):
+    if (reason := triton_unavailable()) is not None:
+        pytest.skip(reason)
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     cmd = [sys.executable, "-m", "p2phd.engine.cli", "triton", str(server_package),
            "--port", str(grpc_port), "--http-port", str(http_port),
