@@ -26,7 +26,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +107,36 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def closed_loop(
+    send: Callable[[int, Any], Awaitable], requests: list, clients: int, window: tuple
+) -> tuple[list[float], dict[str, int]]:
+    """`clients` closed-loop clients until the window ends, client i sending requests i,
+    i + clients, ... as `send(i, request)`: the latencies of the calls that ended inside the
+    window, and the failed calls per status code."""
+    import grpc
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def client(i: int) -> None:
+        k = i
+        while time.perf_counter() < window[1]:
+            t = time.perf_counter()
+            try:
+                await send(i, requests[k % len(requests)])
+            except grpc.aio.AioRpcError as e:
+                errors[e.code().name] = errors.get(e.code().name, 0) + 1
+                continue
+            finally:
+                k += clients
+            end = time.perf_counter()
+            if window[0] <= end <= window[1]:
+                latencies.append(end - t)
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return latencies, errors
+
+
 async def drive(
     target: str,
     metrics_url: str,
@@ -127,27 +159,6 @@ async def drive(
     stubs = [renderer_pb2_grpc.RendererStub(c) for c in channels]
     start = time.perf_counter()
     window = (start + warmup, start + warmup + seconds)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    done = 0
-
-    async def client(i: int) -> None:
-        nonlocal done
-        stub = stubs[i % len(stubs)]
-        k = i
-        while time.perf_counter() < window[1]:
-            t = time.perf_counter()
-            try:
-                await stub.Render(requests[k % len(requests)], timeout=120)
-            except grpc.aio.AioRpcError as e:
-                errors[e.code().name] = errors.get(e.code().name, 0) + 1
-                continue
-            finally:
-                k += clients
-            end = time.perf_counter()
-            if window[0] <= end <= window[1]:
-                latencies.append(end - t)
-                done += 1
 
     async def scrape_at(when: float) -> dict[str, float]:
         await asyncio.sleep(max(0.0, when - time.perf_counter()))
@@ -156,14 +167,19 @@ async def drive(
         )
 
     samples = asyncio.gather(scrape_at(window[0]), scrape_at(window[1]))
-    await asyncio.gather(*(client(i) for i in range(clients)))
+    latencies, errors = await closed_loop(
+        lambda i, request: stubs[i % len(stubs)].Render(request, timeout=120),
+        requests,
+        clients,
+        window,
+    )
     first, last = await samples
     for c in channels:
         await c.close()
     calls, images, compute = (last[k] - first[k] for k in SERVER_METRICS)
     cpu = sum(last[k] - first[k] for k in ("server_cpu", "client_cpu"))
     return {
-        "images_per_s": round(done / seconds, 2),
+        "images_per_s": round(len(latencies) / seconds, 2),
         # Server and client processes together: what a saturated dedicated machine divides.
         "cpu_ms_per_image": round(1e3 * cpu / images, 2) if images else float("nan"),
         **percentiles(latencies),
