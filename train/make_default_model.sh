@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Make the default model package under models/default/ from scratch: synthetic data, training,
-# feature clustering, export, example inputs. The checkpoint stays in runs/default/ (the package's
-# ONNX initializers carry the same weights under the state_dict names), keeping models/ small. One command, ~25 minutes on 2 CPU cores (measured 24 min with
-# OMP_NUM_THREADS=1, which is much faster than 2 threads when other jobs share the cores):
+# feature clustering, export, example inputs. The checkpoints stay in runs/default/ (the
+# package's ONNX initializers carry the same weights under the state_dict names), keeping models/
+# small; the 40 kept checkpoints (~2 GB) feed benchmarks/default_model_curve.py. About 70 minutes
+# on one core (20000 iterations at 5 it/s measured on a 2-core AMD EPYC Zen 4 with the other core
+# busy; one thread is faster than two when other jobs share the cores):
 #   OMP_NUM_THREADS=1 train/make_default_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
