@@ -112,16 +112,16 @@ def write_entry(engines_dir: Path, key: str, entry: dict) -> Path:
     return path
 
 
-def allows(report: dict[str, dict], key: str, package_key: str | None = None) -> tuple[bool, str]:
+def allows(report: dict[str, dict], key: str, content_key: str | None = None) -> tuple[bool, str]:
     """Whether a reduced precision `key` may be chosen by default, and why (or why not).
 
-    With `package_key` (the package's content hash), an entry measured on another export of the
+    With `content_key` (the package's content hash), an entry measured on another export of the
     package (a re-export leaves engines/ alone) does not count.
     """
     entry = report.get(key)
     if entry is None:
         return False, f"no quality report for {key} (run 'p2phd build' with that precision)"
-    if package_key and entry.get("package", package_key) != package_key:
+    if content_key and entry.get("package", content_key) != content_key:
         return False, (
             f"the {key} quality report was measured on another export of this package "
             "(run 'p2phd build' again)"

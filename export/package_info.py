@@ -130,7 +130,7 @@ def describe_package(model_dir: str | Path) -> str:
         for key, entry in sorted(report.items()):
             psnr = "identical" if entry.get("identical_uint8") else f"{entry.get('psnr_db')}"
             err = entry.get("max_abs_err")
-            ok, why = quality.allows(report, key)
+            ok, why = quality.allows(report, key, package.content_key)
             default = "yes (fp32)" if key.endswith(":fp32") else "yes" if ok else f"no: {why}"
             rows.append((key, psnr, "-" if err is None else f"{err:.3g}", default))
         lines += _table(("engine", "PSNR dB", "max abs err", "chosen by default"), rows)

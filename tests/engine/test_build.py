@@ -14,6 +14,7 @@ from p2phd.engine.build import build_engine, parse_batch, parse_size
 from p2phd.engine.cpu_features import has_native_bf16
 from p2phd.engine.errors import ConfigError
 from p2phd.engine.renderer import Renderer
+from p2phd.export.package_info import describe_package
 
 
 def p2phd(*args) -> subprocess.CompletedProcess:
@@ -104,3 +105,11 @@ def test_a_quality_report_from_another_export_does_not_choose_the_reduced_precis
     manifest.write_text(manifest.read_text().replace('"parity": {', '"parity": {"new": 0.0, '))
     d = Renderer(tiny_package, "openvino", "auto").describe()
     assert d["precision"] == "fp32" and "another export" in d["precision_reason"]
+
+
+def test_info_does_not_offer_a_reduced_precision_measured_on_another_export(tiny_package):
+    """`p2phd info`'s "chosen by default" column agrees with precision=auto on a stale entry."""
+    entry = {"psnr_db": 99.0, "identical_uint8": False, "package": "0" * 64}
+    quality.write_entry(tiny_package / "engines", "openvino:bf16", entry)
+    row = next(r for r in describe_package(tiny_package).splitlines() if "openvino:bf16" in r)
+    assert "no: the openvino:bf16 quality report was measured on another export" in row
