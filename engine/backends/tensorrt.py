@@ -29,6 +29,7 @@ to uint8 there too.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -165,8 +166,10 @@ class TensorRTBackend(Backend):
             return "no NVIDIA GPU is visible to CUDA"
         return None
 
+    @functools.cached_property
     def _identity(self) -> dict:
-        """What an engine depends on besides its profile."""
+        """What an engine depends on besides its profile (computed once: it reads the ONNX
+        graph to find its external-data files)."""
         files = self.package.manifest.files
         return {
             "onnx_sha256": {name: files.get(name, "") for name in _onnx_files(self.source)},
@@ -178,14 +181,14 @@ class TensorRTBackend(Backend):
         }
 
     def _key(self, profile: Profile) -> dict:
-        return {**self._identity(), "profile": asdict(profile)}
+        return {**self._identity, "profile": asdict(profile)}
 
     def _plan_name(self, profile: Profile) -> str:
         return f"generator.{self.precision}.{_digest(self._key(profile))}.plan"
 
     def _profile_name(self) -> str:
         """The entry holding the key (identity and profile) of the engine built last."""
-        return f"generator.{self.precision}.{_digest(self._identity())}.profile.json"
+        return f"generator.{self.precision}.{_digest(self._identity)}.profile.json"
 
     def _timing_cache_name(self) -> str:
         gpu = re.sub(r"[^A-Za-z0-9]+", "-", self.gpu_name).strip("-")
