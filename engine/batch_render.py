@@ -37,14 +37,14 @@ log = logging.getLogger(__name__)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
-# (labels [B,H,W] uint8, instances [B,H,W] int32 or None, styles) -> uint8 [B,H,W,3]; for an
-# image model the first argument is the input images [B,H,W,C] uint8 and the others are unused.
 # A label map's partner roles: what messages call them, and the file suffix that names them.
 PARTNERS = {
     "instance": ("instance map", "_instanceIds"),
     "photo": ("reference photo", "_leftImg8bit"),
 }
 
+# (labels [B,H,W] uint8, instances [B,H,W] int32 or None, styles) -> uint8 [B,H,W,3]; for an
+# image model the first argument is the input images [B,H,W,C] uint8 and the others are unused.
 RenderBatch = Callable[[np.ndarray, np.ndarray | None, list[Style]], np.ndarray]
 
 
