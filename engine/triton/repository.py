@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
-from p2phd.engine import kserve
+from p2phd.engine import doctor, kserve
 from p2phd.engine.errors import ConfigError
 from p2phd.engine.package import Manifest, ModelPackage
 from p2phd.engine.server import ServerConfig
@@ -64,14 +63,6 @@ def config_from(settings: dict, model_dir: Path, model_name: str) -> ServerConfi
     config.preferred_batch_sizes = tuple(config.preferred_batch_sizes)
     config.batcher_config()  # validates the batching knobs
     return config
-
-
-def gpu_present() -> bool:
-    """True when nvidia-smi lists a GPU (the instance group's KIND_GPU then)."""
-    if shutil.which("nvidia-smi") is None:
-        return False
-    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
-    return listed.returncode == 0 and "GPU" in listed.stdout
 
 
 def _dims(ndim: int) -> list[int]:
@@ -179,7 +170,7 @@ def export_repository(
     if instances < 1:
         raise ConfigError(f"instances {instances}: expected >= 1")
     if kind == "auto":
-        kind = "gpu" if gpu_present() else "cpu"
+        kind = "gpu" if doctor.nvidia_smi() else "cpu"  # nvidia-smi lists a GPU
     text = config_pbtxt(
         manifest,
         config,
