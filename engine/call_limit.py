@@ -23,7 +23,6 @@ LIVENESS_METHODS = frozenset({
 })  # fmt: skip
 LIVENESS_RESERVE = 32
 
-_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 _FACTORIES = {
     "unary_unary": grpc.unary_unary_rpc_method_handler,
     "unary_stream": grpc.unary_stream_rpc_method_handler,
@@ -52,7 +51,7 @@ class CallLimit(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method in LIVENESS_METHODS:
             return handler
-        kind = next(k for k in _KINDS if getattr(handler, k) is not None)
+        kind = next(k for k in _FACTORIES if getattr(handler, k) is not None)
         return _FACTORIES[kind](
             self._counted(getattr(handler, kind)),
             request_deserializer=handler.request_deserializer,
