@@ -56,12 +56,17 @@ def cache_root() -> Path:
     return Path(base) / "p2phd"
 
 
+def env_megabytes(name: str, default_mb: int) -> int:
+    """A bound in bytes from the environment variable `name`, a whole number of megabytes."""
+    text = os.environ.get(name, str(default_mb))
+    if not text.isdigit():
+        raise ConfigError(f"{name}={text!r}: expected a whole number of megabytes")
+    return int(text) << 20
+
+
 def max_bytes() -> int:
     """The bound on the cache's bytes on disk, from $P2PHD_CACHE_MAX_MB."""
-    text = os.environ.get(MAX_MB_ENV, str(DEFAULT_MAX_MB))
-    if not text.isdigit():
-        raise ConfigError(f"{MAX_MB_ENV}={text!r}: expected a whole number of megabytes")
-    return int(text) << 20
+    return env_megabytes(MAX_MB_ENV, DEFAULT_MAX_MB)
 
 
 def package_key(content_key: str) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +50,7 @@ class _Compiled:
 
 def memory_budget() -> int:
     """The bound on compiled models' estimated bytes, from $P2PHD_ENGINE_MEMORY_MB."""
-    text = os.environ.get(MEMORY_ENV, str(DEFAULT_MEMORY_MB))
-    if not text.isdigit():
-        raise ConfigError(f"{MEMORY_ENV}={text!r}: expected a whole number of megabytes")
-    return int(text) << 20
+    return engine_cache.env_megabytes(MEMORY_ENV, DEFAULT_MEMORY_MB)
 
 
 def _elements(shape) -> int:
