@@ -27,7 +27,7 @@ from p2phd.engine import kserve
 from p2phd.engine.metrics import ServerMetrics
 from p2phd.engine.server import default_renderer
 from p2phd.engine.serving import Item, RenderCore, status_of
-from p2phd.engine.triton.repository import PACKAGE_KEY, SETTINGS_KEY, config_from
+from p2phd.engine.triton.repository import PACKAGE, PACKAGE_KEY, SETTINGS_KEY, config_from
 from p2phd.engine.wire import grpc_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         config = config_from(
             json.loads(params.get(SETTINGS_KEY, "{}")),
-            version_dir / params.get(PACKAGE_KEY, "package"),
+            version_dir / params.get(PACKAGE_KEY, PACKAGE),
             args["model_name"],
         )
         config.max_batch_size = int(model_config["max_batch_size"])
