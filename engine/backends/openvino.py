@@ -87,8 +87,14 @@ def _footprint(model, itemsize: int) -> tuple[int, int]:
         live += sum(sizes.get((name, k), 0) for k in range(op.get_output_size()))
         peak = max(peak, live)
         live -= sum(sizes[t] for t in frees.get(i, []))
-    io = sum(int(np.prod(list(t.get_shape()))) for t in [*model.inputs, *model.outputs]) * 4
-    return weights, peak * itemsize + io
+    io_bytes = sum(int(np.prod(list(t.get_shape()))) for t in [*model.inputs, *model.outputs]) * 4
+    return weights, peak * itemsize + io_bytes
+
+
+def _shape_key(batch: int, height: int, width: int) -> tuple[int, int, int]:
+    """The compiled model an input runs on: batch 1 is fully static, larger batches share one
+    with a dynamic batch dimension (-1)."""
+    return (1 if batch == 1 else -1, height, width)
 
 
 class OpenVINOBackend(Backend):
@@ -206,7 +212,7 @@ class OpenVINOBackend(Backend):
 
     def _entry(self, batch: int, height: int, width: int) -> _Compiled:
         """The compiled shape for this input, compiling (or loading from the cache) on first use."""
-        key = (1 if batch == 1 else -1, height, width)
+        key = _shape_key(batch, height, width)
         entry = self._compiled.get(key)
         if entry is None:
             compiled = self._compile(key)
@@ -229,7 +235,7 @@ class OpenVINOBackend(Backend):
         shapes = {(b, h, w) for h, w in self.options.sizes for b in (lo, hi)}
         for shape in shapes:
             self._entry(*shape)
-        paths = (self._blob_path((1 if b == 1 else -1, h, w)) for b, h, w in shapes)
+        paths = (self._blob_path(_shape_key(*shape)) for shape in shapes)
         return sorted(p for p in paths if p is not None and p.is_file())
 
     def describe(self) -> dict:
