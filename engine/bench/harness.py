@@ -196,8 +196,7 @@ class EnginePipeline:
         self.name = renderer.backend.name
         self.precision = renderer.backend.precision
         self.on_device = bool(getattr(self.backend, "renders_maps", False))
-        self._restore: Callable[[np.ndarray], np.ndarray] | None = None
-        self._fitted = None
+        self._fitted = None  # the last preprocess's size_policy.fit: its maps and restore
         self._dense: np.ndarray | None = None  # the last input, kept for the quality check
 
     def preprocess(self, labels: np.ndarray, instances: np.ndarray | None):
@@ -205,7 +204,7 @@ class EnginePipeline:
 
         r = self.renderer
         fitted = fit(labels, instances, r.manifest.size_multiple, r.size_policy)
-        self._restore, self._fitted = fitted.restore, fitted
+        self._fitted = fitted
         styles = [Style(seed=0)] * len(labels)
         if self.on_device:
             compact, table = r._instance_inputs(fitted.labels, fitted.instances, styles, None)
@@ -225,8 +224,8 @@ class EnginePipeline:
         from p2phd.engine.kernels import to_uint8_rgb
 
         if self.on_device:  # already uint8 RGB
-            return self._restore(out)
-        return self._restore(to_uint8_rgb(np.ascontiguousarray(out, np.float32)))
+            return self._fitted.restore(out)
+        return self._fitted.restore(to_uint8_rgb(np.ascontiguousarray(out, np.float32)))
 
     def quality_pair(self, x, out) -> tuple[np.ndarray, np.ndarray]:
         """(dense input, float output) of the last run, for the quality check; on the device
