@@ -168,12 +168,7 @@ class RenderCore:
         h, w = item.label.shape if item.label.ndim == 2 else (0, 0)
         if item.label.ndim != 2 or 0 in item.label.shape:
             raise InputError(f"label map: shape {item.label.shape}; expected [H, W] with H, W > 0")
-        if h * w > self.max_image_pixels:
-            raise InputError(
-                f"label map: {w}x{h} = {w * h} pixels exceeds the server's limit of "
-                f"{self.max_image_pixels}"
-            )
-        self.engine.fitted_size(h, w)  # the work after the size policy, before any queueing
+        self._check_size(h, w, "label map")
         validate_maps(item.label[None], None if item.instance is None else item.instance[None],
                       self.manifest.label_nc)  # fmt: skip
         ref = item.style.reference
@@ -201,14 +196,19 @@ class RenderCore:
         if image.ndim != 3 or 0 in image.shape:
             raise InputError(f"input image: shape {image.shape}; expected [H, W, C] with H, W > 0")
         h, w = image.shape[:2]
-        if h * w > self.max_image_pixels:
-            raise InputError(
-                f"input image: {w}x{h} = {w * h} pixels exceeds the server's limit of "
-                f"{self.max_image_pixels}"
-            )
-        self.engine.fitted_size(h, w, "input image")
+        self._check_size(h, w, "input image")
         validate_images(image[None], m.input_nc)
         return item
+
+    def _check_size(self, h: int, w: int, what: str) -> None:
+        """Refuse an h x w input over the pixel limit as sent, or whose work after the size
+        policy is over the engine's limit (before any queueing)."""
+        if h * w > self.max_image_pixels:
+            raise InputError(
+                f"{what}: {w}x{h} = {w * h} pixels exceeds the server's limit of "
+                f"{self.max_image_pixels}"
+            )
+        self.engine.fitted_size(h, w, what)
 
     async def render(self, item: Item, context: grpc.aio.ServicerContext) -> np.ndarray:
         """Queue a validated item and wait for its uint8 [H, W, 3] image."""
