@@ -23,6 +23,7 @@ from p2phd.engine.batch_render import BatchRenderer, Job, Summary, plan_jobs
 from p2phd.engine.decode import decode_label, decode_pair
 from p2phd.engine.errors import BackendUnavailable, PackageError
 from p2phd.engine.package import ModelPackage
+from p2phd.engine.pairing import pair_key
 from p2phd.engine.quality import read_report
 from p2phd.engine.renderer import Renderer
 
@@ -90,7 +91,7 @@ def ground_truth(label_path: Path, labels: np.ndarray) -> np.ndarray | None:
     """The photo a label map was made from, where known: a `<key>_leftImg8bit.png` beside it
     (Cityscapes), or for a `p2phd synth` scene its photo regenerated from the seed in its name,
     used only if the regenerated label map equals this one exactly."""
-    key = label_path.name.removesuffix(".png").removesuffix("_labelIds")
+    key = pair_key(label_path)
     photo = label_path.with_name(f"{key}_leftImg8bit.png")
     if photo.is_file():
         with Image.open(photo) as img:
