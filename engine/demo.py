@@ -78,13 +78,13 @@ def render_examples(
     return summary, jobs
 
 
-def label_colours(labels: np.ndarray, model_dir: Path) -> np.ndarray:
-    """Class ids [H, W] -> uint8 RGB [H, W, 3] in the package's palette (unknown ids black)."""
+def label_palette(model_dir: Path) -> np.ndarray:
+    """The package's class colours as uint8 [256, 3], for `palette[labels]` (unknown ids black)."""
     palette = np.zeros((256, 3), np.uint8)
     for c in ModelPackage(model_dir, verify=False).manifest.semantic_classes():
         if 0 <= c.id < 256:
             palette[c.id] = c.color
-    return palette[labels]
+    return palette
 
 
 def ground_truth(label_path: Path, labels: np.ndarray) -> np.ndarray | None:
@@ -122,13 +122,14 @@ def write_side_by_side(model_dir: Path, jobs: list[Job], out_dir: Path) -> list[
     """One sheet per rendered example: label colours | rendered | ground truth (where known)."""
     written = []
     out_dir.mkdir(parents=True, exist_ok=True)
+    palette = label_palette(model_dir)
     for job in jobs:
         if not job.output.is_file():
             continue
         labels = decode_label(job.label)
         with Image.open(job.output) as img:
             rendered = np.asarray(img.convert("RGB"))
-        panels = [("label map", label_colours(labels, model_dir)), ("rendered", rendered)]
+        panels = [("label map", palette[labels]), ("rendered", rendered)]
         truth = ground_truth(job.label, labels)
         if truth is not None and truth.shape == rendered.shape:
             panels.append(("ground truth", truth))
