@@ -25,6 +25,7 @@ from PIL import Image
 
 from p2phd.engine import kernels
 from p2phd.engine.atomic import atomic_write_bytes
+from p2phd.engine.bench.machine import cpu_model
 from p2phd.engine.kernels import reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python benchmarks/kernels.py " + " ".join(argv or sys.argv[1:]),
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "kernel_threads": os.environ.get("P2PHD_KERNEL_THREADS", "all cores"),
             "load_average_1min_at_start": round(load, 2),
@@ -211,13 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_bytes(args.output, text.encode())
     print(text)
     return 0
-
-
-def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -472,11 +472,9 @@ def rss_halves(run: OpenLoopResult, seconds: float) -> tuple[float, float]:
 
 
 def machine() -> dict:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
-    return {"platform": platform.platform(), "cpu": model, "cpus": os.cpu_count(),
+    from p2phd.engine.bench.machine import cpu_model
+
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
             "load_average": [round(v, 2) for v in os.getloadavg()]}  # fmt: skip
 
 

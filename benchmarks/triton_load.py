@@ -68,15 +68,6 @@ def machine_cpu_seconds() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def lscpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return platform.processor()
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                 if ln.startswith("Model name")), platform.processor())  # fmt: skip
-
-
 def requests_for(model: Path, h: int, w: int, n: int) -> list:
     from p2phd.engine.package import ModelPackage
     from p2phd.engine.quality import synthetic_maps
@@ -197,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_load_args(__doc__, DEFAULT_OUT, 3, argv)
 
     from p2phd.engine.atomic import atomic_write_bytes
+    from p2phd.engine.bench.machine import cpu_model
 
     h, w = (int(v) for v in args.size.lower().split("x"))
     requests = requests_for(args.model, h, w, max(args.max_batch, 8))
@@ -217,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(args.model),
         "size": [h, w],
         "machine": {
-            "cpu": lscpu_model(),
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
         },

@@ -217,6 +217,12 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else platform.processor(), else "unknown"."""
+    cpus = _cpuinfo()
+    return (cpus[0] if cpus else {}).get("model name", platform.processor() or "unknown")
+
+
 def describe_machine() -> dict:
     """CPU model, cores, clock, bf16/AVX-512 flags, memory, OS and library versions."""
     cpus = _cpuinfo()
@@ -232,7 +238,7 @@ def describe_machine() -> dict:
     except OSError:
         pass
     return {
-        "cpu_model": first.get("model name", platform.processor() or "unknown"),
+        "cpu_model": cpu_model(),
         "cpu_vendor": first.get("vendor_id", ""),
         "logical_cpus": len(cpus) or os.cpu_count(),
         "physical_cores": cores,
