@@ -9,8 +9,9 @@ upstream), which THROUGHPUT's several CPU streams would each run with fewer core
 
 Compiled models are exported to the engine cache (outside the package, each blob with its own
 sha256: a changed blob is recompiled, never run), so a restart compiles nothing. In memory they
-are bounded by estimated bytes ($P2PHD_ENGINE_MEMORY_MB, default 2048): after each call the least
-recently used ones are released until the rest fit; the one just used always stays.
+are bounded by estimated bytes ($P2PHD_ENGINE_MEMORY_MB, default 2048): whenever one is used
+(by a call or by `build`) the least recently used others are released until the rest fit; the
+one in use always stays.
 """
 
 from __future__ import annotations
@@ -220,15 +221,14 @@ class OpenVINOBackend(Backend):
             self._compiled[key] = entry
         self._compiled.move_to_end(key)
         entry.batch = max(entry.batch, batch)
+        self._fit_memory()
         return entry
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         batch, _, height, width = x.shape
         request = self._entry(batch, height, width).request
         request.infer({0: np.ascontiguousarray(x, np.float32)})
-        out = request.get_output_tensor(0).data.copy()
-        self._fit_memory()
-        return out
+        return request.get_output_tensor(0).data.copy()
 
     def build(self) -> list[Path]:
         lo, _, hi = self.options.batch

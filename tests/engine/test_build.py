@@ -13,6 +13,7 @@ from p2phd.engine.backends.base import EngineOptions
 from p2phd.engine.build import build_engine, parse_batch, parse_size
 from p2phd.engine.cpu_features import has_native_bf16
 from p2phd.engine.errors import ConfigError
+from p2phd.engine.package import ModelPackage
 from p2phd.engine.renderer import Renderer
 from p2phd.export.package_info import describe_package
 
@@ -113,3 +114,12 @@ def test_info_does_not_offer_a_reduced_precision_measured_on_another_export(tiny
     quality.write_entry(tiny_package / "engines", "openvino:bf16", entry)
     row = next(r for r in describe_package(tiny_package).splitlines() if "openvino:bf16" in r)
     assert "no: the openvino:bf16 quality report was measured on another export" in row
+
+
+def test_build_keeps_openvino_compiled_models_within_the_memory_budget(tiny_package, monkeypatch):
+    """Building many shapes caches every blob but holds only what $P2PHD_ENGINE_MEMORY_MB allows."""
+    monkeypatch.setenv("P2PHD_ENGINE_MEMORY_MB", "0")
+    options = EngineOptions(sizes=[(32, 64), (64, 64)])
+    backend = backend_class("openvino")(ModelPackage(tiny_package), "fp32", options)
+    assert len(backend.build()) == 4  # batch 1 and 4 of both sizes, in the engine cache
+    assert len(backend._compiled) == 1  # only the one last used is held
