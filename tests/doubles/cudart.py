@@ -265,9 +265,6 @@ class CudaRuntimeDouble(types.ModuleType):
     def cudaRuntimeGetVersion(self):  # noqa: N802
         return (cudaError_t.cudaSuccess, self.runtime_version)
 
-    def cudaDriverGetVersion(self):  # noqa: N802
-        return (cudaError_t.cudaSuccess, 12080)
-
     def cudaMemGetInfo(self):  # noqa: N802
         total = 80 * 2**30
         return (cudaError_t.cudaSuccess, total - self.device_allocated(), total)

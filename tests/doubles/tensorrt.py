@@ -253,9 +253,6 @@ class IBuilderConfig:
     def set_memory_pool_limit(self, pool, pool_size: int) -> None:
         self.pools[MemoryPoolType(pool)] = int(pool_size)
 
-    def get_memory_pool_limit(self, pool) -> int:
-        return self.pools.get(MemoryPoolType(pool), 0)
-
     def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
         for lo, opt, hi in profile.shapes.values():
             if not all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True)):
@@ -453,9 +450,6 @@ class IExecutionContext:
             return self._log_error(f"{name} is not an I/O tensor")
         self._addresses[name] = int(memory)
         return True
-
-    def get_tensor_address(self, name: str) -> int:
-        return self._addresses.get(name, 0)
 
     def set_device_memory(self, memory: int, size: int) -> None:
         if size < self.engine.device_memory_size_v2:
