@@ -353,16 +353,16 @@ class TensorRTBackend(Backend):
         _check(cuda.cudaStreamSynchronize(self.stream))
         mode = cuda.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         _check(cuda.cudaStreamBeginCapture(self.stream, mode))
+        enqueued, graph_exec = False, None
         try:
             enqueued = context.execute_async_v3(int(self.stream))
         finally:  # a capture left open would make every later call on the stream fail
             err, graph = cuda.cudaStreamEndCapture(self.stream)
-        graph_exec = None
-        if enqueued and int(err) == 0 and graph is not None:
-            err, graph_exec = cuda.cudaGraphInstantiate(graph, 0)
-            graph_exec = graph_exec if int(err) == 0 else None
-        if graph is not None:
-            cuda.cudaGraphDestroy(graph)
+            if enqueued and int(err) == 0 and graph is not None:
+                err, graph_exec = cuda.cudaGraphInstantiate(graph, 0)
+                graph_exec = graph_exec if int(err) == 0 else None
+            if graph is not None:  # destroyed even when the enqueue raised
+                cuda.cudaGraphDestroy(graph)
         if graph_exec is None:
             log.warning(
                 "tensorrt: shape %s cannot be captured in a CUDA graph; it runs plainly", shape

@@ -72,6 +72,30 @@ def test_a_shape_whose_capture_fails_runs_plainly(trt_double, tiny_package, cpu)
     assert trt_double.cuda.state.live["graph"] == 0 == trt_double.cuda.state.live["graph_exec"]
 
 
+def test_an_enqueue_that_raises_under_capture_ends_it_and_leaves_no_graph(
+    trt_double, tiny_package, cpu, monkeypatch
+):
+    from tests.doubles.tensorrt import IExecutionContext
+
+    plain = IExecutionContext.execute_async_v3
+
+    def raising(context, stream):
+        if trt_double.cuda.stream(stream).capturing:
+            trt_double.cuda.stream(stream).nodes.append("partial")
+            raise RuntimeError("enqueue raised under capture")
+        return plain(context, stream)
+
+    monkeypatch.setattr(IExecutionContext, "execute_async_v3", raising)
+    trt = backend(tiny_package)
+    with pytest.raises(RuntimeError, match="under capture"):
+        trt.infer(dense(1, (32, 64)))
+    assert trt_double.cuda.state.live["graph"] == 0 == trt_double.cuda.state.live["graph_exec"]
+    monkeypatch.setattr(IExecutionContext, "execute_async_v3", plain)
+    x = dense(1, (32, 64))  # the stream is not left capturing: the next call runs
+    np.testing.assert_allclose(trt.infer(x), cpu.infer(x), atol=1e-4)
+    trt.close()
+
+
 def test_contexts_and_graphs_are_bounded(trt_double, tiny_package, cpu, monkeypatch):
     from p2phd.engine.backends import tensorrt
 
