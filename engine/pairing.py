@@ -28,7 +28,6 @@ ROLE_SUFFIXES = (
     ("_color", "other"),
 )
 KEY_SUFFIXES = tuple(suffix for suffix, role in ROLE_SUFFIXES if role != "other")
-ROLE_NAMES = {"label": "label map", "instance": "instance map", "photo": "photo"}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
