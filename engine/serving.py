@@ -87,10 +87,14 @@ MAX_STATUS_CHARS = 1024
 ECHO_CHARS = 80
 
 
+def _cut(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def clipped(value: Any, limit: int = ECHO_CHARS) -> str:
     """`ascii(value)` cut to about `limit` characters: how errors echo what a client sent."""
-    text = ascii(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    return _cut(ascii(value), limit)
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -100,9 +104,7 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         code, message = grpc.StatusCode[exc.grpc_status], str(exc)
     else:
         code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
-    if len(message) > MAX_STATUS_CHARS:
-        message = message[:MAX_STATUS_CHARS] + f"... ({len(message)} characters)"
-    return code, message
+    return code, _cut(message, MAX_STATUS_CHARS)
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
