@@ -7,6 +7,7 @@ computes exactly the same function.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 from p2phd.engine import engine_cache
 from p2phd.engine.errors import ConfigError
 from p2phd.engine.package import ModelPackage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,6 +84,15 @@ class Backend(ABC):
         return engine_cache.backend_dir(
             engine_cache.package_key(self.package.content_key), self.cache_key()
         )
+
+    def cache_folder(self) -> Path | None:
+        """`engine_dir()`, or None (with a warning) where the engine cache cannot be created:
+        the backend then builds and runs its engine uncached."""
+        try:
+            return self.engine_dir()
+        except ConfigError as e:
+            log.warning("%s: %s; going on without a cache", self.name, e)
+            return None
 
     def device(self) -> str:
         return "cpu"

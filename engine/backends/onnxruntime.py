@@ -16,7 +16,7 @@ import numpy as np
 from p2phd.engine import engine_cache
 from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.doctor import installed
-from p2phd.engine.errors import BackendUnavailable, ConfigError, PackageError
+from p2phd.engine.errors import BackendUnavailable, PackageError
 from p2phd.engine.package import ModelPackage
 
 log = logging.getLogger(__name__)
@@ -81,15 +81,16 @@ class OnnxRuntimeBackend(Backend):
     @property
     def optimized_path(self) -> Path:
         """The CPU graph-optimized model in the engine cache (keyed by the package's hash)."""
-        return self.engine_dir() / f"{self.source.stem}.cpu-opt.onnx"
+        return self.engine_dir() / self._optimized_name
+
+    @property
+    def _optimized_name(self) -> str:
+        return f"{self.source.stem}.cpu-opt.onnx"
 
     def _optimized_model(self) -> bytes | None:
         """The cached optimized model, verified against its own sha256 (None: use the source)."""
-        try:
-            return engine_cache.read_entry(self.optimized_path)
-        except ConfigError as e:  # no usable cache directory
-            log.warning("onnxruntime: %s; loading the package's model", e)
-            return None
+        folder = self.cache_folder()
+        return None if folder is None else engine_cache.read_entry(folder / self._optimized_name)
 
     def _options(self, level):
         """CPU session options. No memory arena: it grows to the largest shape ever run and

@@ -28,7 +28,7 @@ import numpy as np
 from p2phd.engine import engine_cache
 from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.cpu_features import bf16_instructions, cpu_flags
-from p2phd.engine.errors import BackendUnavailable, ConfigError
+from p2phd.engine.errors import BackendUnavailable
 from p2phd.engine.package import ModelPackage
 
 log = logging.getLogger(__name__)
@@ -184,10 +184,8 @@ class OpenVINOBackend(Backend):
     def _blob_path(self, key: tuple[int, int, int]) -> Path | None:
         """Where this shape's compiled blob is cached, or None when there is no usable cache."""
         batch, height, width = key
-        try:
-            folder = self.engine_dir()
-        except ConfigError as e:
-            log.warning("openvino: %s; compiling without a cache", e)
+        folder = self.cache_folder()
+        if folder is None:
             return None
         hint = self.performance_hint.lower()
         batch_name = "n" if batch == -1 else str(batch)

@@ -135,7 +135,7 @@ class TensorRTBackend(Backend):
                 raise PackageError(f"{package.path}: has no fp16 generator variant; re-export it")
         self.gpu_name, self.compute_capability = _gpu()
         self.cuda_version = _cuda_version()
-        self._folder = self._cache_folder()
+        self._folder = self.cache_folder()
         self.profile = self._pick_profile(options)
         self.engine = self._load_or_build()
         self.input_name, self.output_name = self._io_names()
@@ -196,14 +196,6 @@ class TensorRTBackend(Backend):
             f"timing.{gpu}.sm{self.compute_capability}.cuda{self.cuda_version}"
             f".trt{self._trt.__version__}.cache"
         )
-
-    def _cache_folder(self) -> Path | None:
-        """This backend's folder in the engine cache, or None where none can be created."""
-        try:
-            return self.engine_dir()
-        except ConfigError as e:
-            log.warning("tensorrt: %s; building engines without a cache", e)
-            return None
 
     def _read(self, name: str) -> bytes | None:
         """The verified cache entry `name`, or None (missing, changed, foreign or no cache)."""
