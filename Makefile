@@ -83,10 +83,10 @@ gpu-check: $(GPU_ENV) $(ORT_GPU)
 	$(BIN)/p2phd bench $(GPU_FULL) --backends tensorrt --precision fp16 --batch 1,2,4,8,16 \
 		--size 512x1024 --no-baseline -o $(GPU_RESULTS)
 
-# Redone after any other install into .venv (`make test`'s brings PyPI's torch and the CPU
+# Redone after any other install of the extras (`make test`'s brings PyPI's torch and the CPU
 # onnxruntime back), and so is $(ORT_GPU) after it.
-$(GPU_ENV): $(NATIVE) $(filter-out $(GPU_ENV) $(ORT_GPU),$(wildcard $(VENV)/.installed-*)) \
-		| $(BIN)/python
+EXTRAS_INSTALLS = $(filter-out $(GPU_ENV) $(ORT_GPU) $(TRITON),$(wildcard $(VENV)/.installed-*))
+$(GPU_ENV): $(NATIVE) $(EXTRAS_INSTALLS) | $(BIN)/python
 	$(BIN)/pip uninstall -q -y torch cuda-python cuda-bindings
 	$(BIN)/pip install -q "torch==2.13.0" --index-url $(TORCH_INDEX)
 	$(BIN)/pip install -q --no-build-isolation -e ".[train,dev,bench,gpu]"
