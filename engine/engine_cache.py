@@ -107,7 +107,10 @@ def read_entry(path: Path) -> bytes | None:
     """The payload stored at `path`, or None when it is missing or does not match its hash."""
     try:
         data = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None  # missing, or its folder cannot exist (the cache root is under a file)
+    except OSError as e:
+        log.warning("engine cache: cannot read %s (%s); rebuilt", path, e)
         return None
     header, payload = data[:HEADER_BYTES], data[HEADER_BYTES:]
     if header != _header(path, payload):

@@ -183,6 +183,17 @@ def test_an_unwritable_cache_renders_uncached_with_a_warning(tiny_package_source
     )
 
 
+def test_entries_under_an_unusable_cache_root_read_as_missing(monkeypatch, tmp_path):
+    """The CUDA kernels' cubin is read straight from the cache root: one under a file is no
+    cache (read: None, write: False), not an error that stops the kernels loading."""
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv(engine_cache.CACHE_ENV, str(blocker / "cache"))
+    entry = engine_cache.cache_root() / "cuda-kernels" / "sm90.cubin"
+    assert engine_cache.write_entry(entry, b"cubin") is False
+    assert engine_cache.read_entry(entry) is None
+
+
 def test_cache_size_setting_must_be_a_number(monkeypatch):
     from p2phd.engine.errors import ConfigError
 
