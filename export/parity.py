@@ -105,12 +105,12 @@ def fp16_psnr_db(
     return 10.0 * np.log10(4.0 / mse) if mse > 0 else float("inf")
 
 
-def _torch_args(X, W, B, pads, n: int, auto_pad) -> tuple:
+def _torch_args(X, W, B, pads, auto_pad) -> tuple:
     """fp32 torch tensors of a 2-D convolution's operands, and its pads (ONNX order)."""
     if X.ndim != 4 or auto_pad not in (None, "NOTSET"):
         raise ExportError(f"fp16 evaluation: 2-D convolutions with explicit pads only ({X.shape})")
     f32 = lambda a: None if a is None else torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
-    return f32(X), f32(W), f32(B), list(pads or [0] * 2 * n)
+    return f32(X), f32(W), f32(B), list(pads or [0] * 4)
 
 
 class Conv(OpRun):
@@ -121,7 +121,7 @@ class Conv(OpRun):
 
     def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,
              pads=None, strides=None):  # fmt: skip
-        x, w, b, pads = _torch_args(X, W, B, pads, 2, auto_pad)
+        x, w, b, pads = _torch_args(X, W, B, pads, auto_pad)
         x = F.pad(x, [pads[1], pads[3], pads[0], pads[2]])  # left, right, top, bottom
         y = F.conv2d(x, w, b, stride=strides or 1, dilation=dilations or 1, groups=group or 1)
         return (y.numpy().astype(X.dtype),)
@@ -134,7 +134,7 @@ class ConvTranspose(OpRun):
 
     def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,
              output_padding=None, output_shape=None, pads=None, strides=None):  # fmt: skip
-        x, w, b, pads = _torch_args(X, W, B, pads, 2, auto_pad)
+        x, w, b, pads = _torch_args(X, W, B, pads, auto_pad)
         if pads[:2] != pads[2:] or output_shape is not None:
             raise ExportError("fp16 evaluation: ConvTranspose with asymmetric pads/output_shape")
         y = F.conv_transpose2d(
