@@ -30,19 +30,15 @@ log = logging.getLogger(__name__)
 DTYPES = {pb.DTYPE_UINT8: np.uint8, pb.DTYPE_UINT16: np.uint16, pb.DTYPE_INT32: np.int32}
 
 
-Fits = Callable[[int, int, str], object]
+CheckSize = Callable[[int, int, str], None]
 
 
 def raw_array(
-    msg: pb.RawArray,
-    what: str,
-    max_pixels: int,
-    channels: int | None = None,
-    fits: Fits | None = None,
+    msg: pb.RawArray, what: str, check_size: CheckSize, channels: int | None = None
 ) -> np.ndarray:
     """A RawArray message as a numpy array, with its declared shape checked against its bytes:
-    [H, W], or [H, W, channels] when `channels` is given. `fits(h, w, what)` (the renderer's
-    `fitted_size`) refuses, from the declared shape alone, a size whose work is over the limit."""
+    [H, W], or [H, W, channels] when `channels` is given. `check_size(h, w, what)`
+    (`RenderCore.check_size`) refuses, from the declared shape alone, a size over the limits."""
     dtype = DTYPES.get(msg.dtype)
     if dtype is None:
         names = ", ".join(pb.DType.Name(k) for k in DTYPES)
@@ -58,12 +54,7 @@ def raw_array(
             raise InputError(f"{what}: dtype {pb.DType.Name(msg.dtype)}; expected DTYPE_UINT8")
     elif len(shape) != 2 or min(shape) <= 0:
         raise InputError(f"{what}: shape {list(shape)}; expected [H, W] with H, W > 0")
-    if shape[0] * shape[1] > max_pixels:
-        raise InputError(
-            f"{what}: {shape[1]}x{shape[0]} pixels exceeds the server's limit of {max_pixels}"
-        )
-    if fits is not None:
-        fits(shape[0], shape[1], what)
+    check_size(shape[0], shape[1], what)
     expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
     data = msg.data  # a copy per access
     if len(data) != expected:
@@ -74,24 +65,24 @@ def raw_array(
     return np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
 
 
-def _label(msg: pb.Map, max_pixels: int, fits: Fits) -> np.ndarray:
+def _label(msg: pb.Map, max_pixels: int, check_size: CheckSize) -> np.ndarray:
     kind = msg.WhichOneof("source")
     if kind == "png":
         return decode_label(msg.png, name="<request>", max_pixels=max_pixels)
     if kind == "raw":
-        a = raw_array(msg.raw, "label map", max_pixels, fits=fits)
+        a = raw_array(msg.raw, "label map", check_size)
         if a.dtype != np.uint8:
             raise InputError(f"label map: dtype {a.dtype}; expected uint8 class ids")
         return a
     raise InputError("label map: missing; set label.png or label.raw")
 
 
-def _instance(msg: pb.Map, max_pixels: int, fits: Fits) -> np.ndarray | None:
+def _instance(msg: pb.Map, max_pixels: int, check_size: CheckSize) -> np.ndarray | None:
     kind = msg.WhichOneof("source")
     if kind == "png":
         return decode_instance(msg.png, name="<request>", max_pixels=max_pixels)
     if kind == "raw":
-        return raw_array(msg.raw, "instance map", max_pixels, fits=fits).astype(np.int32)
+        return raw_array(msg.raw, "instance map", check_size).astype(np.int32)
     return None
 
 
@@ -109,12 +100,14 @@ def _reference(png: bytes, max_pixels: int) -> np.ndarray:
         raise InputError(f"style reference: not a readable PNG ({e})") from e
 
 
-def _input_image(msg: pb.InputImage, channels: int, max_pixels: int, fits: Fits) -> np.ndarray:
+def _input_image(
+    msg: pb.InputImage, channels: int, max_pixels: int, check_size: CheckSize
+) -> np.ndarray:
     kind = msg.WhichOneof("source")
     if kind == "encoded":
         return decode_image(msg.encoded, channels, name="<request>", max_pixels=max_pixels)
     if kind == "raw":
-        return raw_array(msg.raw, "input image", max_pixels, channels, fits)
+        return raw_array(msg.raw, "input image", check_size, channels)
     raise InputError("input image: missing; set image.encoded or image.raw")
 
 
@@ -148,16 +141,16 @@ def style_from(msg: pb.Style, max_pixels: int, feat_num: int) -> Style:
 
 def item_from(request: pb.RenderRequest, core: RenderCore) -> Item:
     """Decode and validate a RenderRequest (runs in the I/O threads)."""
-    limit, fits = core.max_image_pixels, core.engine.fitted_size
+    limit, check_size = core.max_image_pixels, core.check_size
     if core.manifest.image_input:
         if request.HasField("label"):
             raise InputError("label map: this image-to-image model takes `image`, not `label`")
-        image = _input_image(request.image, core.manifest.input_nc, limit, fits)
+        image = _input_image(request.image, core.manifest.input_nc, limit, check_size)
         return core.check_item(Item(None, None, Style(), image))
     if request.HasField("image"):
         raise InputError("input image: this model takes label maps (`label`), not `image`")
-    label = _label(request.label, limit, fits)
-    instance = _instance(request.instance, limit, fits)
+    label = _label(request.label, limit, check_size)
+    instance = _instance(request.instance, limit, check_size)
     if instance is not None and instance.shape != label.shape:
         raise InputError(
             f"instance map: {instance.shape[1]}x{instance.shape[0]} differs from the label map's "

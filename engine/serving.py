@@ -170,7 +170,7 @@ class RenderCore:
         h, w = item.label.shape if item.label.ndim == 2 else (0, 0)
         if item.label.ndim != 2 or 0 in item.label.shape:
             raise InputError(f"label map: shape {item.label.shape}; expected [H, W] with H, W > 0")
-        self._check_size(h, w, "label map")
+        self.check_size(h, w, "label map")
         validate_maps(item.label[None], None if item.instance is None else item.instance[None],
                       self.manifest.label_nc)  # fmt: skip
         ref = item.style.reference
@@ -198,13 +198,13 @@ class RenderCore:
         if image.ndim != 3 or 0 in image.shape:
             raise InputError(f"input image: shape {image.shape}; expected [H, W, C] with H, W > 0")
         h, w = image.shape[:2]
-        self._check_size(h, w, "input image")
+        self.check_size(h, w, "input image")
         validate_images(image[None], m.input_nc)
         return item
 
-    def _check_size(self, h: int, w: int, what: str) -> None:
+    def check_size(self, h: int, w: int, what: str) -> None:
         """Refuse an h x w input over the pixel limit as sent, or whose work after the size
-        policy is over the engine's limit (before any queueing)."""
+        policy is over the engine's limit (before any queueing; raw maps before their copy)."""
         if h * w > self.max_image_pixels:
             raise InputError(
                 f"{what}: {w}x{h} = {w * h} pixels exceeds the server's limit of "
