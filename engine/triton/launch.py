@@ -166,6 +166,8 @@ class TritonServer:
         try:
             self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                             preexec_fn=_term_with_parent)  # fmt: skip
+        except OSError as e:  # a --tritonserver that is missing or not executable
+            raise ConfigError(f"{command[0]}: cannot run it as tritonserver ({e.strerror})") from e
         finally:
             if out is not None:
                 out.close()

@@ -299,3 +299,10 @@ def test_export_for_gpus_then_refuses_an_existing_model_and_a_bad_name(
     assert "already exists" in capsys.readouterr().err
     assert main([*argv, "--model-name", "../x"]) == 2
     assert "model name '../x'" in capsys.readouterr().err
+
+
+def test_a_tritonserver_that_cannot_run_is_named_in_one_line(server_package, tmp_path, capsys):
+    argv = ["triton", str(server_package), "--port", str(free_port()), "--repository",
+            str(tmp_path / "repo"), "--tritonserver"]  # fmt: skip
+    assert main([*argv, str(tmp_path / "missing")]) == 2
+    assert f"{tmp_path / 'missing'}: cannot run it as tritonserver" in capsys.readouterr().err
