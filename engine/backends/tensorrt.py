@@ -516,13 +516,15 @@ class TensorRTBackend(Backend):
         return f"cuda:0 ({self.gpu_name}, sm{self.compute_capability})"
 
     def describe(self) -> dict:
+        # A snapshot, without the lock: a batch may be adding or dropping shapes meanwhile.
+        graphs = [s.graph_exec is not None for s in list(self._shapes.values())]
         return {
             **super().describe(),
             "profile": self.profile.text(),
             "tensorrt": self._trt.__version__,
             "cuda_runtime": self.cuda_version,
-            "cuda_graphs": sum(s.graph_exec is not None for s in self._shapes.values()),
-            "plain_shapes": sum(s.graph_exec is None for s in self._shapes.values()),
+            "cuda_graphs": sum(graphs),
+            "plain_shapes": len(graphs) - sum(graphs),
             "preprocessing": "cuda" if self.renders_maps else "cpu",
         }
 
