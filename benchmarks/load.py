@@ -192,6 +192,16 @@ async def drive(
     }
 
 
+def stop_server(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (the server finishes its work), then SIGKILL after `timeout` s; reaped either way."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def server_run(args, name: str, max_batch: int, delay_us: int, requests: list) -> dict:
     """Start `p2phd serve` with these batching knobs and load it with the clients."""
     port, metrics_port = free_port(), free_port()
@@ -213,11 +223,7 @@ def server_run(args, name: str, max_batch: int, delay_us: int, requests: list) -
             drive(target, url, proc.pid, requests, args.clients, args.warmup, args.seconds)
         )
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc, 60)
     return {
         "name": name,
         "batch": max_batch,

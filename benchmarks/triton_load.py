@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from load import (  # noqa: E402
     parse_load_args,
     percentiles,
     process_cpu_seconds,
+    stop_server,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,11 +161,7 @@ def run(args, server: str, max_batch: int, delay_us: int, requests: list) -> dic
                     time.sleep(0.5)
         stats = asyncio.run(drive(target, proc.pid, requests, args))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc, 90)
     batching = "on" if max_batch > 1 else "off"
     return {"name": f"{server}, batching {batching}", "server": server, "batch": max_batch,
             "max_queue_delay_us": delay_us, "clients": args.clients, **stats}  # fmt: skip
