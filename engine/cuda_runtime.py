@@ -36,6 +36,12 @@ def nvrtc() -> ModuleType:
     return _module("nvrtc")
 
 
+def version_text(version: int) -> str:
+    """A CUDA version as the API reports it (12040, from cudaRuntimeGetVersion or
+    cuDriverGetVersion) in its usual form ("12.4")."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
 class CudaError(RuntimeError):
     """A CUDA call failed; the message names the call's error."""
 

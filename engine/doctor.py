@@ -183,8 +183,8 @@ def cuda_runtime_fact() -> Fact:
     except Exception as e:  # ImportError, CudaError: either way the runtime is unusable
         fix = GPU_EXTRA if isinstance(e, ImportError) else "see the driver line; run nvidia-smi"
         return fact(BROKEN, f"{name} {version}: {type(e).__name__}: {e}", fix)
-    cuda = f"CUDA {runtime_version // 1000}.{runtime_version % 1000 // 10}"
-    return fact(OK, f"{name} {version}, runtime {cuda}, {count} device(s)")
+    cuda = cuda_runtime.version_text(runtime_version)
+    return fact(OK, f"{name} {version}, runtime CUDA {cuda}, {count} device(s)")
 
 
 def tensorrt_fact() -> Fact:

@@ -45,6 +45,7 @@ from p2phd.engine import engine_cache
 from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.cuda_runtime import check as _check
 from p2phd.engine.cuda_runtime import runtime as _cudart
+from p2phd.engine.cuda_runtime import version_text
 from p2phd.engine.errors import BackendUnavailable, ConfigError, InputError, PackageError
 from p2phd.engine.package import ModelPackage
 
@@ -587,8 +588,7 @@ def _gpu() -> tuple[str, str]:
 
 def _cuda_version() -> str:
     """The CUDA runtime's version ("12.8"): engines and timing caches depend on it."""
-    version = int(_check(_cudart().cudaRuntimeGetVersion()))
-    return f"{version // 1000}.{version % 1000 // 10}"
+    return version_text(int(_check(_cudart().cudaRuntimeGetVersion())))
 
 
 def _digest(key: dict) -> str:

@@ -74,7 +74,7 @@ def check_target(
     if nvrtc_version[0] > driver // 1000:
         raise BackendUnavailable(
             f"CUDA kernels: NVRTC {text} makes code for CUDA {nvrtc_version[0]} drivers, this "
-            f"driver supports CUDA {driver // 1000}.{driver % 1000 // 10}; pip install "
+            f"driver supports CUDA {cuda_runtime.version_text(driver)}; pip install "
             f"'{NVRTC_PACKAGE}<{driver // 1000 + 1}' or upgrade the NVIDIA driver"
         )
     sm = arch[0] * 10 + arch[1]

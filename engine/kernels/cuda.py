@@ -364,8 +364,8 @@ def _gpu() -> _Gpu | BackendUnavailable:
         version = check(drv.cuDriverGetVersion())
         if version < 12000:
             return BackendUnavailable(
-                f"CUDA kernels: the NVIDIA driver supports CUDA {version // 1000}."
-                f"{version % 1000 // 10}; they need a CUDA 12 driver (R525 or newer)"
+                "CUDA kernels: the NVIDIA driver supports CUDA "
+                f"{cuda_runtime.version_text(version)}; they need a CUDA 12 driver (R525 or newer)"
             )
         device = check(drv.cuDeviceGet(0))
         attr = drv.CUdevice_attribute
