@@ -314,9 +314,16 @@ class TensorRTBackend(Backend):
         h, w = self.profile.max_hw
         n = self.profile.batch[2] * h * w
         channels = self.package.manifest.input_channels
-        self._in = _Buffer(n * channels * 4)
-        self._out = _Buffer(n * 3 * self.out_dtype.itemsize)
-        self._labels, self._ids, self._rgb = _Buffer(n), _Buffer(n * 4), _Buffer(n * 3)
+        sizes = (n * channels * 4, n * 3 * self.out_dtype.itemsize, n, n * 4, n * 3)
+        buffers: list[_Buffer] = []
+        try:
+            for nbytes in sizes:
+                buffers.append(_Buffer(nbytes))
+        except BaseException:  # all or none: a later call must not find half of them
+            for buf in buffers:
+                buf.free()
+            raise
+        self._in, self._out, self._labels, self._ids, self._rgb = buffers
 
     def _bucket(self, batch: int) -> int:
         return next(b for b in self.profile.buckets() if b >= batch)
@@ -555,7 +562,11 @@ class _Buffer:
         cuda = _cudart()
         self.nbytes = nbytes
         self.device = int(_check(cuda.cudaMalloc(nbytes)))
-        self.pinned = int(_check(cuda.cudaMallocHost(nbytes)))
+        try:
+            self.pinned = int(_check(cuda.cudaMallocHost(nbytes)))
+        except BaseException:
+            cuda.cudaFree(self.device)
+            raise
 
     def host(self, dtype, shape: tuple[int, ...]) -> np.ndarray:
         """A numpy view of the first elements of the pinned buffer."""

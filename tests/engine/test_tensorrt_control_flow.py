@@ -96,6 +96,31 @@ def test_an_enqueue_that_raises_under_capture_ends_it_and_leaves_no_graph(
     trt.close()
 
 
+def test_a_failed_buffer_allocation_leaves_nothing_half_allocated(
+    trt_double, tiny_package, cpu, monkeypatch
+):
+    from tests.doubles.cudart import cudaError_t
+
+    trt = backend(tiny_package)
+    cuda = trt_double.cuda
+    allocate, calls = cuda.cudaMallocHost, []
+
+    def third_fails(size):
+        calls.append(size)
+        if len(calls) == 3:
+            return (cudaError_t.cudaErrorMemoryAllocation, None)
+        return allocate(size)
+
+    monkeypatch.setattr(cuda, "cudaMallocHost", third_fails)
+    x = dense(1, (32, 64))
+    with pytest.raises(RuntimeError, match="cudaErrorMemoryAllocation"):
+        trt.infer(x)
+    monkeypatch.setattr(cuda, "cudaMallocHost", allocate)
+    np.testing.assert_allclose(trt.infer(x), cpu.infer(x), atol=1e-4)  # all allocated anew
+    trt.close()
+    assert cuda.device_allocated() == 0
+
+
 def test_contexts_and_graphs_are_bounded(trt_double, tiny_package, cpu, monkeypatch):
     from p2phd.engine.backends import tensorrt
 
