@@ -485,6 +485,7 @@ class TensorRTBackend(Backend):
                 if self._table is None or self._table.nbytes < table.nbytes:
                     if self._table is not None:
                         self._table.free()
+                        self._table = None  # not used or freed again if the next one fails
                     self._table = _Buffer(max(table.nbytes, 1 << 16))
                 self._table.host(np.float32, table.shape)[...] = table
                 device_table = kc.DeviceArray(self._table.device, table.shape, np.dtype(np.float32))
