@@ -162,8 +162,7 @@ def driver_fact() -> Fact:
 
 
 def cuda_runtime_fact() -> Fact:
-    def fact(status: str, found: str, fix: str = "") -> Fact:
-        return Fact("CUDA runtime", status, found, fix, gpu=True)
+    fact = functools.partial(Fact, "CUDA runtime", gpu=True)
 
     dists = installed("cuda-bindings", "cuda-python")
     if not dists:
@@ -188,8 +187,7 @@ def cuda_runtime_fact() -> Fact:
 
 
 def tensorrt_fact() -> Fact:
-    def fact(status: str, found: str, fix: str = "") -> Fact:
-        return Fact("TensorRT", status, found, fix, gpu=True)
+    fact = functools.partial(Fact, "TensorRT", gpu=True)
 
     builds = installed("tensorrt-cu12", "tensorrt-cu13")
     if not builds:
@@ -238,8 +236,7 @@ def onnxruntime_cuda_fact() -> Fact:
     Optional: TensorRT is the GPU path; this serves `--backend onnxruntime` on a GPU."""
     from p2phd.engine.backends import onnxruntime as backend
 
-    def fact(status: str, found: str, fix: str = "") -> Fact:
-        return Fact("ONNX Runtime CUDA", status, found, fix, gpu=True, optional=True)
+    fact = functools.partial(Fact, "ONNX Runtime CUDA", gpu=True, optional=True)
 
     if len(backend.installed_builds()) > 1:
         return fact(BROKEN, "see the ONNX Runtime line")
