@@ -128,6 +128,7 @@ class OpenVINOBackend(Backend):
             "PERFORMANCE_HINT": performance_hint,
         }
         self.memory_budget = memory_budget()
+        self._folder = self.cache_folder()  # None: compile every shape, cache nothing
         self._weight_bytes, self._bytes_per_pixel = self._measure_footprint()
         self._compiled: OrderedDict[tuple[int, int, int], _Compiled] = OrderedDict()
 
@@ -184,12 +185,11 @@ class OpenVINOBackend(Backend):
     def _blob_path(self, key: tuple[int, int, int]) -> Path | None:
         """Where this shape's compiled blob is cached, or None when there is no usable cache."""
         batch, height, width = key
-        folder = self.cache_folder()
-        if folder is None:
+        if self._folder is None:
             return None
         hint = self.performance_hint.lower()
-        batch_name = "n" if batch == -1 else str(batch)
-        return folder / f"generator.{self.precision}.{hint}.{batch_name}x{height}x{width}.blob"
+        shape = f"{'n' if batch == -1 else batch}x{height}x{width}"
+        return self._folder / f"generator.{self.precision}.{hint}.{shape}.blob"
 
     def _compile(self, key: tuple[int, int, int]):
         """The compiled model for `key`: imported from its verified cached blob, else compiled
