@@ -24,7 +24,7 @@ from p2phd.engine.decode import decode_label, decode_pair
 from p2phd.engine.errors import BackendUnavailable, PackageError
 from p2phd.engine.package import ModelPackage
 from p2phd.engine.pairing import pair_key
-from p2phd.engine.quality import read_report
+from p2phd.engine.quality import measured_on, read_report
 from p2phd.engine.renderer import Renderer
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ def ensure_quality_report(model_dir: Path, backend: str) -> None:
         return
     package = ModelPackage(model_dir)
     entry = read_report(package.engines_dir).get(f"{backend}:{reduced}")
-    if entry is not None and entry.get("package") == package.content_key:
-        return  # measured on this export (a re-export leaves the old report in engines/)
+    if entry is not None and measured_on(entry, package.content_key):
+        return
     print(f"measuring {backend} {reduced} quality against the fp32 reference (once)...")
     build_engine(model_dir, backend, reduced, EngineOptions())
 

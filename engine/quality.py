@@ -112,6 +112,12 @@ def write_entry(engines_dir: Path, key: str, entry: dict) -> Path:
     return path
 
 
+def measured_on(entry: dict, content_key: str | None) -> bool:
+    """Whether a report entry was measured on the export whose content hash is `content_key`
+    (a re-export leaves engines/ alone); entries written before the hash was recorded count."""
+    return not content_key or entry.get("package", content_key) == content_key
+
+
 def allows(report: dict[str, dict], key: str, content_key: str | None = None) -> tuple[bool, str]:
     """Whether a reduced precision `key` may be chosen by default, and why (or why not).
 
@@ -121,7 +127,7 @@ def allows(report: dict[str, dict], key: str, content_key: str | None = None) ->
     entry = report.get(key)
     if entry is None:
         return False, f"no quality report for {key} (run 'p2phd build' with that precision)"
-    if content_key and entry.get("package", content_key) != content_key:
+    if not measured_on(entry, content_key):
         return False, (
             f"the {key} quality report was measured on another export of this package "
             "(run 'p2phd build' again)"
