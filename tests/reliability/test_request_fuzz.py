@@ -267,16 +267,19 @@ kserve_tensors = st.builds(
 )  # fmt: skip
 
 
-@FUZZ
-@given(
+kserve_requests = st.builds(
+    lambda model, tensors, raw: kserve_pb.ModelInferRequest(
+        model_name=model, inputs=tensors, raw_input_contents=raw or []
+    ),
+    st.sampled_from(["p2phd", "other", ""]),
     st.lists(kserve_tensors, max_size=3),
     st.one_of(st.none(), st.lists(st.binary(max_size=64), max_size=3)),
-    st.sampled_from(["p2phd", "other", ""]),
 )
-def test_random_kserve_requests_render_or_get_a_client_error(server, tensors, raw, model):
-    request = kserve_pb.ModelInferRequest(model_name=model, inputs=tensors)
-    if raw is not None:
-        request.raw_input_contents.extend(raw)
+
+
+@FUZZ
+@given(kserve_requests)
+def test_random_kserve_requests_render_or_get_a_client_error(server, request):
     with grpc.insecure_channel(server.target) as channel:
         stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
         try:

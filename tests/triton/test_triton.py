@@ -18,7 +18,6 @@ import grpc
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from PIL import Image
 
 from p2phd.engine.cli import main
@@ -27,7 +26,7 @@ from p2phd.engine.renderer import Renderer
 from p2phd.engine.style import Style
 from p2phd.engine.wire import grpc_service_pb2 as pb
 from tests.reliability.corpus import bad_cases
-from tests.reliability.test_request_fuzz import kserve_tensors
+from tests.reliability.test_request_fuzz import kserve_requests
 from tests.server.conftest import LABEL_NC, make_maps
 from tests.triton.conftest import (
     MAX_BATCH,
@@ -225,16 +224,9 @@ def test_bad_tensors_are_invalid_argument_with_the_reason(triton, case):
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(
-    st.lists(kserve_tensors, max_size=3),
-    st.one_of(st.none(), st.lists(st.binary(max_size=64), max_size=3)),
-    st.sampled_from(["p2phd", "other", ""]),
-)
-def test_the_reliability_fuzz_gets_client_errors_and_triton_stays_up(triton, tensors, raw, model):
+@given(kserve_requests)
+def test_the_reliability_fuzz_gets_client_errors_and_triton_stays_up(triton, request):
     """The random KServe requests the reliability suite sends to `p2phd serve`."""
-    request = pb.ModelInferRequest(model_name=model, inputs=tensors)
-    if raw is not None:
-        request.raw_input_contents.extend(raw)
     stub = kserve_stub(triton.target)
     try:
         response = stub.ModelInfer(request, timeout=30)
