@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from p2phd.engine.atomic import atomic_write_bytes
 from p2phd.engine.quality import psnr_db
-from p2phd.train.checkpoint import load_checkpoint
+from p2phd.train.checkpoint import Checkpoint, load_checkpoint
 from p2phd.train.data import PairedDataset, collate
 from p2phd.train.input_encoding import encode_input
 from p2phd.train.networks import build_encoder, build_generator
@@ -36,9 +36,8 @@ SIZE = (128, 256)
 
 
 @torch.no_grad()
-def checkpoint_psnr(path: Path, batch: dict) -> float:
+def checkpoint_psnr(ckpt: Checkpoint, batch: dict) -> float:
     """Mean PSNR of one checkpoint's generator on `batch`, features encoded from the photos."""
-    ckpt = load_checkpoint(path)
     cfg = ckpt.model_config
     generator = build_generator(cfg).eval()
     generator.load_state_dict(ckpt.generator_state)
@@ -104,17 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         data = PairedDataset(tmp, cfg.size_multiple, SIZE, instance=True, label_nc=cfg.label_nc)
         batch = collate([data.load(i) for i in range(len(data))])
     oracle_db = instance_mean_psnr(batch)
-    curve = [
-        {
-            "iteration": int(path.stem.split("_")[1]),
-            "psnr_db": round(checkpoint_psnr(path, batch), 2),
-        }
-        for path in tqdm(checkpoints, desc="checkpoints", unit="ckpt")
-    ]
+    curve = []
+    for path in tqdm(checkpoints, desc="checkpoints", unit="ckpt"):
+        ckpt = load_checkpoint(path)
+        psnr = checkpoint_psnr(ckpt, batch)
+        curve.append({"iteration": int(path.stem.split("_")[1]), "psnr_db": round(psnr, 2)})
     result = {
         "what": "held-out PSNR (dB, 8-bit) against the synthetic photo per training checkpoint",
         "run": str(args.run),
-        "train_config": load_checkpoint(checkpoints[-1]).train_config,
+        "train_config": ckpt.train_config,  # the last checkpoint's
         "held_out": {"scenes": args.n, "size": list(SIZE), "synth_seed": HELD_OUT_SEED},
         "features": "encoded from the true photo; torch fp32, the training code's input path",
         "instance_mean_colour_psnr_db": round(oracle_db, 2),
