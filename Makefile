@@ -102,8 +102,8 @@ $(ORT_GPU): $(GPU_ENV)
 	touch $@
 
 # Regenerate the committed gRPC stubs in $(WIRE) from protos/ (flat modules imported as
-# p2phd.engine.wire.<name>_pb2; tests/server/test_protos_fresh.py fails when they are stale).
-WIRE        ?= engine/wire
+# p2phd.engine.serving.wire.<name>_pb2; tests/server/test_protos_fresh.py fails when they are stale).
+WIRE        ?= engine/serving/wire
 PROTO_FILES := $(sort $(shell find protos -name '*.proto'))
 
 protos: | $(BIN)/python
@@ -112,7 +112,7 @@ protos: | $(BIN)/python
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(WIRE)/.gen --pyi_out=$(WIRE)/.gen \
 		--grpc_python_out=$(WIRE)/.gen $(PROTO_FILES)
 	find $(WIRE)/.gen -name '*_pb2*' -exec mv {} $(WIRE)/ \;
-	sed -i -E 's/^from (p2phd\.v1|inference) import/from p2phd.engine.wire import/' \
+	sed -i -E 's/^from (p2phd\.v1|inference) import/from p2phd.engine.serving.wire import/' \
 		$(WIRE)/*_pb2*.py $(WIRE)/*_pb2.pyi
 	rm -rf $(WIRE)/.gen
 

@@ -23,8 +23,8 @@ import torch
 from default_model_quality import HELD_OUT_SEED
 from tqdm import tqdm
 
-from p2phd.engine.atomic import atomic_write_bytes
-from p2phd.engine.quality import psnr_db
+from p2phd.common.atomic import atomic_write_bytes
+from p2phd.engine.core.quality import psnr_db
 from p2phd.train.checkpoint import Checkpoint, load_checkpoint
 from p2phd.train.data import PairedDataset, collate
 from p2phd.train.input_encoding import encode_input

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from p2phd.engine.atomic import atomic_write_bytes
-from p2phd.engine.decode import decode_pair
-from p2phd.engine.pairing import find_pairs
-from p2phd.engine.quality import psnr_db
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
+from p2phd.common.atomic import atomic_write_bytes
+from p2phd.common.decode import decode_pair
+from p2phd.common.pairing import find_pairs
+from p2phd.engine.core.quality import psnr_db
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
 from p2phd.export.package_writer import export_package
 from p2phd.train.model_config import ModelConfig
 from p2phd.train.networks import build_encoder, build_generator

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from p2phd.engine.atomic import atomic_write_bytes
-from p2phd.engine.bench.machine import describe_machine
+from p2phd.common.atomic import atomic_write_bytes
+from p2phd.engine.apps.bench.machine import describe_machine
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "editor_latency.json"
@@ -55,7 +55,7 @@ def stats(ms: list[float]) -> dict[str, float]:
 
 
 def start_editor(model: str, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "edit", model, "--port", str(port)]
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "edit", model, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

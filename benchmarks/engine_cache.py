@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from p2phd.engine import engine_cache
-from p2phd.engine.atomic import atomic_write_bytes
-from p2phd.engine.quality import synthetic_maps
-from p2phd.engine.renderer import Renderer
+from p2phd.common.atomic import atomic_write_bytes
+from p2phd.engine.core import compiled_cache
+from p2phd.engine.core.quality import synthetic_maps
+from p2phd.engine.core.renderer import Renderer
 
 
 def tree_bytes(root: Path) -> int:
@@ -57,8 +57,8 @@ def churn(model: Path, n: int) -> dict:
         "requests": n,
         "shapes": f"64x{shapes[0][1]}..64x{shapes[-1][1]}",
         "package_bytes_added": tree_bytes(model) - package_before,
-        "cache_mb": round(tree_bytes(engine_cache.cache_root()) / 2**20, 1),
-        "cache_limit_mb": engine_cache.max_bytes() >> 20,
+        "cache_mb": round(tree_bytes(compiled_cache.cache_root()) / 2**20, 1),
+        "cache_limit_mb": compiled_cache.max_bytes() >> 20,
         "new_shape_ms_compiled_median": round(float(np.median(compiled)), 1),
         "new_shape_ms_from_cache_median": round(float(np.median(imported)), 1),
     }
@@ -88,7 +88,7 @@ def main() -> None:
     p.add_argument("-o", "--output", default="benchmarks/results/engine_cache.json")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="p2phd-cache-bench-") as cache:
-        os.environ[engine_cache.CACHE_ENV] = cache  # a fresh cache, measured alone
+        os.environ[compiled_cache.CACHE_ENV] = cache  # a fresh cache, measured alone
         result = {
             "model": str(args.model),
             "churn": churn(args.model, args.churn),

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from p2phd.engine.package import ModelPackage
+    from p2phd.engine.core.package import ModelPackage
     from p2phd.export.package_writer import export_package
     from p2phd.train.model_config import ModelConfig
     from p2phd.train.networks import build_generator

@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from p2phd.engine.atomic import atomic_write_bytes
-    from p2phd.engine.bench.machine import cpu_peak, describe_machine
+    from p2phd.common.atomic import atomic_write_bytes
+    from p2phd.engine.apps.bench.machine import cpu_peak, describe_machine
 
     peak = cpu_peak("bf16")
     rows = {}

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from p2phd.common.atomic import atomic_write_bytes
 from p2phd.engine import kernels
-from p2phd.engine.atomic import atomic_write_bytes
-from p2phd.engine.bench.machine import cpu_model
+from p2phd.engine.apps.bench.machine import cpu_model
 from p2phd.engine.kernels import reference
 
 REPO = Path(__file__).resolve().parents[1]

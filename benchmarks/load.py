@@ -52,8 +52,8 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
 
 def engine_throughput(args, labels, instances, batch: int) -> dict:
     """The Renderer's own images/s at `batch`, in this process, with nothing else running."""
-    from p2phd.engine.renderer import Renderer
-    from p2phd.engine.style import Style
+    from p2phd.engine.core.renderer import Renderer
+    from p2phd.engine.core.style import Style
 
     with Renderer(args.model, backend=args.backend, precision=args.precision) as r:
         lab, inst = labels[:batch], instances[:batch]
@@ -150,7 +150,7 @@ async def drive(
     the measured window, and the server's batch and engine-time counters over that window."""
     import grpc
 
-    from p2phd.engine.wire import renderer_pb2_grpc
+    from p2phd.engine.serving.wire import renderer_pb2_grpc
 
     channels = [grpc.aio.insecure_channel(target, options=[
         ("grpc.max_receive_message_length", 256 << 20),
@@ -206,7 +206,7 @@ def server_run(args, name: str, max_batch: int, delay_us: int, requests: list) -
     """Start `p2phd serve` with these batching knobs and load it with the clients."""
     port, metrics_port = free_port(), free_port()
     cmd = [
-        sys.executable, "-m", "p2phd.engine.cli", "serve", str(args.model),
+        sys.executable, "-m", "p2phd.engine.apps.cli", "serve", str(args.model),
         "--port", str(port), "--metrics-port", str(metrics_port),
         "--backend", args.backend, "--precision", args.precision,
         "--max-batch", str(max_batch), "--max-queue-delay-us", str(delay_us),
@@ -284,10 +284,10 @@ def parse_load_args(doc: str, default_out: Path, rounds: int, argv: list[str] | 
 def main(argv: list[str] | None = None) -> int:
     args = parse_load_args(__doc__, DEFAULT_OUT, 5, argv)
 
-    from p2phd.engine.atomic import atomic_write_bytes
-    from p2phd.engine.client import RenderItem
-    from p2phd.engine.package import ModelPackage
-    from p2phd.engine.quality import synthetic_maps
+    from p2phd.common.atomic import atomic_write_bytes
+    from p2phd.engine.core.package import ModelPackage
+    from p2phd.engine.core.quality import synthetic_maps
+    from p2phd.engine.serving.client import RenderItem
 
     h, w = (int(v) for v in args.size.lower().split("x"))
     label_nc = ModelPackage(args.model).manifest.label_nc

@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import openvino as ov
 
-    from p2phd.engine.atomic import atomic_write_bytes
-    from p2phd.engine.bench.harness import OtherLoad
-    from p2phd.engine.bench.machine import describe_machine
-    from p2phd.engine.package import ModelPackage
+    from p2phd.common.atomic import atomic_write_bytes
+    from p2phd.engine.apps.bench.harness import OtherLoad
+    from p2phd.engine.apps.bench.machine import describe_machine
+    from p2phd.engine.core.package import ModelPackage
 
     package = ModelPackage(args.model_dir)
     h, w = (int(v) for v in args.size.split("x"))

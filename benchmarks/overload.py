@@ -69,7 +69,7 @@ class ServerProcess:
     def __init__(self, model: Path, *serve_args: str, env: dict[str, str] | None = None):
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "p2phd.engine.cli", "serve", str(model),
+        cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "serve", str(model),
                "--port", str(self.port), *serve_args]  # fmt: skip
         # The server's log goes to a file: a pipe nobody reads would block it once full.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
@@ -109,9 +109,9 @@ class ServerProcess:
 
 def requests_for(model: Path, size: str, n: int = 16) -> list:
     """`n` RenderRequests of synthetic maps of `size` (HxW) for the package at `model`."""
-    from p2phd.engine.client import RenderItem
-    from p2phd.engine.package import ModelPackage
-    from p2phd.engine.quality import synthetic_maps
+    from p2phd.engine.core.package import ModelPackage
+    from p2phd.engine.core.quality import synthetic_maps
+    from p2phd.engine.serving.client import RenderItem
 
     h, w = (int(v) for v in size.lower().split("x"))
     label_nc = ModelPackage(model).manifest.label_nc
@@ -131,7 +131,7 @@ async def capacity(target: str, requests: list, clients: int, seconds: float) ->
     """Images/s the server sustains with `clients` closed-loop clients (after 2 s of warm-up)."""
     import grpc
 
-    from p2phd.engine.wire import renderer_pb2_grpc
+    from p2phd.engine.serving.wire import renderer_pb2_grpc
 
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         stub = renderer_pb2_grpc.RendererStub(channel)
@@ -183,7 +183,7 @@ async def open_loop(server: ServerProcess, requests: list, rate: float, seconds:
     waits for every answer (each request has a 60 s deadline)."""
     import grpc
 
-    from p2phd.engine.wire import renderer_pb2_grpc
+    from p2phd.engine.serving.wire import renderer_pb2_grpc
 
     result = OpenLoopResult(rate, seconds)
     rng = random.Random(seed)
@@ -281,10 +281,10 @@ class HostileResult:
 
 def hostile_requests(model: Path) -> dict:
     """The fixed hostile requests (a thin strip, an oversized style) and a maker of churn."""
-    from p2phd.engine.client import RenderItem
-    from p2phd.engine.package import ModelPackage
-    from p2phd.engine.quality import synthetic_maps
-    from p2phd.engine.wire import renderer_pb2 as pb
+    from p2phd.engine.core.package import ModelPackage
+    from p2phd.engine.core.quality import synthetic_maps
+    from p2phd.engine.serving.client import RenderItem
+    from p2phd.engine.serving.wire import renderer_pb2 as pb
 
     label_nc = ModelPackage(model).manifest.label_nc
     width = 2 << 20
@@ -315,7 +315,7 @@ async def hostile_load(target: str, model: Path, seconds: float, mix: HostileMix
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from p2phd.engine.wire import renderer_pb2_grpc
+    from p2phd.engine.serving.wire import renderer_pb2_grpc
 
     made = hostile_requests(model)
     result = HostileResult()
@@ -394,7 +394,7 @@ def recovered(server: ServerProcess, request) -> dict:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from p2phd.engine.wire import renderer_pb2_grpc
+    from p2phd.engine.serving.wire import renderer_pb2_grpc
 
     with grpc.insecure_channel(server.target, options=CHANNEL_OPTIONS) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(
@@ -423,7 +423,7 @@ def thinned(samples: list[tuple[float, float]], keep: int = 60) -> list[tuple[fl
 
 
 def write_result(path: Path, result: dict) -> None:
-    from p2phd.engine.atomic import atomic_write_bytes
+    from p2phd.common.atomic import atomic_write_bytes
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(result, indent=2).encode() + b"\n")
@@ -472,7 +472,7 @@ def rss_halves(run: OpenLoopResult, seconds: float) -> tuple[float, float]:
 
 
 def machine() -> dict:
-    from p2phd.engine.bench.machine import cpu_model
+    from p2phd.engine.apps.bench.machine import cpu_model
 
     return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
             "load_average": [round(v, 2) for v in os.getloadavg()]}  # fmt: skip

@@ -36,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch import nn
 
-    from p2phd.engine.atomic import atomic_write_bytes
+    from p2phd.common.atomic import atomic_write_bytes
+    from p2phd.common.errors import P2PHDError
+    from p2phd.engine.apps.bench.harness import OtherLoad
     from p2phd.engine.backends.base import EngineOptions
-    from p2phd.engine.bench.harness import OtherLoad
-    from p2phd.engine.build import build_engine
-    from p2phd.engine.errors import P2PHDError
-    from p2phd.engine.package import ModelPackage
-    from p2phd.engine.quality import synthetic_images
-    from p2phd.engine.renderer import Renderer
+    from p2phd.engine.core.build import build_engine
+    from p2phd.engine.core.package import ModelPackage
+    from p2phd.engine.core.quality import synthetic_images
+    from p2phd.engine.core.renderer import Renderer
     from p2phd.export.checkpoint_export import export_pix2pix
     from p2phd.train.pix2pix_checkpoint import load_pix2pix
     from p2phd.train.pix2pix_config import Pix2PixConfig

@@ -29,7 +29,7 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "render_throughput.json"
 
 def engine_alone(renderer, labels: np.ndarray, instances: np.ndarray, batch: int) -> float:
     """images/s of Renderer.render over decoded maps, batch by batch, seeds as `render` uses."""
-    from p2phd.engine.style import Style
+    from p2phd.engine.core.style import Style
 
     t = time.perf_counter()
     for i in range(0, len(labels), batch):
@@ -40,7 +40,7 @@ def engine_alone(renderer, labels: np.ndarray, instances: np.ndarray, batch: int
 
 def batch_render(renderer, data: Path, out: Path, batch: int, workers: int) -> float:
     """images/s of the `p2phd render` pipeline over the PNG files (its own summary's figure)."""
-    from p2phd.engine.batch_render import BatchRenderer, list_images, plan_jobs
+    from p2phd.engine.batch.render import BatchRenderer, list_images, plan_jobs
 
     jobs, failures = plan_jobs(
         list_images(data / "train_label"), out, instances=list_images(data / "train_inst")
@@ -66,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", default=str(DEFAULT_OUT))
     args = p.parse_args(argv)
 
-    from p2phd.engine.atomic import atomic_write_bytes
-    from p2phd.engine.bench.harness import OtherLoad
-    from p2phd.engine.bench.machine import describe_machine
-    from p2phd.engine.decode import decode_pair
-    from p2phd.engine.renderer import Renderer
+    from p2phd.common.atomic import atomic_write_bytes
+    from p2phd.common.decode import decode_pair
+    from p2phd.engine.apps.bench.harness import OtherLoad
+    from p2phd.engine.apps.bench.machine import describe_machine
+    from p2phd.engine.core.renderer import Renderer
 
     with tempfile.TemporaryDirectory(prefix="p2phd-render-bench-") as tmp:
         data = Path(tmp) / "data"

@@ -69,9 +69,9 @@ def machine_cpu_seconds() -> float:
 
 
 def requests_for(model: Path, h: int, w: int, n: int) -> list:
-    from p2phd.engine.package import ModelPackage
-    from p2phd.engine.quality import synthetic_maps
-    from p2phd.engine.wire import grpc_service_pb2 as pb
+    from p2phd.engine.core.package import ModelPackage
+    from p2phd.engine.core.quality import synthetic_maps
+    from p2phd.engine.serving.wire import grpc_service_pb2 as pb
 
     labels, instances = synthetic_maps(n, h, w, ModelPackage(model).manifest.label_nc, seed=1)
     out = []
@@ -86,7 +86,7 @@ def requests_for(model: Path, h: int, w: int, n: int) -> list:
 
 async def statistics(stub) -> tuple[int, int]:
     """(images, engine calls) so far, from the server's KServe ModelStatistics."""
-    from p2phd.engine.wire import grpc_service_pb2 as pb
+    from p2phd.engine.serving.wire import grpc_service_pb2 as pb
 
     s = (await stub.ModelStatistics(pb.ModelStatisticsRequest(name="p2phd"))).model_stats[0]
     return s.inference_count, s.execution_count
@@ -96,7 +96,7 @@ async def drive(target: str, server_pid: int, requests: list, args) -> dict:
     """`args.clients` closed-loop KServe clients for warmup + seconds; stats over the window."""
     import grpc
 
-    from p2phd.engine.wire import grpc_service_pb2_grpc
+    from p2phd.engine.serving.wire import grpc_service_pb2_grpc
 
     options = [("grpc.max_receive_message_length", 256 << 20),
                ("grpc.max_send_message_length", 256 << 20)]  # fmt: skip
@@ -138,11 +138,11 @@ def run(args, server: str, max_batch: int, delay_us: int, requests: list) -> dic
     """Start `server` with these batching knobs, wait until it renders, and load it."""
     import grpc
 
-    from p2phd.engine.wire import grpc_service_pb2_grpc
+    from p2phd.engine.serving.wire import grpc_service_pb2_grpc
 
     port = free_port()
     command = "serve" if server == "p2phd serve" else "triton"
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", command, str(args.model),
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", command, str(args.model),
            "--port", str(port), "--backend", args.backend, "--precision", args.precision,
            "--max-batch", str(max_batch), "--max-queue-delay-us", str(delay_us)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -183,8 +183,8 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_load_args(__doc__, DEFAULT_OUT, 3, argv)
 
-    from p2phd.engine.atomic import atomic_write_bytes
-    from p2phd.engine.bench.machine import cpu_model
+    from p2phd.common.atomic import atomic_write_bytes
+    from p2phd.engine.apps.bench.machine import cpu_model
 
     h, w = (int(v) for v in args.size.lower().split("x"))
     requests = requests_for(args.model, h, w, max(args.max_batch, 8))

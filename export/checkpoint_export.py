@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from p2phd.engine.errors import CheckpointError
+from p2phd.common.errors import CheckpointError
 from p2phd.export.package_writer import export_package
 from p2phd.train.model_config import ModelConfig
 from p2phd.train.networks import build_encoder, build_generator

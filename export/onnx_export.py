@@ -21,7 +21,7 @@ import torch
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from p2phd.engine.atomic import atomic_path
+from p2phd.common.atomic import atomic_path
 
 OPSET = 17
 PROTOBUF_LIMIT = 2_000_000_000  # bytes; beyond this a model must use external data

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from p2phd.engine import engine_cache, quality
-from p2phd.engine.package import ENGINES, ModelPackage
+from p2phd.engine.core import compiled_cache, quality
+from p2phd.engine.core.package import ENGINES, ModelPackage
 
 
 def human_size(n: int) -> str:
@@ -53,8 +53,8 @@ def _architecture(arch: dict) -> str:
 
 def _cached_engines(package_key: str) -> list[str]:
     """The engines this machine's engine cache holds for the package, as a table."""
-    files = engine_cache.package_files(package_key)
-    lines = [f"Engines in this machine's cache ({engine_cache.cache_root() / package_key}/)"]
+    files = compiled_cache.package_files(package_key)
+    lines = [f"Engines in this machine's cache ({compiled_cache.cache_root() / package_key}/)"]
     if not files:
         return [*lines, "  none (built on first use, or by p2phd build MODEL_DIR --backend ...)"]
     rows = []
@@ -67,7 +67,7 @@ def _cached_engines(package_key: str) -> list[str]:
         *lines,
         *_table(("backend", "key", "file", "size", "last used"), rows),
         f"  {len(files)} file(s), {total}; the least recently used go first when the cache "
-        f"exceeds ${engine_cache.MAX_MB_ENV}",
+        f"exceeds ${compiled_cache.MAX_MB_ENV}",
     ]
 
 
@@ -121,7 +121,7 @@ def describe_package(model_dir: str | Path) -> str:
     ]
     lines += _table(("file", "size", "sha256"), rows)
 
-    lines += ["", *_cached_engines(engine_cache.package_key(package.content_key))]
+    lines += ["", *_cached_engines(compiled_cache.package_key(package.content_key))]
     engines = package.path / ENGINES
     report = quality.read_report(engines) if engines.is_dir() else {}
     if report:

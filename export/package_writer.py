@@ -20,9 +20,9 @@ import onnx
 import torch
 from torch import nn
 
-from p2phd.engine.classes import SemanticClass
-from p2phd.engine.errors import ExportError
-from p2phd.engine.package import (
+from p2phd.common.classes import SemanticClass
+from p2phd.common.errors import ExportError
+from p2phd.engine.core.package import (
     ENCODER,
     FEATURES,
     GENERATOR,

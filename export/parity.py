@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
-from p2phd.engine.errors import ExportError
+from p2phd.common.errors import ExportError
 
 FP32_TOLERANCE = 1e-4
 PARITY_BATCH = 2

@@ -19,7 +19,7 @@ CITYSCAPES_SAMPLE = REPO.parent / "shared" / "data" / "cityscapes-sample"
 @functools.cache
 def gpu_verdict() -> tuple[str, str] | None:
     """None: the gpu tests run; ("skip" | "fail", why) otherwise."""
-    from p2phd.engine import doctor
+    from p2phd.engine.apps import doctor
 
     visible = doctor.gpu_visible()
     if visible is None:

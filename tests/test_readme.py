@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.cli import build_parser
+from p2phd.engine.apps.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -160,7 +160,7 @@ class Served:
     """A `p2phd serve` process, ready once it logs that it is serving."""
 
     def __init__(self, argv: list[str], cwd: Path):
-        cmd = [sys.executable, "-m", "p2phd.engine.cli", *argv[1:]]
+        cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", *argv[1:]]
         self.proc = subprocess.Popen(cmd, cwd=cwd, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -198,7 +198,7 @@ def run_block(lines: list[str], cwd: Path) -> list[str]:
             if argv[1] == "serve":
                 servers.append(Served(argv, cwd))
                 continue
-            cmd = [sys.executable, "-m", "p2phd.engine.cli", *argv[1:]]
+            cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", *argv[1:]]
             done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
             assert done.returncode == 0, f"{shlex.join(argv)}\n{done.stdout}\n{done.stderr}"
     finally:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from p2phd.engine.atomic import atomic_path
-from p2phd.engine.errors import CheckpointError
+from p2phd.common.atomic import atomic_path
+from p2phd.common.errors import CheckpointError
 from p2phd.train.model_config import ModelConfig
 from p2phd.train.pix2pix_config import FAMILY as PIX2PIX
 from p2phd.train.pix2pix_config import Pix2PixConfig

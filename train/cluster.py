@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from p2phd.engine.atomic import atomic_write_bytes
-from p2phd.engine.errors import CheckpointError, ConfigError
+from p2phd.common.atomic import atomic_write_bytes
+from p2phd.common.errors import CheckpointError, ConfigError
 from p2phd.train.checkpoint import load_checkpoint
 from p2phd.train.data import PairedDataset
 from p2phd.train.input_encoding import class_of_instance

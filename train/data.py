@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from p2phd.engine.errors import InputError
-from p2phd.engine.pairing import Pair, find_pairs
+from p2phd.common.errors import InputError
+from p2phd.common.pairing import Pair, find_pairs
 
 
 def round_to_multiple(size: tuple[int, int], multiple: int) -> tuple[int, int]:

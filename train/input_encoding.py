@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from p2phd.engine.errors import InputError
+from p2phd.common.errors import InputError
 from p2phd.train.model_config import ModelConfig
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from p2phd.engine.errors import ConfigError
+from p2phd.common.errors import ConfigError
 
 DiscriminatorOutput = list[list[torch.Tensor]]  # per scale: stage outputs, the last = prediction
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from p2phd.engine.errors import ConfigError
+from p2phd.common.errors import ConfigError
 
 
 @dataclass

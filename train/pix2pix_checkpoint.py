@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from p2phd.engine.errors import CheckpointError
+from p2phd.common.errors import CheckpointError
 from p2phd.train.pix2pix_config import Pix2PixConfig
 from p2phd.train.pix2pix_networks import build_pix2pix_generator
 from p2phd.train.pix2pixhd_checkpoint import check_state, read_state_dict

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from p2phd.engine.errors import ConfigError
+from p2phd.common.errors import ConfigError
 
 FAMILY = "pix2pix"
 UNET_DOWNS = {"unet_128": 7, "unet_256": 8}

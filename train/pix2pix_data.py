@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from p2phd.engine.atomic import atomic_path
-from p2phd.engine.classes import default_classes
-from p2phd.engine.errors import ConfigError, InputError
-from p2phd.engine.image_input import to_model_input
-from p2phd.engine.pairing import IMAGE_EXTENSIONS
+from p2phd.common.atomic import atomic_path
+from p2phd.common.classes import default_classes
+from p2phd.common.errors import ConfigError, InputError
+from p2phd.common.image_input import to_model_input
+from p2phd.common.pairing import IMAGE_EXTENSIONS
 from p2phd.train.data import read_photo
 from p2phd.train.synth import render_scene
 

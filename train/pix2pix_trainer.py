@@ -21,8 +21,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from tqdm import tqdm
 
-from p2phd.engine.atomic import atomic_path
-from p2phd.engine.errors import ConfigError
+from p2phd.common.atomic import atomic_path
+from p2phd.common.errors import ConfigError
 from p2phd.train.checkpoint import Checkpoint, save_checkpoint
 from p2phd.train.pix2pix_config import Pix2PixConfig
 from p2phd.train.pix2pix_data import Pix2PixDataset

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from p2phd.engine.errors import CheckpointError
+from p2phd.common.errors import CheckpointError
 from p2phd.train.model_config import ModelConfig
 from p2phd.train.networks import build_encoder, build_generator
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from p2phd.engine.atomic import atomic_path
-from p2phd.engine.errors import ConfigError
+from p2phd.common.atomic import atomic_path
+from p2phd.common.errors import ConfigError
 
 ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, CAR = 7, 8, 11, 17, 21, 23, 24, 26
 THING_CLASSES = (PERSON, CAR)

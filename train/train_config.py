@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from p2phd.engine.errors import ConfigError
+from p2phd.common.errors import ConfigError
 from p2phd.train.model_config import ModelConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -17,9 +17,9 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from p2phd.engine.atomic import atomic_path, remove_stale_temporaries
-from p2phd.engine.classes import default_classes
-from p2phd.engine.errors import CheckpointError, ConfigError
+from p2phd.common.atomic import atomic_path, remove_stale_temporaries
+from p2phd.common.classes import default_classes
+from p2phd.common.errors import CheckpointError, ConfigError
 from p2phd.train.checkpoint import (
     Checkpoint,
     capture_rng,

@@ -13,10 +13,10 @@ import importlib
 import logging
 from dataclasses import dataclass
 
-from p2phd.engine import quality
+from p2phd.common.errors import BackendUnavailable, ConfigError, P2PHDError, PackageError
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.errors import BackendUnavailable, ConfigError, P2PHDError, PackageError
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.core import quality
+from p2phd.engine.core.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def choose_backend(name: str = "auto") -> tuple[str, str]:
         if reason:
             raise BackendUnavailable(f"backend {name}: {reason}")
         return name, "requested"
-    from p2phd.engine.doctor import gpu_summary
+    from p2phd.engine.apps.doctor import gpu_summary
 
     skipped = []
     for candidate in AUTO_ORDER:

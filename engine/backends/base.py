@@ -15,9 +15,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from p2phd.engine import engine_cache
-from p2phd.engine.errors import ConfigError
-from p2phd.engine.package import ModelPackage
+from p2phd.common.errors import ConfigError
+from p2phd.engine.core import compiled_cache
+from p2phd.engine.core.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ class Backend(ABC):
 
     def engine_dir(self) -> Path:
         """The folder to write this backend's cache files into: in the engine cache, keyed by the
-        package's content hash and `cache_key()`, never inside the package (see engine_cache)."""
-        return engine_cache.backend_dir(
-            engine_cache.package_key(self.package.content_key), self.cache_key()
+        package's content hash and `cache_key()`, never inside the package (see compiled_cache)."""
+        return compiled_cache.backend_dir(
+            compiled_cache.package_key(self.package.content_key), self.cache_key()
         )
 
     def cache_folder(self) -> Path | None:

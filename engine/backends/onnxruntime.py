@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from p2phd.engine import engine_cache
+from p2phd.common.errors import BackendUnavailable, PackageError
+from p2phd.engine.apps.doctor import installed
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.doctor import installed
-from p2phd.engine.errors import BackendUnavailable, PackageError
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.core import compiled_cache
+from p2phd.engine.core.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class OnnxRuntimeBackend(Backend):
     def _optimized_model(self) -> bytes | None:
         """The cached optimized model, verified against its own sha256 (None: use the source)."""
         folder = self.cache_folder()
-        return None if folder is None else engine_cache.read_entry(folder / self._optimized_name)
+        return None if folder is None else compiled_cache.read_entry(folder / self._optimized_name)
 
     def _options(self, level):
         """CPU session options. No memory arena: it grows to the largest shape ever run and
@@ -122,7 +122,7 @@ class OnnxRuntimeBackend(Backend):
         with tempfile.TemporaryDirectory(prefix="p2phd-ort-") as tmp:
             opts.optimized_model_filepath = str(Path(tmp) / target.name)
             self._ort.InferenceSession(str(self.source), opts, providers=["CPUExecutionProvider"])
-            engine_cache.write_entry(target, Path(opts.optimized_model_filepath).read_bytes())
+            compiled_cache.write_entry(target, Path(opts.optimized_model_filepath).read_bytes())
         self.session = self._session()
         self.binding = self.session.io_binding()
         return [target] if target.is_file() else []

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from p2phd.engine import engine_cache
+from p2phd.common.errors import BackendUnavailable
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.cpu_features import bf16_instructions, cpu_flags
-from p2phd.engine.errors import BackendUnavailable
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.core import compiled_cache
+from p2phd.engine.core.cpu_features import bf16_instructions, cpu_flags
+from p2phd.engine.core.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class _Compiled:
 
 def memory_budget() -> int:
     """The bound on compiled models' estimated bytes, from $P2PHD_ENGINE_MEMORY_MB."""
-    return engine_cache.env_megabytes(MEMORY_ENV, DEFAULT_MEMORY_MB)
+    return compiled_cache.env_megabytes(MEMORY_ENV, DEFAULT_MEMORY_MB)
 
 
 def _elements(shape) -> int:
@@ -195,7 +195,7 @@ class OpenVINOBackend(Backend):
         """The compiled model for `key`: imported from its verified cached blob, else compiled
         and cached."""
         path = self._blob_path(key)
-        blob = engine_cache.read_entry(path) if path else None
+        blob = compiled_cache.read_entry(path) if path else None
         if blob is not None:
             try:
                 return self.core.import_model(blob, "CPU", self.config)
@@ -206,7 +206,7 @@ class OpenVINOBackend(Backend):
         if path:
             stream = io.BytesIO()
             compiled.export_model(stream)
-            engine_cache.write_entry(path, stream.getvalue())
+            compiled_cache.write_entry(path, stream.getvalue())
         return compiled
 
     def _entry(self, batch: int, height: int, width: int) -> _Compiled:

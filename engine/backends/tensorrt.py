@@ -8,7 +8,7 @@ key of (sha256 of the ONNX file and of its external weights, TensorRT and CUDA r
 GPU name and compute capability, precision, profile), so a changed model, driver stack or GPU
 never loads a stale engine; beside them, per key without the profile, the profile built last
 (what a backend opened without options uses). Plans, profiles and timing caches are entries of
-the engine cache (engine_cache): each carries the sha256 of its place and bytes, so a changed
+the engine cache (compiled_cache): each carries the sha256 of its place and bytes, so a changed
 plan, or one copied from another package's folder, is rebuilt, never deserialized; and each
 write keeps the cache within its byte bound. The engine's I/O is checked at load: a float32
 input and a float32/float16 output, both LINEAR (NCHW).
@@ -41,13 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
-from p2phd.engine import engine_cache
+from p2phd.common.errors import BackendUnavailable, ConfigError, InputError, PackageError
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.cuda_runtime import check as _check
-from p2phd.engine.cuda_runtime import runtime as _cudart
-from p2phd.engine.cuda_runtime import version_text
-from p2phd.engine.errors import BackendUnavailable, ConfigError, InputError, PackageError
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.core import compiled_cache
+from p2phd.engine.core.cuda_runtime import check as _check
+from p2phd.engine.core.cuda_runtime import runtime as _cudart
+from p2phd.engine.core.cuda_runtime import version_text
+from p2phd.engine.core.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +200,11 @@ class TensorRTBackend(Backend):
 
     def _read(self, name: str) -> bytes | None:
         """The verified cache entry `name`, or None (missing, changed, foreign or no cache)."""
-        return None if self._folder is None else engine_cache.read_entry(self._folder / name)
+        return None if self._folder is None else compiled_cache.read_entry(self._folder / name)
 
     def _write(self, name: str, payload: bytes) -> None:
         if self._folder is not None:
-            engine_cache.write_entry(self._folder / name, payload)
+            compiled_cache.write_entry(self._folder / name, payload)
 
     def _pick_profile(self, options: EngineOptions | None) -> Profile:
         """The requested profile, or else that of the engine most recently built for this key."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from p2phd.common.errors import BackendUnavailable, PackageError
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.errors import BackendUnavailable, PackageError
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.core.package import ModelPackage
 
 
 class TorchBackend(Backend):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import ml_dtypes
 import numpy as np
 
-from p2phd.engine.errors import InputError
+from p2phd.common.errors import InputError
 from p2phd.engine.kernels import _native
 
 __all__ = [

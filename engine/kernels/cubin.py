@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from p2phd.engine import cuda_runtime, engine_cache
-from p2phd.engine.errors import BackendUnavailable
+from p2phd.common.errors import BackendUnavailable
+from p2phd.engine.core import compiled_cache, cuda_runtime
 
 SOURCE_DIR = Path(__file__).with_name("csrc")
 SOURCE = "kernels_cuda.cu"
@@ -120,7 +120,7 @@ def compile_cubin(arch: tuple[int, int]) -> bytes:
 def cache_path(arch: tuple[int, int], nvrtc_version: tuple[int, int]) -> Path:
     """Where the cubin for `arch` from this NVRTC is cached."""
     key = cache_key(arch, nvrtc_version)
-    return engine_cache.cache_root() / CACHE_FOLDER / f"sm{arch[0]}{arch[1]}-{key[:32]}.cubin"
+    return compiled_cache.cache_root() / CACHE_FOLDER / f"sm{arch[0]}{arch[1]}-{key[:32]}.cubin"
 
 
 def cubin(arch: tuple[int, int], driver: int) -> bytes:
@@ -133,8 +133,8 @@ def cubin(arch: tuple[int, int], driver: int) -> bytes:
     supported = list(cuda_runtime.check(nvrtc.nvrtcGetSupportedArchs()))
     check_target(version, supported, arch, driver)
     path = cache_path(arch, version)
-    image = engine_cache.read_entry(path)
+    image = compiled_cache.read_entry(path)
     if image is None or not image.startswith(ELF_MAGIC):
         image = compile_cubin(arch)
-        engine_cache.write_entry(path, image)
+        compiled_cache.write_entry(path, image)
     return image

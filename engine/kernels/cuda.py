@@ -31,8 +31,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from p2phd.engine import cuda_runtime
-from p2phd.engine.errors import BackendUnavailable, InputError, P2PHDError
+from p2phd.common.errors import BackendUnavailable, InputError, P2PHDError
+from p2phd.engine.core import cuda_runtime
 from p2phd.engine.kernels import DTYPES, cubin
 
 __all__ = [

@@ -50,7 +50,7 @@ def bench_run(bench_package, tmp_path_factory) -> tuple[subprocess.CompletedProc
         [
             sys.executable,
             "-m",
-            "p2phd.engine.cli",
+            "p2phd.engine.apps.cli",
             "bench",
             str(bench_package),
             "--backends",

@@ -7,9 +7,9 @@ import math
 import pytest
 from PIL import Image
 
+from p2phd.engine.apps.bench.harness import STAGES
 from p2phd.engine.backends.onnxruntime import OnnxRuntimeBackend
-from p2phd.engine.bench.harness import STAGES
-from p2phd.engine.cpu_features import has_native_bf16
+from p2phd.engine.core.cpu_features import has_native_bf16
 
 
 def rows(result: dict, backend: str, precision: str) -> list[dict]:
@@ -96,7 +96,7 @@ def test_reduced_precision_rows_carry_quality(bench_result, bench_shape):
 
 
 def first_table_line(result: dict, row: dict) -> str:
-    from p2phd.engine.bench.report import markdown
+    from p2phd.engine.apps.bench.report import markdown
 
     prefix = f"| {row['backend']} | {row['precision']} | {row['batch']} | {row['size']} |"
     return next(line for line in markdown(result).splitlines() if line.startswith(prefix))
@@ -113,7 +113,7 @@ def first_table_line(result: dict, row: dict) -> str:
     ],
 )
 def test_bad_arguments_are_clear_errors(bench_package, tmp_path, capsys, args, message):
-    from p2phd.engine.cli import main
+    from p2phd.engine.apps.cli import main
 
     assert main(["bench", str(bench_package), "-o", str(tmp_path / "out"), *args]) == 2
     assert message in capsys.readouterr().err
@@ -121,7 +121,7 @@ def test_bad_arguments_are_clear_errors(bench_package, tmp_path, capsys, args, m
 
 
 def test_missing_package_is_a_clear_error(tmp_path, capsys):
-    from p2phd.engine.cli import main
+    from p2phd.engine.apps.cli import main
 
     assert main(["bench", str(tmp_path / "nowhere"), "-o", str(tmp_path / "out")]) == 2
     assert "nowhere" in capsys.readouterr().err

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from p2phd.engine.bench.gpu import CudaEventTimer, describe_gpu
-from p2phd.engine.bench.harness import BenchConfig, run_bench
+from p2phd.engine.apps.bench.gpu import CudaEventTimer, describe_gpu
+from p2phd.engine.apps.bench.harness import BenchConfig, run_bench
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
 
 
 @pytest.mark.gpu
 def test_cuda_event_timer_measures_stream_work():
-    from p2phd.engine.cuda_runtime import check, runtime
+    from p2phd.engine.core.cuda_runtime import check, runtime
 
     cudart = runtime()
     stream = check(cudart.cudaStreamCreate())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p2phd.engine.bench.machine import (
+from p2phd.engine.apps.bench.machine import (
     clock_hz,
     cpu_peak,
     describe_machine,
@@ -13,7 +13,7 @@ from p2phd.engine.bench.machine import (
     measured_clock_hz,
     physical_cores,
 )
-from p2phd.engine.cpu_features import cpu_flags
+from p2phd.engine.core.cpu_features import cpu_flags
 
 SPR = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma"})
 ZEN4 = frozenset({"avx512f", "avx512_bf16", "fma"})

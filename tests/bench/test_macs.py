@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from p2phd.engine.bench.macs import count_macs, count_model_macs
-from p2phd.engine.errors import PackageError
+from p2phd.common.errors import PackageError
+from p2phd.engine.apps.bench.macs import count_macs, count_model_macs
 
 
 def init(name: str, shape: tuple[int, ...], dtype=np.float32):

@@ -8,16 +8,16 @@ import json
 
 import pytest
 
-from p2phd.engine.bench.gpu import Nvtx
-from p2phd.engine.bench.harness import EnginePipeline, synthetic_pngs, time_pipeline
-from p2phd.engine.renderer import Renderer
+from p2phd.engine.apps.bench.gpu import Nvtx
+from p2phd.engine.apps.bench.harness import EnginePipeline, synthetic_pngs, time_pipeline
+from p2phd.engine.core.renderer import Renderer
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
 
 
 def test_p2phd_bench_writes_tensorrt_rows_labelled_as_the_double(
     trt_double, bench_package, bench_shape, tmp_path
 ):
-    from p2phd.engine.cli import main
+    from p2phd.engine.apps.cli import main
 
     batches, (h, w) = bench_shape
     out = tmp_path / "bench"
@@ -80,7 +80,7 @@ def test_bench_renders_from_maps_where_the_backend_does(trt_double, bench_packag
 
 
 def test_a_failing_layer_profile_fails_only_its_row(trt_double, bench_package, monkeypatch):
-    from p2phd.engine.bench import harness
+    from p2phd.engine.apps.bench import harness
 
     def broken(backend, x):
         raise RuntimeError("profiler broke")

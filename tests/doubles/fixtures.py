@@ -1,7 +1,7 @@
 """The `trt_double` fixture: the TensorRT and CUDA runtime doubles installed for one test.
 
 They go into sys.modules as `tensorrt` and `cuda.bindings.runtime` (what
-p2phd.engine.cuda_runtime imports) and the engine cache is the test's own (engines built for
+p2phd.engine.core.cuda_runtime imports) and the engine cache is the test's own (engines built for
 the double never meet another test's). The CUDA kernels report themselves unavailable, so the
 TensorRT backend preprocesses on the CPU, unless the test calls `route_kernels()`: then they run
 on the double (tests/doubles/kernels.py) and `render_maps` is used. Everything is restored after

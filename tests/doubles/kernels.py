@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from p2phd.engine import kernels
-from p2phd.engine.cuda_runtime import check
+from p2phd.engine.core.cuda_runtime import check
 from p2phd.engine.kernels.cuda import DeviceArray
 from tests.doubles.cudart import CudaRuntimeDouble
 

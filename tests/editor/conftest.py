@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from p2phd.engine.editor.app import create_app
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.apps.editor.app import create_app
+from p2phd.engine.core.package import ModelPackage
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
 
@@ -21,7 +21,7 @@ def default_model() -> Path:
 @pytest.fixture(scope="session")
 def editor_renderer():
     """The default model on ONNX Runtime (fp32: renders are repeatable to the byte)."""
-    from p2phd.engine.renderer import Renderer
+    from p2phd.engine.core.renderer import Renderer
 
     renderer = Renderer(DEFAULT_MODEL, backend="onnxruntime", precision="fp32")
     yield renderer

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.editor.app import create_app
-from p2phd.engine.errors import BackendUnavailable
-from p2phd.engine.package import ModelPackage
-from p2phd.engine.style import Style
+from p2phd.common.errors import BackendUnavailable
+from p2phd.engine.apps.editor.app import create_app
+from p2phd.engine.core.package import ModelPackage
+from p2phd.engine.core.style import Style
 from p2phd.train.synth import CAR, render_scene
 
 
@@ -218,9 +218,9 @@ def test_scene_of_an_unknown_size_is_refused(client):
 
 def test_remote_renderer_matches_the_local_one(scene, default_model):
     """`p2phd edit --server`: the same page, rendered by a running p2phd server."""
-    from p2phd.engine.editor.remote import RemoteRenderer
-    from p2phd.engine.renderer import Renderer
-    from p2phd.engine.server import P2PHDServer, ServerConfig
+    from p2phd.engine.apps.editor.remote import RemoteRenderer
+    from p2phd.engine.core.renderer import Renderer
+    from p2phd.engine.serving.server import P2PHDServer, ServerConfig
 
     config = ServerConfig(default_model, port=0, backend="onnxruntime", precision="fp32")
     loop = asyncio.new_event_loop()
@@ -252,7 +252,7 @@ def test_remote_renderer_matches_the_local_one(scene, default_model):
 
 
 def test_remote_renderer_without_a_server_says_so():
-    from p2phd.engine.editor.remote import RemoteRenderer
+    from p2phd.engine.apps.editor.remote import RemoteRenderer
 
     with pytest.raises(BackendUnavailable, match="127.0.0.1:9 is unavailable"):
         RemoteRenderer("127.0.0.1:9", timeout=5)

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.decode import decode_instance, decode_label
-from p2phd.engine.style import Style
+from p2phd.common.decode import decode_instance, decode_label
+from p2phd.engine.core.style import Style
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # This machine's closed network refuses Chromium's background connections: switch them off.

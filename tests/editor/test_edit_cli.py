@@ -8,14 +8,14 @@ import subprocess
 import sys
 import urllib.request
 
-from p2phd.engine.cli import main
+from p2phd.engine.apps.cli import main
 
 
 def test_edit_serves_the_page_for_a_package(default_model):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "edit", str(default_model),
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "edit", str(default_model),
            "--port", str(port), "--backend", "onnxruntime"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from p2phd.engine.quality import synthetic_maps
+from p2phd.engine.core.quality import synthetic_maps
 
 CLUSTERED = {7: 4, 24: 3, 26: 5}  # class id -> number of k-means centres (road, person, car)
 

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from p2phd.engine import quality
+from p2phd.common.errors import BackendUnavailable, ConfigError
 from p2phd.engine.backends import backend_class, choose_backend, open_backend
-from p2phd.engine.cpu_features import has_native_bf16
-from p2phd.engine.errors import BackendUnavailable, ConfigError
-from p2phd.engine.package import ModelPackage
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
+from p2phd.engine.core import quality
+from p2phd.engine.core.cpu_features import has_native_bf16
+from p2phd.engine.core.package import ModelPackage
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
 
 FP32_CPU = ("onnxruntime", "openvino")
 
@@ -40,7 +40,7 @@ def test_fp32_backend_matches_torch_reference(backend, tiny_package, tiny_maps, 
 @pytest.mark.skipif(not has_native_bf16(), reason="this CPU has neither AMX nor AVX512-BF16")
 def test_openvino_bf16_meets_its_quality_report(tiny_package, tiny_maps, reference):
     from p2phd.engine.backends.base import EngineOptions
-    from p2phd.engine.build import build_engine
+    from p2phd.engine.core.build import build_engine
 
     result = build_engine(tiny_package, "openvino", "bf16", EngineOptions(sizes=[(32, 64)]))
     assert result.quality["reference"] == "torch:fp32"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.batch_render import BatchRenderer, is_complete_png, list_images, plan_jobs
-from p2phd.engine.quality import synthetic_maps
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
+from p2phd.engine.batch.render import BatchRenderer, is_complete_png, list_images, plan_jobs
+from p2phd.engine.core.quality import synthetic_maps
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
 
 
 def write_maps(root: Path, n: int, h: int, w: int, cityscapes: bool, seed: int = 3) -> list[str]:
@@ -40,7 +40,7 @@ def write_maps(root: Path, n: int, h: int, w: int, cityscapes: bool, seed: int =
 
 
 def p2phd_render(model: Path, root: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "render", str(model)]
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "render", str(model)]
     cmd += ["--labels", str(root / "labels"), "--instances", str(root / "instances")]
     cmd += ["-o", str(out), "--backend", "onnxruntime", "--quiet", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -145,7 +145,15 @@ def cityscapes_val(root: Path, n: int) -> list[str]:
 def render_cli(
     model: Path, labels: Path, instances: Path, out: Path
 ) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "render", str(model), "--labels", str(labels)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "p2phd.engine.apps.cli",
+        "render",
+        str(model),
+        "--labels",
+        str(labels),
+    ]
     cmd += ["--instances", str(instances), "-o", str(out), "--backend", "onnxruntime", "--quiet"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 

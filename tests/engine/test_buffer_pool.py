@@ -5,10 +5,10 @@ import time
 
 import numpy as np
 
-from p2phd.engine.buffer_pool import BufferPool
-from p2phd.engine.quality import synthetic_maps
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
+from p2phd.engine.core.buffer_pool import BufferPool
+from p2phd.engine.core.quality import synthetic_maps
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
 
 
 def test_a_returned_array_is_handed_out_again_for_its_item_shape_and_dtype_only():

@@ -7,20 +7,20 @@ import sys
 import numpy as np
 import pytest
 
-from p2phd.engine import quality
+from p2phd.common.errors import ConfigError
 from p2phd.engine.backends import backend_class
 from p2phd.engine.backends.base import EngineOptions
-from p2phd.engine.build import build_engine, parse_batch, parse_size
-from p2phd.engine.cpu_features import has_native_bf16
-from p2phd.engine.errors import ConfigError
-from p2phd.engine.package import ModelPackage
-from p2phd.engine.renderer import Renderer
+from p2phd.engine.core import quality
+from p2phd.engine.core.build import build_engine, parse_batch, parse_size
+from p2phd.engine.core.cpu_features import has_native_bf16
+from p2phd.engine.core.package import ModelPackage
+from p2phd.engine.core.renderer import Renderer
 from p2phd.export.package_info import describe_package
 
 
 def p2phd(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "p2phd.engine.cli", *map(str, args)],
+        [sys.executable, "-m", "p2phd.engine.apps.cli", *map(str, args)],
         capture_output=True,
         text=True,
     )

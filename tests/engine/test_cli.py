@@ -5,12 +5,12 @@ import sys
 
 import pytest
 
-from p2phd.engine.cli import COMMANDS
+from p2phd.engine.apps.cli import COMMANDS
 
 
 def p2phd(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "p2phd.engine.cli", *args], capture_output=True, text=True
+        [sys.executable, "-m", "p2phd.engine.apps.cli", *args], capture_output=True, text=True
     )
 
 

@@ -1,6 +1,6 @@
 """CPU flag detection decides whether bf16 may be used; it must read real cpuinfo layouts."""
 
-from p2phd.engine.cpu_features import cpu_flags
+from p2phd.engine.core.cpu_features import cpu_flags
 
 
 def test_reads_x86_flags_and_tolerates_a_missing_file(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.decode import decode_instance, decode_label, decode_pair
-from p2phd.engine.errors import InputError
+from p2phd.common.decode import decode_instance, decode_label, decode_pair
+from p2phd.common.errors import InputError
 
 
 def png(array: np.ndarray, mode: str | None = None) -> bytes:

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from p2phd.engine.demo import CAPTION_PX, GAP_PX
-from p2phd.engine.quality import synthetic_maps, write_entry
+from p2phd.engine.apps.demo import CAPTION_PX, GAP_PX
+from p2phd.engine.core.quality import synthetic_maps, write_entry
 from p2phd.train.synth import render_scene
 
 
@@ -26,7 +26,7 @@ def test_demo_renders_examples_side_by_side_and_times_backends(tiny_package, tmp
     Image.fromarray(scene.instance).save(examples / "synth_7_00000_instanceIds.png")
 
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "demo", "--model", str(tiny_package)]
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "demo", "--model", str(tiny_package)]
     proc = subprocess.run([*cmd, "-o", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     images = sorted((out / "images").iterdir())
@@ -62,8 +62,9 @@ def test_demo_renders_examples_side_by_side_and_times_backends(tiny_package, tmp
 def test_demo_measures_again_after_a_re_export(tiny_package, monkeypatch):
     """A quality entry left in engines/ by an earlier export does not stop the demo measuring
     this one (precision=auto would ignore the stale entry and the demo would run fp32)."""
-    from p2phd.engine import build, demo
-    from p2phd.engine.package import ModelPackage
+    from p2phd.engine.apps import demo
+    from p2phd.engine.core import build
+    from p2phd.engine.core.package import ModelPackage
 
     monkeypatch.setattr(demo, "backend_class", lambda name: type("B", (), {
         "reduced_unsupported": staticmethod(lambda precision: None)}))  # fmt: skip

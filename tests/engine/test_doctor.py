@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from p2phd.engine import doctor
+from p2phd.engine.apps import doctor
+from p2phd.engine.apps.cli import main
 from p2phd.engine.backends import choose_backend
-from p2phd.engine.cli import main
-from p2phd.engine.cpu_features import cpu_flags
+from p2phd.engine.core.cpu_features import cpu_flags
 from tests.conftest import REPO, gpu_verdict
 from tests.engine.test_cli import p2phd
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from p2phd.engine import engine_cache
-from p2phd.engine.atomic import TMP_PREFIX
-from p2phd.engine.client import RenderItem, image_of
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.server import ServerConfig
-from p2phd.engine.wire import renderer_pb2_grpc
+from p2phd.common.atomic import TMP_PREFIX
+from p2phd.engine.core import compiled_cache
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.serving.client import RenderItem, image_of
+from p2phd.engine.serving.server import ServerConfig
+from p2phd.engine.serving.wire import renderer_pb2_grpc
 from tests.reliability.test_engine_cache import snapshot
 from tests.server.conftest import ThreadedServer, make_maps
 
@@ -27,7 +27,7 @@ from tests.server.conftest import ThreadedServer, make_maps
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "cache"
-    monkeypatch.setenv(engine_cache.CACHE_ENV, str(root))
+    monkeypatch.setenv(compiled_cache.CACHE_ENV, str(root))
     return root
 
 
@@ -66,8 +66,8 @@ def test_rendering_and_serving_a_read_only_package_writes_nothing_into_it(
 
 RENDER = """
 import hashlib, sys
-from p2phd.engine.quality import synthetic_maps
-from p2phd.engine.renderer import Renderer
+from p2phd.engine.core.quality import synthetic_maps
+from p2phd.engine.core.renderer import Renderer
 digest = hashlib.sha256()
 with Renderer(sys.argv[1], "openvino", "fp32") as r:
     for width in (64, 96, 128):
@@ -78,7 +78,7 @@ print(digest.hexdigest())
 
 def test_two_processes_fill_one_cache_from_one_package_at_once(read_only_package, tmp_path):
     cache = tmp_path / "shared-cache"
-    env = {**os.environ, engine_cache.CACHE_ENV: str(cache)}
+    env = {**os.environ, compiled_cache.CACHE_ENV: str(cache)}
     before = snapshot(read_only_package)
     procs = [
         subprocess.Popen([sys.executable, "-c", RENDER, str(read_only_package)], env=env,
@@ -90,7 +90,7 @@ def test_two_processes_fill_one_cache_from_one_package_at_once(read_only_package
         assert p.returncode == 0, err
     assert results[0][0] == results[1][0]  # the same images from both
     blobs = sorted(cache.rglob("*.blob"))
-    assert len(blobs) == 3 and all(engine_cache.read_entry(b) is not None for b in blobs)
+    assert len(blobs) == 3 and all(compiled_cache.read_entry(b) is not None for b in blobs)
     assert not list(cache.rglob(f"{TMP_PREFIX}*"))  # nothing half-written left behind
     assert snapshot(read_only_package) == before
     # A third process starts from the cache and renders the same images.
@@ -115,11 +115,11 @@ def test_the_cache_is_keyed_by_package_content_not_location(tiny_package_source,
 
 
 def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv(engine_cache.CACHE_ENV, str(tmp_path / "a"))
-    assert engine_cache.cache_root() == tmp_path / "a"
-    monkeypatch.delenv(engine_cache.CACHE_ENV)
+    monkeypatch.setenv(compiled_cache.CACHE_ENV, str(tmp_path / "a"))
+    assert compiled_cache.cache_root() == tmp_path / "a"
+    monkeypatch.delenv(compiled_cache.CACHE_ENV)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert engine_cache.cache_root() == tmp_path / "xdg" / "p2phd"
+    assert compiled_cache.cache_root() == tmp_path / "xdg" / "p2phd"
 
 
 def _age(path: Path, seconds: float) -> None:
@@ -128,19 +128,19 @@ def _age(path: Path, seconds: float) -> None:
 
 
 def test_eviction_keeps_the_most_recently_used_within_the_byte_bound(cache, monkeypatch):
-    monkeypatch.setenv(engine_cache.MAX_MB_ENV, "1")
-    folder = engine_cache.backend_dir("pkg", "backend-1.0-cpu")
+    monkeypatch.setenv(compiled_cache.MAX_MB_ENV, "1")
+    folder = compiled_cache.backend_dir("pkg", "backend-1.0-cpu")
     payload = bytes(300 << 10)
     paths = [folder / f"e{i}.bin" for i in range(3)]
     for age, path in zip((300, 200, 100), paths, strict=True):
-        assert engine_cache.write_entry(path, payload)
+        assert compiled_cache.write_entry(path, payload)
         _age(path, age)
-    assert engine_cache.read_entry(paths[0]) == payload  # the oldest is now the most recent
+    assert compiled_cache.read_entry(paths[0]) == payload  # the oldest is now the most recent
     stale, fresh = folder / f"{TMP_PREFIX}stale", folder / f"{TMP_PREFIX}fresh"
     stale.write_bytes(b"x")
     fresh.write_bytes(b"x")
-    _age(stale, engine_cache.STALE_TEMPORARY_S + 1)
-    engine_cache.write_entry(folder / "e3.bin", payload)  # 4 x 300 KiB > 1 MiB: one must go
+    _age(stale, compiled_cache.STALE_TEMPORARY_S + 1)
+    compiled_cache.write_entry(folder / "e3.bin", payload)  # 4 x 300 KiB > 1 MiB: one must go
     assert sorted(p.name for p in folder.iterdir()) == [f"{TMP_PREFIX}fresh", "e0.bin", "e2.bin",
                                                         "e3.bin"]  # fmt: skip
     total = sum(p.stat().st_size for p in folder.iterdir() if not p.name.startswith(TMP_PREFIX))
@@ -148,38 +148,38 @@ def test_eviction_keeps_the_most_recently_used_within_the_byte_bound(cache, monk
 
 
 def test_an_entry_without_its_hash_or_with_another_is_not_read(cache):
-    path = engine_cache.backend_dir("pkg", "b") / "entry.bin"
-    engine_cache.write_entry(path, b"engine bytes")
-    assert engine_cache.read_entry(path) == b"engine bytes"
+    path = compiled_cache.backend_dir("pkg", "b") / "entry.bin"
+    compiled_cache.write_entry(path, b"engine bytes")
+    assert compiled_cache.read_entry(path) == b"engine bytes"
     data = path.read_bytes()
     path.write_bytes(data[:-1] + b"X")
-    assert engine_cache.read_entry(path) is None
+    assert compiled_cache.read_entry(path) is None
     path.write_bytes(b"engine bytes")  # a plain file placed there
-    assert engine_cache.read_entry(path) is None
-    assert engine_cache.read_entry(path.with_name("absent.bin")) is None
+    assert compiled_cache.read_entry(path) is None
+    assert compiled_cache.read_entry(path.with_name("absent.bin")) is None
 
 
 def test_a_valid_entry_copied_from_another_package_does_not_verify(cache):
-    theirs = engine_cache.backend_dir("other-package", "b") / "entry.bin"
-    engine_cache.write_entry(theirs, b"their engine")
-    ours = engine_cache.backend_dir("our-package", "b") / "entry.bin"
+    theirs = compiled_cache.backend_dir("other-package", "b") / "entry.bin"
+    compiled_cache.write_entry(theirs, b"their engine")
+    ours = compiled_cache.backend_dir("our-package", "b") / "entry.bin"
     shutil.copy(theirs, ours)
-    assert engine_cache.read_entry(theirs) == b"their engine"
-    assert engine_cache.read_entry(ours) is None
+    assert compiled_cache.read_entry(theirs) == b"their engine"
+    assert compiled_cache.read_entry(ours) is None
 
 
 def test_an_unwritable_cache_renders_uncached_with_a_warning(tiny_package_source, monkeypatch,
                                                              tmp_path, caplog):  # fmt: skip
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
-    monkeypatch.setenv(engine_cache.CACHE_ENV, str(blocker / "cache"))  # under a file: no mkdir
+    monkeypatch.setenv(compiled_cache.CACHE_ENV, str(blocker / "cache"))  # under a file: no mkdir
     label, instance = make_maps(seed=5)
     with Renderer(tiny_package_source, "openvino", "fp32") as r:
         assert r.render(label, instance).shape == (1, 32, 64, 3)
     assert (
         "openvino: engine cache" in caplog.text
         and "going on without a cache" in caplog.text
-        and f"set {engine_cache.CACHE_ENV}" in caplog.text
+        and f"set {compiled_cache.CACHE_ENV}" in caplog.text
     )
 
 
@@ -188,15 +188,15 @@ def test_entries_under_an_unusable_cache_root_read_as_missing(monkeypatch, tmp_p
     cache (read: None, write: False), not an error that stops the kernels loading."""
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
-    monkeypatch.setenv(engine_cache.CACHE_ENV, str(blocker / "cache"))
-    entry = engine_cache.cache_root() / "cuda-kernels" / "sm90.cubin"
-    assert engine_cache.write_entry(entry, b"cubin") is False
-    assert engine_cache.read_entry(entry) is None
+    monkeypatch.setenv(compiled_cache.CACHE_ENV, str(blocker / "cache"))
+    entry = compiled_cache.cache_root() / "cuda-kernels" / "sm90.cubin"
+    assert compiled_cache.write_entry(entry, b"cubin") is False
+    assert compiled_cache.read_entry(entry) is None
 
 
 def test_cache_size_setting_must_be_a_number(monkeypatch):
-    from p2phd.engine.errors import ConfigError
+    from p2phd.common.errors import ConfigError
 
-    monkeypatch.setenv(engine_cache.MAX_MB_ENV, "2GB")
+    monkeypatch.setenv(compiled_cache.MAX_MB_ENV, "2GB")
     with pytest.raises(ConfigError, match="P2PHD_CACHE_MAX_MB='2GB'"):
-        engine_cache.max_bytes()
+        compiled_cache.max_bytes()

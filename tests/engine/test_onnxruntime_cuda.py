@@ -12,10 +12,10 @@ import logging
 import onnxruntime as ort
 import pytest
 
+from p2phd.common.errors import BackendUnavailable
 from p2phd.engine.backends import onnxruntime as ort_backend
 from p2phd.engine.backends.onnxruntime import OnnxRuntimeBackend, cuda_unavailable_reason
-from p2phd.engine.errors import BackendUnavailable
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.core.package import ModelPackage
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from p2phd.engine.errors import PackageError
-from p2phd.engine.package import FEATURES, GENERATOR, Manifest, ModelPackage, write_manifest
+from p2phd.common.errors import PackageError
+from p2phd.engine.core.package import FEATURES, GENERATOR, Manifest, ModelPackage, write_manifest
 
 
 def make_package(tmp_path, features=False):
@@ -53,7 +53,7 @@ def test_missing_manifest_and_bad_version(tmp_path):
 
 
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
-    from p2phd.engine.atomic import atomic_write_bytes
+    from p2phd.common.atomic import atomic_write_bytes
 
     atomic_write_bytes(tmp_path / "f.bin", b"x")
     (tmp_path / "plain.bin").write_bytes(b"x")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.errors import InputError
-from p2phd.engine.pairing import find_pairs, pair_key
+from p2phd.common.errors import InputError
+from p2phd.common.pairing import find_pairs, pair_key
 
 
 def png(path: Path, mode: str = "L") -> Path:
@@ -94,7 +94,7 @@ def test_real_cityscapes_sample_pairs(cityscapes_sample):
 
 
 def test_each_role_takes_its_files_from_one_cityscapes_folder(tmp_path):
-    from p2phd.engine.pairing import select_role
+    from p2phd.common.pairing import select_role
 
     keys = ["aachen_000000_000019", "bremen_000001_000002"]
     cityscapes(tmp_path, keys)
@@ -110,7 +110,7 @@ def test_each_role_takes_its_files_from_one_cityscapes_folder(tmp_path):
 
 
 def test_maps_chosen_together_are_told_apart_by_name():
-    from p2phd.engine.pairing import choose_maps
+    from p2phd.common.pairing import choose_maps
 
     frame = ["k_gtFine_color.png", "k_gtFine_polygons.json", "k_gtFine_instanceIds.png",
              "k_gtFine_labelIds.png"]  # fmt: skip

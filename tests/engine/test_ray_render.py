@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
 from tests.engine.test_batch_render import write_maps
 
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'p2phd[ray]')")
@@ -19,7 +19,7 @@ def test_ray_render_matches_local_fp32_and_reports_bad_inputs(tiny_package, tmp_
     (tmp_path / "labels" / "city0" / "broken_gtFine_labelIds.png").write_bytes(b"not a png")
     (tmp_path / "instances" / "city0" / "broken_gtFine_instanceIds.png").write_bytes(b"x")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "render", str(tiny_package)]
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "render", str(tiny_package)]
     cmd += ["--labels", str(tmp_path / "labels"), "--instances", str(tmp_path / "instances")]
     cmd += ["-o", str(out), "--backend", "onnxruntime", "--precision", "fp32", "--quiet"]
     proc = subprocess.run(

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.errors import InputError
-from p2phd.engine.package import FEATURES, ModelPackage, write_manifest
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
+from p2phd.common.errors import InputError
+from p2phd.engine.core.package import FEATURES, ModelPackage, write_manifest
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
 
 LABEL_NC, FEAT = 35, 3
 FEATURE_CHANNELS = slice(LABEL_NC + 1, LABEL_NC + 1 + FEAT)

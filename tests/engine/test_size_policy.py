@@ -4,8 +4,8 @@ always comes back at the input's size."""
 import numpy as np
 import pytest
 
-from p2phd.engine.errors import ConfigError, InputError
-from p2phd.engine.size_policy import SizePolicy, fit
+from p2phd.common.errors import ConfigError, InputError
+from p2phd.engine.core.size_policy import SizePolicy, fit
 
 
 @pytest.fixture

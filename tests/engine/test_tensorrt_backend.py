@@ -6,11 +6,11 @@ control flow without a GPU."""
 import numpy as np
 import pytest
 
-from p2phd.engine import quality
 from p2phd.engine.backends.base import EngineOptions
-from p2phd.engine.package import ModelPackage
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
+from p2phd.engine.core import quality
+from p2phd.engine.core.package import ModelPackage
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
 
 SIZES = [(32, 64), (64, 32)]
@@ -71,8 +71,8 @@ def test_engine_is_cached_and_keyed(tiny_package):
 
 
 def test_outside_the_profile_is_an_input_error(tiny_package):
+    from p2phd.common.errors import InputError
     from p2phd.engine.backends.tensorrt import TensorRTBackend
-    from p2phd.engine.errors import InputError
 
     trt = TensorRTBackend(ModelPackage(tiny_package), "fp32", OPTIONS)
     x = np.zeros((5, 39, 32, 64), np.float32)
@@ -81,7 +81,7 @@ def test_outside_the_profile_is_an_input_error(tiny_package):
 
 
 def test_auto_picks_tensorrt_on_a_gpu_and_fp16_only_when_measured(tiny_package):
-    from p2phd.engine.build import build_engine
+    from p2phd.engine.core.build import build_engine
 
     assert Renderer(tiny_package).describe()["backend"] == "tensorrt"
     result = build_engine(tiny_package, "tensorrt", "fp16", OPTIONS)

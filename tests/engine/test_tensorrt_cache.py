@@ -10,10 +10,10 @@ import os
 import numpy as np
 import torch
 
-from p2phd.engine import engine_cache
 from p2phd.engine.backends.base import EngineOptions
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
+from p2phd.engine.core import compiled_cache
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
 from p2phd.export.package_writer import export_package
 from p2phd.train.networks import build_generator
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
@@ -42,7 +42,7 @@ def test_a_changed_plan_is_rebuilt_and_renders_the_same_images(trt_double, tiny_
     flip(plan, range(size // 2, size // 2 + 64))  # 64 bytes in the middle of the engine
     got, trt = render(tiny_package, tiny_maps)
     assert trt_double.trt.builds == 2 and np.array_equal(got, want)
-    assert engine_cache.read_entry(plan) is not None  # the rebuilt plan replaced the changed one
+    assert compiled_cache.read_entry(plan) is not None  # the rebuilt plan replaced the changed one
     render(tiny_package, tiny_maps)
     assert trt_double.trt.builds == 2  # and is used from then on
 
@@ -66,16 +66,16 @@ def test_a_plan_copied_from_another_package_is_not_used(
 def test_tensorrt_writes_are_verified_entries_within_the_byte_bound(
     trt_double, tiny_package, tiny_maps, monkeypatch
 ):
-    monkeypatch.setenv(engine_cache.MAX_MB_ENV, "1")
-    old = engine_cache.backend_dir("another-package", "openvino-cpu") / "model.blob"
-    engine_cache.write_entry(old, b"\0" * (1000 << 10))
+    monkeypatch.setenv(compiled_cache.MAX_MB_ENV, "1")
+    old = compiled_cache.backend_dir("another-package", "openvino-cpu") / "model.blob"
+    compiled_cache.write_entry(old, b"\0" * (1000 << 10))
     os.utime(old, (1, 1))  # least recently used
     _, trt = render(tiny_package, tiny_maps)
     written = trt.build()
     assert len(written) == 3  # plan, profile, timing cache
-    assert all(engine_cache.read_entry(p) is not None for p in written)
+    assert all(compiled_cache.read_entry(p) is not None for p in written)
     assert not old.exists()  # TensorRT's writes evicted the oldest entry to fit the bound
-    root = engine_cache.cache_root()
+    root = compiled_cache.cache_root()
     assert sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) <= 1 << 20
 
 
@@ -85,7 +85,7 @@ def test_a_changed_timing_cache_is_not_fed_to_the_builder(trt_double, tiny_packa
     flip(timing, [timing.stat().st_size - 2])
     Renderer(tiny_package, "tensorrt", "fp32", options=EngineOptions(batch=(1, 1, 1)))
     assert trt_double.trt.builds == 2 and trt_double.trt.timing_cache_hits == 0
-    assert engine_cache.read_entry(timing) is not None  # a new one was written
+    assert compiled_cache.read_entry(timing) is not None  # a new one was written
 
 
 def test_without_a_usable_cache_the_engine_is_built_and_run(
@@ -93,7 +93,7 @@ def test_without_a_usable_cache_the_engine_is_built_and_run(
 ):
     blocker = tmp_path / "not-a-directory"
     blocker.write_bytes(b"")
-    monkeypatch.setenv(engine_cache.CACHE_ENV, str(blocker / "cache"))
+    monkeypatch.setenv(compiled_cache.CACHE_ENV, str(blocker / "cache"))
     got, trt = render(tiny_package, tiny_maps)
     assert (
         "tensorrt: engine cache" in caplog.text

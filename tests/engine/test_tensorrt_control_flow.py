@@ -11,10 +11,10 @@ import threading
 import numpy as np
 import pytest
 
+from p2phd.common.errors import PackageError
 from p2phd.engine.backends.base import EngineOptions
-from p2phd.engine.errors import PackageError
-from p2phd.engine.package import ModelPackage
-from p2phd.engine.renderer import Renderer
+from p2phd.engine.core.package import ModelPackage
+from p2phd.engine.core.renderer import Renderer
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
 
 OPTIONS = EngineOptions(batch=(1, 2, 4), sizes=[(32, 64), (64, 32)])
@@ -158,7 +158,7 @@ def test_engine_io_other_than_float_linear_is_refused(trt_double, tiny_package, 
 
 @pytest.mark.parametrize("work", ["infer", "layer profile"])
 def test_close_waits_for_the_running_batch(trt_double, tiny_package, cpu, work):
-    from p2phd.engine.bench.gpu import tensorrt_layer_times
+    from p2phd.engine.apps.bench.gpu import tensorrt_layer_times
 
     trt = backend(tiny_package)
     x = dense(2, (32, 64))
@@ -183,7 +183,7 @@ def test_close_waits_for_the_running_batch(trt_double, tiny_package, cpu, work):
 
 
 def test_layer_profiler_reports_every_layer(trt_double, tiny_package):
-    from p2phd.engine.bench.gpu import tensorrt_layer_times
+    from p2phd.engine.apps.bench.gpu import tensorrt_layer_times
 
     trt = backend(tiny_package)
     x = dense(2, (32, 64))
@@ -225,7 +225,7 @@ def test_changed_external_weights_rebuild_the_engine(trt_double, tiny_package_so
     import onnx
     import torch
 
-    from p2phd.engine.package import write_manifest
+    from p2phd.engine.core.package import write_manifest
     from p2phd.export.package_writer import export_package
     from p2phd.train.networks import build_generator
     from tests.engine.conftest import tiny_config

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import torch
 
-from p2phd.engine.cli import main
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.apps.cli import main
+from p2phd.engine.core.package import ModelPackage
 from p2phd.export.package_writer import export_package
 from p2phd.train.checkpoint import Checkpoint, save_checkpoint
 from p2phd.train.model_config import ModelConfig
@@ -22,7 +22,7 @@ ARCH = ["--ngf", "4", "--n-downsample-global", "2", "--n-blocks-global", "1", "-
 
 def p2phd(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "p2phd.engine.cli", *args], capture_output=True, text=True
+        [sys.executable, "-m", "p2phd.engine.apps.cli", *args], capture_output=True, text=True
     )
 
 

@@ -10,7 +10,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.core.package import ModelPackage
 from p2phd.export.fp16 import to_fp16
 from p2phd.export.package_info import describe_package
 from p2phd.export.package_writer import export_package, generator_inputs

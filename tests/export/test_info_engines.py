@@ -10,8 +10,8 @@ import sys
 
 import onnxruntime
 
-from p2phd.engine import engine_cache
-from p2phd.engine.renderer import Renderer
+from p2phd.engine.core import compiled_cache
+from p2phd.engine.core.renderer import Renderer
 from p2phd.export.package_info import human_size
 from p2phd.export.package_writer import export_package
 from p2phd.train.model_config import ModelConfig
@@ -22,7 +22,7 @@ USED = calendar.timegm((2026, 1, 2, 3, 4, 5))  # 2026-01-02 03:04:05 UTC
 
 def info(model_dir) -> str:
     r = subprocess.run(
-        [sys.executable, "-m", "p2phd.engine.cli", "info", str(model_dir)],
+        [sys.executable, "-m", "p2phd.engine.apps.cli", "info", str(model_dir)],
         capture_output=True,
         text=True,
     )
@@ -31,15 +31,15 @@ def info(model_dir) -> str:
 
 
 def test_info_lists_this_packages_cached_engines(tmp_path, monkeypatch):
-    monkeypatch.setenv(engine_cache.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(compiled_cache.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setenv("TZ", "UTC")
     cfg = ModelConfig(label_nc=3, ngf=2, n_downsample_global=1, n_blocks_global=0)
     package = export_package(tmp_path / "m", build_generator(cfg), cfg, fp16=False)
     assert "none (built on first use" in info(package)
 
     (entry,) = Renderer(package, "onnxruntime", "fp32").backend.build()
-    theirs = engine_cache.backend_dir("f" * 24, "openvino-2025-cpu") / "theirs.blob"
-    engine_cache.write_entry(theirs, b"another package's engine")
+    theirs = compiled_cache.backend_dir("f" * 24, "openvino-2025-cpu") / "theirs.blob"
+    compiled_cache.write_entry(theirs, b"another package's engine")
     os.utime(entry, (USED, USED))
 
     text = info(package)

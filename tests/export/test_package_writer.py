@@ -9,10 +9,10 @@ import pytest
 import torch
 from onnx import TensorProto
 
+from p2phd.common.classes import SemanticClass
+from p2phd.common.errors import ExportError
 from p2phd.engine.backends.torch import TorchBackend
-from p2phd.engine.classes import SemanticClass
-from p2phd.engine.errors import ExportError
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.core.package import ModelPackage
 from p2phd.export import onnx_export, package_writer
 from p2phd.export.package_writer import FP16_WARN, export_package, random_generator_input
 from p2phd.export.parity import check_parity, cpu_session, relative_error

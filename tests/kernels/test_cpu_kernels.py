@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from p2phd.common.errors import InputError
 from p2phd.engine import kernels
-from p2phd.engine.errors import InputError
 from p2phd.engine.kernels import _native, reference
 
 SETTINGS = settings(max_examples=100, deadline=None)

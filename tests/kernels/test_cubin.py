@@ -13,8 +13,8 @@ import subprocess
 
 import pytest
 
-from p2phd.engine import cuda_runtime
-from p2phd.engine.errors import BackendUnavailable
+from p2phd.common.errors import BackendUnavailable
+from p2phd.engine.core import cuda_runtime
 from p2phd.engine.kernels import cubin, cuda
 
 EM_CUDA = 190
@@ -89,7 +89,7 @@ def test_nvrtc_compiles_a_cubin_for_the_gpu(nvrtc, arch):
 def test_the_cubin_is_cached_by_source_nvrtc_and_arch(nvrtc, monkeypatch):
     first = cubin.cubin((9, 0), driver=12020)  # a CUDA 12.2 (R535) driver
     path = cubin.cache_path((9, 0), tuple(nvrtc))
-    assert path.exists() and path.parent.parent == cubin.engine_cache.cache_root()
+    assert path.exists() and path.parent.parent == cubin.compiled_cache.cache_root()
 
     def no_compile(arch):
         raise AssertionError("compiled again")

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine import cuda_runtime, kernels
-from p2phd.engine.errors import BackendUnavailable, InputError
+from p2phd.common.errors import BackendUnavailable, InputError
+from p2phd.engine import kernels
+from p2phd.engine.core import cuda_runtime
 from p2phd.engine.kernels import cubin, cuda
 from tests.kernels.driver_double import DriverDouble, DriverError
 from tests.kernels.emulator import Emulator

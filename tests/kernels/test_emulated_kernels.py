@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2phd.engine import cuda_runtime, kernels
-from p2phd.engine.errors import InputError
+from p2phd.common.errors import InputError
+from p2phd.engine import kernels
+from p2phd.engine.core import cuda_runtime
 from p2phd.engine.kernels import cubin, cuda
 from tests.kernels import emulator
 from tests.kernels.driver_double import DriverDouble

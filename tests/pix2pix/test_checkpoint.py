@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p2phd.engine.errors import CheckpointError
+from p2phd.common.errors import CheckpointError
 from p2phd.train.pix2pix_checkpoint import load_pix2pix
 from p2phd.train.pix2pix_config import Pix2PixConfig
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.batch_render import is_complete_png
-from p2phd.engine.cli import main
-from p2phd.engine.renderer import Renderer
+from p2phd.engine.apps.cli import main
+from p2phd.engine.batch.render import is_complete_png
+from p2phd.engine.core.renderer import Renderer
 from p2phd.train.pix2pix_config import Pix2PixConfig
 
 from .conftest import original_generator, random_images, save_original
@@ -21,7 +21,7 @@ from .conftest import original_generator, random_images, save_original
 
 def p2phd(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "p2phd.engine.cli", *args], capture_output=True, text=True
+        [sys.executable, "-m", "p2phd.engine.apps.cli", *args], capture_output=True, text=True
     )
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from p2phd.engine.errors import InputError
-from p2phd.engine.package import ModelPackage
-from p2phd.engine.renderer import Renderer
+from p2phd.common.errors import InputError
+from p2phd.engine.core.package import ModelPackage
+from p2phd.engine.core.renderer import Renderer
 from p2phd.export.checkpoint_export import export_pix2pix
 from p2phd.train.pix2pix_checkpoint import load_pix2pix
 from p2phd.train.pix2pix_config import Pix2PixConfig
@@ -97,7 +97,7 @@ def test_size_policy_applies(tmp_path):
 
 def test_reduced_precision_goes_through_the_quality_report(tmp_path):
     from p2phd.engine.backends.base import EngineOptions
-    from p2phd.engine.build import build_engine
+    from p2phd.engine.core.build import build_engine
     from p2phd.export.package_info import describe_package
 
     _, package = export(tmp_path, "unet_128", "batch", "image-stats", False)
@@ -115,7 +115,7 @@ def test_reduced_precision_goes_through_the_quality_report(tmp_path):
 def test_tensorrt_renders_what_the_original_computes(tmp_path, request, device, precision):
     """On the GPU, or on the TensorRT/CUDA test doubles (the same ONNX on ONNX Runtime: the
     package's fp16 variant and the default profile, which follows unet_256's multiple of 256)."""
-    from p2phd.engine.quality import psnr_db
+    from p2phd.engine.core.quality import psnr_db
 
     if device == "double":
         request.getfixturevalue("trt_double")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.cli import main
-from p2phd.engine.errors import ConfigError, InputError
-from p2phd.engine.renderer import Renderer
+from p2phd.common.errors import ConfigError, InputError
+from p2phd.engine.apps.cli import main
+from p2phd.engine.core.renderer import Renderer
 from p2phd.train.pix2pix_data import Pix2PixDataset
 from p2phd.train.pix2pix_trainer import Pix2PixTrainConfig, Pix2PixTrainer
 

@@ -14,10 +14,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from p2phd.engine.metrics import BoundedHTTPServer
-from p2phd.engine.wire import grpc_service_pb2 as kpb
-from p2phd.engine.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
-from p2phd.engine.wire import renderer_pb2 as pb
+from p2phd.engine.serving.metrics import BoundedHTTPServer
+from p2phd.engine.serving.wire import grpc_service_pb2 as kpb
+from p2phd.engine.serving.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
+from p2phd.engine.serving.wire import renderer_pb2 as pb
 from tests.reliability.test_request_cost import raw_map
 from tests.server.conftest import make_maps
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from p2phd.engine.cli import main
-from p2phd.engine.decode import DEFAULT_MAX_PIXELS
+from p2phd.common.decode import DEFAULT_MAX_PIXELS
+from p2phd.engine.apps.cli import main
 from tests.reliability.corpus import bad_cases, png
 from tests.server.conftest import LABEL_NC, make_maps
 

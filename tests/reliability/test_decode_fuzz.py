@@ -8,14 +8,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from p2phd.engine.decode import (
+from p2phd.common.decode import (
     DEFAULT_MAX_PIXELS,
     decode_instance,
     decode_label,
     decode_pair,
     validate_maps,
 )
-from p2phd.engine.errors import InputError
+from p2phd.common.errors import InputError
 from tests.reliability.corpus import bad_cases, crafted_png, grey, palette_png, png
 
 LABEL_NC = 12

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.cli import build_parser
-from p2phd.engine.editor.app import create_app
-from p2phd.engine.package import ModelPackage
+from p2phd.engine.apps.cli import build_parser
+from p2phd.engine.apps.editor.app import create_app
+from p2phd.engine.core.package import ModelPackage
 from tests.editor.conftest import DEFAULT_MODEL
 
 
@@ -247,7 +247,7 @@ def test_idle_connections_do_not_start_a_thread_each(default_model):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "edit", str(default_model), "--port",
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "edit", str(default_model), "--port",
            str(port), "--backend", "onnxruntime"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tasks = Path(f"/proc/{proc.pid}/task")

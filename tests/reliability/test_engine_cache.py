@@ -11,10 +11,10 @@ import grpc
 import numpy as np
 import pytest
 
-from p2phd.engine import engine_cache
-from p2phd.engine.client import RenderItem
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.wire import renderer_pb2_grpc
+from p2phd.engine.core import compiled_cache
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.serving.client import RenderItem
+from p2phd.engine.serving.wire import renderer_pb2_grpc
 from tests.server.conftest import make_maps
 
 
@@ -34,7 +34,7 @@ def cache_bytes(root: Path) -> int:
 def cache(tmp_path, monkeypatch) -> Path:
     """An empty engine cache for this test alone."""
     root = tmp_path / "cache"
-    monkeypatch.setenv(engine_cache.CACHE_ENV, str(root))
+    monkeypatch.setenv(compiled_cache.CACHE_ENV, str(root))
     return root
 
 
@@ -43,7 +43,7 @@ def test_shape_churn_writes_nothing_into_the_package_and_the_cache_stays_bounded
 ):
     """Finding 3: 20 small requests of new shapes each compiled an engine into MODEL_DIR/engines/
     and nothing was ever evicted."""
-    monkeypatch.setenv(engine_cache.MAX_MB_ENV, "1")
+    monkeypatch.setenv(compiled_cache.MAX_MB_ENV, "1")
     before = snapshot(server_package)
     s = start_server(backend="openvino", precision="fp32")
     stub = renderer_pb2_grpc.RendererStub(grpc.insecure_channel(s.target))
@@ -75,7 +75,7 @@ def test_a_changed_cached_openvino_engine_is_rebuilt_not_run(package_copy, cache
     with Renderer(package_copy, "openvino", "fp32") as r:
         np.testing.assert_array_equal(r.render(label, instance), expected)
     assert f"{blob} is not what p2phd wrote" in caplog.text
-    assert engine_cache.read_entry(blob) is not None  # rebuilt and cached again
+    assert compiled_cache.read_entry(blob) is not None  # rebuilt and cached again
 
 
 def test_a_foreign_model_at_the_optimized_model_path_is_never_served(package_copy, cache, tmp_path):
@@ -118,7 +118,7 @@ def test_compiled_models_of_large_shapes_are_released_to_a_byte_budget(
 def test_onnxruntime_returns_a_large_shapes_memory_after_the_call(server_package, memory):
     """Finding 8 on ONNX Runtime: its CPU memory arena kept the largest shape's buffers."""
     from p2phd.engine.backends.onnxruntime import OnnxRuntimeBackend
-    from p2phd.engine.package import ModelPackage
+    from p2phd.engine.core.package import ModelPackage
 
     backend = OnnxRuntimeBackend(ModelPackage(server_package), "fp32")
     channels = backend.package.manifest.input_channels

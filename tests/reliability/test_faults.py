@@ -14,13 +14,13 @@ import grpc
 import numpy as np
 import pytest
 
-from p2phd.engine.cli import main
-from p2phd.engine.client import RenderClient, RenderItem
-from p2phd.engine.errors import Overloaded, P2PHDError, PackageError, is_out_of_memory
-from p2phd.engine.package import FEATURES, MANIFEST, ModelPackage, write_manifest
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.server import default_renderer
-from p2phd.engine.wire import renderer_pb2_grpc
+from p2phd.common.errors import Overloaded, P2PHDError, PackageError, is_out_of_memory
+from p2phd.engine.apps.cli import main
+from p2phd.engine.core.package import FEATURES, MANIFEST, ModelPackage, write_manifest
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.serving.client import RenderClient, RenderItem
+from p2phd.engine.serving.server import default_renderer
+from p2phd.engine.serving.wire import renderer_pb2_grpc
 from tests.server.conftest import make_maps
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def test_out_of_memory_on_a_large_batch_splits_it_and_every_request_succeeds(sta
     assert sorted(n for n, outcome in calls if outcome == "ok") == [2, 2, 2, 2]
     # A split batch renders what the unsplit one would have: compare with the engine alone.
     with Renderer(s.server.config.model_dir) as r:
-        from p2phd.engine.style import Style
+        from p2phd.engine.core.style import Style
 
         for i in (0, 5):
             label, instance = make_maps(seed=i)
@@ -268,7 +268,7 @@ def test_no_source_file_loads_pickle_implicitly():
     """Every np.load passes allow_pickle=False, every torch.load weights_only=True, and nothing
     imports pickle: a model package or checkpoint can never run code when it is read."""
     offenders = set()
-    for folder in ("engine", "export", "train", "benchmarks"):
+    for folder in ("common", "engine", "export", "train", "benchmarks"):
         for path in sorted((REPO / folder).rglob("*.py")):
             tree = ast.parse(path.read_text(), str(path))
             where = path.relative_to(REPO).as_posix()

@@ -9,9 +9,9 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from p2phd.engine.client import RenderItem
-from p2phd.engine.server import default_renderer
-from p2phd.engine.wire import renderer_pb2_grpc
+from p2phd.engine.serving.client import RenderItem
+from p2phd.engine.serving.server import default_renderer
+from p2phd.engine.serving.wire import renderer_pb2_grpc
 from tests.server.conftest import make_maps
 
 BATCH_SECONDS = 0.05  # the throttled engine's time per batch: capacity is max_batch / this

@@ -12,11 +12,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from p2phd.engine.cli import main
-from p2phd.engine.errors import PackageError
-from p2phd.engine.package import GENERATOR, MANIFEST, ModelPackage
-from p2phd.engine.server import ServerConfig
-from p2phd.engine.wire import renderer_pb2, renderer_pb2_grpc
+from p2phd.common.errors import PackageError
+from p2phd.engine.apps.cli import main
+from p2phd.engine.core.package import GENERATOR, MANIFEST, ModelPackage
+from p2phd.engine.serving.server import ServerConfig
+from p2phd.engine.serving.wire import renderer_pb2, renderer_pb2_grpc
 from tests.server.conftest import ThreadedServer
 
 

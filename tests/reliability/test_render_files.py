@@ -28,7 +28,7 @@ def _limit_memory() -> None:
 
 
 def render(package: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "render", str(package), *args]
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "render", str(package), *args]
     cmd += ["--backend", "onnxruntime", "--quiet"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=90, preexec_fn=_limit_memory)
 

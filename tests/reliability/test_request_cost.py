@@ -10,13 +10,13 @@ import grpc
 import numpy as np
 import pytest
 
-from p2phd.engine.buffer_pool import BufferPool
-from p2phd.engine.errors import InputError
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import MAX_STYLE_ENTRIES, Style
-from p2phd.engine.wire import grpc_service_pb2 as kpb
-from p2phd.engine.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
-from p2phd.engine.wire import renderer_pb2 as pb
+from p2phd.common.errors import InputError
+from p2phd.engine.core.buffer_pool import BufferPool
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import MAX_STYLE_ENTRIES, Style
+from p2phd.engine.serving.wire import grpc_service_pb2 as kpb
+from p2phd.engine.serving.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
+from p2phd.engine.serving.wire import renderer_pb2 as pb
 from tests.server.conftest import make_maps
 
 STRIP = 2 * 1024 * 1024  # a [1, 2 MiB] map: a quarter of the pixel limit, 67 M pixels padded

@@ -10,11 +10,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2phd.engine.decode import DEFAULT_MAX_PIXELS
-from p2phd.engine.server import ServerConfig
-from p2phd.engine.wire import grpc_service_pb2 as kserve_pb
-from p2phd.engine.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
-from p2phd.engine.wire import renderer_pb2 as pb
+from p2phd.common.decode import DEFAULT_MAX_PIXELS
+from p2phd.engine.serving.server import ServerConfig
+from p2phd.engine.serving.wire import grpc_service_pb2 as kserve_pb
+from p2phd.engine.serving.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
+from p2phd.engine.serving.wire import renderer_pb2 as pb
 from tests.reliability.corpus import Case, bad_cases, crafted_png, grey, png
 from tests.server.conftest import LABEL_NC, ThreadedServer, make_maps
 

@@ -12,10 +12,10 @@ import grpc
 import numpy as np
 import pytest
 
-from p2phd.engine.cli import build_parser
-from p2phd.engine.server import ServerConfig
-from p2phd.engine.wire import renderer_pb2 as pb
-from p2phd.engine.wire import renderer_pb2_grpc
+from p2phd.engine.apps.cli import build_parser
+from p2phd.engine.serving.server import ServerConfig
+from p2phd.engine.serving.wire import renderer_pb2 as pb
+from p2phd.engine.serving.wire import renderer_pb2_grpc
 from tests.reliability.corpus import grey, png, text_png
 from tests.server.conftest import make_maps
 

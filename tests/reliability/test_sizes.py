@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2phd.engine.errors import InputError
-from p2phd.engine.renderer import Renderer
+from p2phd.common.errors import InputError
+from p2phd.engine.core.renderer import Renderer
 from tests.server.conftest import LABEL_NC
 
 

@@ -8,8 +8,8 @@ import time
 
 import grpc
 
-from p2phd.engine.wire import renderer_pb2 as pb
-from p2phd.engine.wire import renderer_pb2_grpc
+from p2phd.engine.serving.wire import renderer_pb2 as pb
+from p2phd.engine.serving.wire import renderer_pb2_grpc
 from tests.reliability.corpus import grey
 
 MAX_BATCH = 2

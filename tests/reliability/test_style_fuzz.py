@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from p2phd.engine.quality import synthetic_maps
-from p2phd.engine.server import ServerConfig
-from p2phd.engine.wire import renderer_pb2 as pb
-from p2phd.engine.wire import renderer_pb2_grpc
+from p2phd.engine.core.quality import synthetic_maps
+from p2phd.engine.serving.server import ServerConfig
+from p2phd.engine.serving.wire import renderer_pb2 as pb
+from p2phd.engine.serving.wire import renderer_pb2_grpc
 from tests.server.conftest import ThreadedServer
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from p2phd.engine.server import P2PHDServer, ServerConfig, default_renderer
+from p2phd.engine.serving.server import P2PHDServer, ServerConfig, default_renderer
 
 LABEL_NC = 12
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from p2phd.engine.batcher import BatcherConfig, DynamicBatcher
-from p2phd.engine.errors import BackendUnavailable, ConfigError, DeadlineExceeded, Overloaded
+from p2phd.common.errors import BackendUnavailable, ConfigError, DeadlineExceeded, Overloaded
+from p2phd.engine.serving.batcher import BatcherConfig, DynamicBatcher
 
 
 class RecordingEngine:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.cli import main
-from p2phd.engine.client import RenderItem
-from p2phd.engine.wire import renderer_pb2_grpc
+from p2phd.engine.apps.cli import main
+from p2phd.engine.serving.client import RenderItem
+from p2phd.engine.serving.wire import renderer_pb2_grpc
 from tests.server.conftest import make_maps
 from tests.server.test_load import metric
 
@@ -39,7 +39,7 @@ def serve_process(server_package):
 
     def start(*args: str):
         port, metrics_port = free_port(), free_port()
-        cmd = [sys.executable, "-m", "p2phd.engine.cli", "serve", str(server_package),
+        cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "serve", str(server_package),
                "--port", str(port), "--metrics-port", str(metrics_port), *args]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(proc)

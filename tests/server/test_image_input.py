@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.wire import grpc_service_pb2 as kpb
-from p2phd.engine.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
-from p2phd.engine.wire import renderer_pb2 as pb
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.serving.wire import grpc_service_pb2 as kpb
+from p2phd.engine.serving.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
+from p2phd.engine.serving.wire import renderer_pb2 as pb
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +122,8 @@ def test_kserve_exposes_the_image_input(start_server, server_package):
 
 
 def test_client_and_render_dir_through_the_server(start_server, server_package, tmp_path, capsys):
-    from p2phd.engine.cli import main
-    from p2phd.engine.client import RenderClient
+    from p2phd.engine.apps.cli import main
+    from p2phd.engine.serving.client import RenderClient
 
     served = start_server(max_batch_size=4)
     images = photos(3)

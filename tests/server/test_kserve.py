@@ -16,10 +16,10 @@ import grpc
 import numpy as np
 import pytest
 
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
-from p2phd.engine.wire import grpc_service_pb2 as pb
-from p2phd.engine.wire import grpc_service_pb2_grpc
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
+from p2phd.engine.serving.wire import grpc_service_pb2 as pb
+from p2phd.engine.serving.wire import grpc_service_pb2_grpc
 from tests.server.conftest import LABEL_NC, make_maps
 
 

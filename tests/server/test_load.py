@@ -9,8 +9,8 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from p2phd.engine.client import RenderItem
-from p2phd.engine.wire import grpc_service_pb2, grpc_service_pb2_grpc, renderer_pb2_grpc
+from p2phd.engine.serving.client import RenderItem
+from p2phd.engine.serving.wire import grpc_service_pb2, grpc_service_pb2_grpc, renderer_pb2_grpc
 from tests.server.conftest import make_maps
 
 

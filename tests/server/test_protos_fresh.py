@@ -1,4 +1,4 @@
-"""The committed gRPC stubs in engine/wire are what `make protos` generates from protos/ now."""
+"""The committed gRPC stubs in engine/serving/wire are what `make protos` generates now."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-WIRE = REPO / "engine" / "wire"
+WIRE = REPO / "engine" / "serving" / "wire"
 
 
 def test_committed_stubs_match_the_protos(tmp_path):
@@ -28,4 +28,4 @@ def test_committed_stubs_match_the_protos(tmp_path):
     assert fresh, "make protos generated nothing"
     assert sorted(committed) == sorted(fresh), "stub files differ: run `make protos`"
     stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, f"stale stubs {stale}: run `make protos` and commit engine/wire"
+    assert not stale, f"stale stubs {stale}: run `make protos` and commit engine/serving/wire"

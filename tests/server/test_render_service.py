@@ -11,12 +11,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from p2phd.engine.client import RenderClient, RenderItem
-from p2phd.engine.errors import InputError
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
-from p2phd.engine.wire import renderer_pb2 as pb
-from p2phd.engine.wire import renderer_pb2_grpc
+from p2phd.common.errors import InputError
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
+from p2phd.engine.serving.client import RenderClient, RenderItem
+from p2phd.engine.serving.wire import renderer_pb2 as pb
+from p2phd.engine.serving.wire import renderer_pb2_grpc
 from tests.server.conftest import LABEL_NC, make_maps
 
 
@@ -196,7 +196,7 @@ class FailingOnMarker:
 
 
 def test_an_engine_failure_is_internal_for_its_batch_and_the_server_keeps_serving(start_server):
-    from p2phd.engine.server import default_renderer
+    from p2phd.engine.serving.server import default_renderer
 
     s = start_server(lambda cfg: FailingOnMarker(default_renderer(cfg)), max_batch_size=1)
     label, instance = make_maps(seed=8)
@@ -214,7 +214,7 @@ def test_an_engine_failure_is_internal_for_its_batch_and_the_server_keeps_servin
 
 
 def test_an_input_the_engine_rejects_fails_alone_not_its_batch(start_server):
-    from p2phd.engine.server import default_renderer
+    from p2phd.engine.serving.server import default_renderer
 
     engines = []
 

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
 from tests.server.conftest import make_maps
 
 
@@ -24,7 +24,7 @@ def test_render_through_server_matches_local_fp32(start_server, server_package, 
             tmp_path / "inst" / f"m{i}_instanceIds.png"
         )
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "render", str(server_package)]
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "render", str(server_package)]
     cmd += ["--labels", str(tmp_path / "labels"), "--instances", str(tmp_path / "inst")]
     cmd += ["-o", str(out), "--server", server.target, "--seed", "2", "--batch", "3", "--quiet"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -41,7 +41,7 @@ def test_render_through_unreachable_server_says_so(server_package, tmp_path):
     (tmp_path / "labels").mkdir()
     label, _ = make_maps()
     Image.fromarray(label).save(tmp_path / "labels" / "a.png")
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "render", str(server_package)]
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "render", str(server_package)]
     cmd += ["--labels", str(tmp_path / "labels"), "--no-instance", "-o", str(tmp_path / "o")]
     proc = subprocess.run(
         [*cmd, "--server", "127.0.0.1:1", "--quiet"], capture_output=True, text=True, timeout=120

@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from p2phd.engine.client import RenderClient
-from p2phd.engine.errors import BackendUnavailable, ConfigError
+from p2phd.common.errors import BackendUnavailable, ConfigError
+from p2phd.engine.serving.client import RenderClient
 from tests.server.conftest import make_maps
 
 x509 = pytest.importorskip("cryptography.x509", reason="cryptography (dev extra) makes the certs")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from p2phd.engine.atomic import TMP_PREFIX
-from p2phd.engine.errors import CheckpointError
+from p2phd.common.atomic import TMP_PREFIX
+from p2phd.common.errors import CheckpointError
 from p2phd.train import checkpoint as checkpoint_module
 from p2phd.train.checkpoint import load_checkpoint, strip_checkpoint
 from p2phd.train.networks import build_generator

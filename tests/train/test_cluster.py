@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from p2phd.engine.errors import CheckpointError
+from p2phd.common.errors import CheckpointError
 from p2phd.train.cluster import cluster, encode_instance_features
 from p2phd.train.synth import THING_CLASSES
 from p2phd.train.trainer import train

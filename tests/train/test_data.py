@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from p2phd.engine.errors import InputError
+from p2phd.common.errors import InputError
 from p2phd.train.data import PairedDataset, collate, resize_nearest, round_to_multiple
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from p2phd.engine.errors import InputError
+from p2phd.common.errors import InputError
 from p2phd.train.input_encoding import edges, encode_input, one_hot, sample_features
 from p2phd.train.model_config import ModelConfig
 

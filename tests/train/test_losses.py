@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from p2phd.engine.errors import ConfigError
+from p2phd.common.errors import ConfigError
 from p2phd.train.losses import (
     VGG19Features,
     VGGLoss,

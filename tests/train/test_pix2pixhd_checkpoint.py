@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from p2phd.engine.errors import CheckpointError
-from p2phd.engine.package import ModelPackage
+from p2phd.common.errors import CheckpointError
+from p2phd.engine.core.package import ModelPackage
 from p2phd.export.checkpoint_export import export_checkpoint
 from p2phd.export.parity import cpu_session
 from p2phd.train.model_config import ModelConfig

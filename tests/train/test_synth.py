@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from p2phd.engine.classes import CITYSCAPES_BY_NAME
+from p2phd.common.classes import CITYSCAPES_BY_NAME
 from p2phd.train.synth import THING_CLASSES, parse_size, render_scene, write_dataset
 
 REQUIRED = ("road", "sidewalk", "building", "vegetation", "sky", "pole", "person", "car")

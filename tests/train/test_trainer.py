@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from p2phd.engine.errors import CheckpointError, ConfigError
+from p2phd.common.errors import CheckpointError, ConfigError
 from p2phd.train.checkpoint import load_checkpoint
 from p2phd.train.trainer import Trainer, lr_at_epoch, train
 

@@ -13,10 +13,10 @@ import grpc
 import numpy as np
 import pytest
 
-from p2phd.engine.cli import main
-from p2phd.engine.errors import ConfigError
-from p2phd.engine.wire import grpc_service_pb2 as pb
-from p2phd.engine.wire import grpc_service_pb2_grpc
+from p2phd.common.errors import ConfigError
+from p2phd.engine.apps.cli import main
+from p2phd.engine.serving.wire import grpc_service_pb2 as pb
+from p2phd.engine.serving.wire import grpc_service_pb2_grpc
 from tests.server.conftest import server_package, start_server  # noqa: F401  (fixtures)
 
 MAX_BATCH = 4
@@ -33,7 +33,7 @@ def free_port() -> int:
 
 def triton_unavailable() -> str | None:
     """Why the bundled Triton cannot run here, or None."""
-    from p2phd.engine.triton.launch import bundled_root, libpython_dir
+    from p2phd.engine.serving.triton.launch import bundled_root, libpython_dir
 
     try:
         bundled_root()
@@ -74,7 +74,7 @@ def export(package: Path, repo: Path, *flags: str) -> Path:
 @contextmanager
 def tritonserver(repo: Path, work: Path):
     """The bundled tritonserver on `repo`, HTTP and metrics on, its log in `work`."""
-    from p2phd.engine.triton.launch import TritonServer
+    from p2phd.engine.serving.triton.launch import TritonServer
 
     server = TritonServer(
         repo,

@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 import pytest
 
-from p2phd.engine.renderer import Renderer
+from p2phd.engine.core.renderer import Renderer
 from tests.server.test_image_input import photos, server_package  # noqa: F401  (pix2pix package)
 from tests.triton.conftest import export, image_of, infer_request, kserve_stub, tritonserver
 

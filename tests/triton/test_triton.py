@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from PIL import Image
 
-from p2phd.engine.cli import main
-from p2phd.engine.decode import DEFAULT_MAX_PIXELS
-from p2phd.engine.renderer import Renderer
-from p2phd.engine.style import Style
-from p2phd.engine.wire import grpc_service_pb2 as pb
+from p2phd.common.decode import DEFAULT_MAX_PIXELS
+from p2phd.engine.apps.cli import main
+from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.style import Style
+from p2phd.engine.serving.wire import grpc_service_pb2 as pb
 from tests.reliability.corpus import bad_cases
 from tests.reliability.test_request_fuzz import kserve_requests
 from tests.server.conftest import LABEL_NC, make_maps
@@ -244,7 +244,7 @@ def test_p2phd_triton_serves_the_package_with_the_serve_flags(server_package, tm
     if (reason := triton_unavailable()) is not None:
         pytest.skip(reason)
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    cmd = [sys.executable, "-m", "p2phd.engine.cli", "triton", str(server_package),
+    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "triton", str(server_package),
            "--port", str(grpc_port), "--http-port", str(http_port),
            "--metrics-port", str(metrics_port), "--max-batch", "2", "--max-queue-delay-us", "500",
            "--preferred-batch", "2", "--backend", "onnxruntime"]  # fmt: skip

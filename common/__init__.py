@@ -1,0 +1,1 @@
+"""Foundations every layer may use: errors, atomic writes, classes, pairing, image decoding."""

@@ -1,0 +1,1 @@
+"""Batch rendering of folders of label maps, locally or on Ray."""

@@ -1,0 +1,1 @@
+"""The runtime core: model packages, the renderer, styles, size policy, quality, compiled cache."""

@@ -1,0 +1,140 @@
+"""The engines' quality report: how far each built engine is from the fp32 PyTorch reference.
+
+`p2phd build` renders fixed synthetic inputs with the new engine and with the reference and
+records PSNR (on the uint8 images a user sees) and the max abs error (on the float outputs) in
+`MODEL_DIR/engines/quality.json`, keyed "<backend>:<precision>". A reduced precision below
+`MIN_PSNR_DB` is never chosen by `precision="auto"`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from p2phd.common.atomic import atomic_write_bytes
+from p2phd.common.errors import PackageError
+
+QUALITY_FILE = "quality.json"
+MIN_PSNR_DB = 40.0
+
+
+def synthetic_maps(
+    batch: int, height: int, width: int, label_nc: int, seed: int = 2018
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic label [B,H,W] uint8 and instance [B,H,W] int32 maps made of random blobs.
+
+    Stuff classes fill the background in horizontal bands; "thing" blobs (rectangles and discs)
+    carry Cityscapes-style ids class*1000+k, so edges and per-instance features are exercised.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((batch, height, width), np.uint8)
+    instances = np.zeros((batch, height, width), np.int32)
+    yy, xx = np.mgrid[:height, :width]
+    for b in range(batch):
+        cuts = np.sort(rng.integers(1, height, size=3))
+        for top, bottom in zip([0, *cuts], [*cuts, height], strict=True):
+            labels[b, top:bottom] = rng.integers(label_nc)
+            instances[b, top:bottom] = labels[b, top:bottom]
+        for k in range(6):
+            cls = int(rng.integers(label_nc))
+            cy, cx = rng.integers(height), rng.integers(width)
+            ry, rx = rng.integers(2, max(3, height // 4)), rng.integers(2, max(3, width // 4))
+            if k % 2:
+                mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+            else:
+                mask = (abs(yy - cy) <= ry) & (abs(xx - cx) <= rx)
+            labels[b][mask] = cls
+            instances[b][mask] = cls * 1000 + k
+    return labels, instances
+
+
+def synthetic_images(
+    batch: int, height: int, width: int, channels: int = 3, seed: int = 2018
+) -> np.ndarray:
+    """Deterministic uint8 images [B,H,W,C] for image-input models: the label blobs of
+    `synthetic_maps` painted in random colours, plus noise, so there are edges and texture."""
+    labels, _ = synthetic_maps(batch, height, width, 256, seed)
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (256, channels))
+    noise = rng.normal(0, 12, (batch, height, width, channels))
+    return np.clip(palette[labels] + noise, 0, 255).astype(np.uint8)
+
+
+def psnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """PSNR of two uint8 images in dB (inf when identical)."""
+    mse = float(np.mean((reference.astype(np.float64) - candidate.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def measure(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Compare two float generator outputs [B,3,H,W] (tanh range): PSNR on uint8, max abs error."""
+    from p2phd.engine.kernels import to_uint8_rgb
+
+    ref = np.ascontiguousarray(reference, np.float32)
+    cand = np.ascontiguousarray(candidate, np.float32)
+    psnr = psnr_db(to_uint8_rgb(ref), to_uint8_rgb(cand))
+    return {
+        "psnr_db": round(psnr, 3) if math.isfinite(psnr) else None,  # JSON has no inf
+        "identical_uint8": not math.isfinite(psnr),
+        "max_abs_err": float(np.max(np.abs(ref - cand))),
+        "mean_abs_err": float(np.mean(np.abs(ref - cand))),
+    }
+
+
+def report_path(engines_dir: Path) -> Path:
+    return Path(engines_dir) / QUALITY_FILE
+
+
+def read_report(engines_dir: Path) -> dict[str, dict]:
+    """The quality report of a package's engines ({} when none was built)."""
+    path = report_path(engines_dir)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PackageError(f"{path}: not valid JSON ({e}); rebuild with 'p2phd build'") from e
+    if not isinstance(data, dict):
+        raise PackageError(f"{path}: expected an object of '<backend>:<precision>' entries")
+    return data
+
+
+def write_entry(engines_dir: Path, key: str, entry: dict) -> Path:
+    """Merge one '<backend>:<precision>' entry into quality.json, written atomically."""
+    report = read_report(engines_dir)
+    report[key] = {**entry, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path = report_path(engines_dir)
+    atomic_write_bytes(path, json.dumps(report, indent=2, sort_keys=True).encode() + b"\n")
+    return path
+
+
+def measured_on(entry: dict, content_key: str | None) -> bool:
+    """Whether a report entry was measured on the export whose content hash is `content_key`
+    (a re-export leaves engines/ alone); entries written before the hash was recorded count."""
+    return not content_key or entry.get("package", content_key) == content_key
+
+
+def allows(report: dict[str, dict], key: str, content_key: str | None = None) -> tuple[bool, str]:
+    """Whether a reduced precision `key` may be chosen by default, and why (or why not).
+
+    With `content_key` (the package's content hash), an entry measured on another export of the
+    package (a re-export leaves engines/ alone) does not count.
+    """
+    entry = report.get(key)
+    if entry is None:
+        return False, f"no quality report for {key} (run 'p2phd build' with that precision)"
+    if not measured_on(entry, content_key):
+        return False, (
+            f"the {key} quality report was measured on another export of this package "
+            "(run 'p2phd build' again)"
+        )
+    if entry.get("identical_uint8"):
+        return True, f"{key} renders images identical to the fp32 reference"
+    psnr = entry.get("psnr_db")
+    if psnr is None or psnr < MIN_PSNR_DB:
+        return False, f"{key} measured {psnr} dB PSNR, below the {MIN_PSNR_DB:g} dB floor"
+    return True, f"{key} measured {psnr:.1f} dB PSNR (>= {MIN_PSNR_DB:g} dB)"

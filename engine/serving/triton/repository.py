@@ -1,0 +1,193 @@
+"""A Triton model repository for a p2phd package, served by Triton's Python backend.
+
+REPO/<name>/config.pbtxt   backend "python"; the KServe v2 tensors of `p2phd serve` (Triton
+                           batches on a leading dim, so `seed` is [B, 1] here); dynamic
+                           batching from the batcher flags (a queue bound only when asked);
+                           the instance group; parameter "p2phd_settings", the engine and
+                           batching fields of `ServerConfig` as JSON; parameter "package",
+                           where the package is
+REPO/<name>/1/model.py     imports `p2phd.engine.serving.triton.model`: the Python environment
+                           Triton's Python backend runs must have p2phd installed
+REPO/<name>/1/package/     the model package (unless "package" names one elsewhere)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from p2phd.common.errors import ConfigError
+from p2phd.engine.apps import doctor
+from p2phd.engine.core.package import Manifest, ModelPackage
+from p2phd.engine.serving import kserve
+from p2phd.engine.serving.server import ServerConfig
+
+VERSION = kserve.VERSION
+PACKAGE = "package"
+SETTINGS_KEY = "p2phd_settings"
+PACKAGE_KEY = "package"
+# ServerConfig fields the model needs; the rest (ports, TLS, gRPC limits) are the server's.
+SETTINGS = (
+    "backend",
+    "precision",
+    "size_policy",
+    "max_batch_size",
+    "max_queue_delay_us",
+    "preferred_batch_sizes",
+    "max_queue",
+    "max_image_pixels",
+    "max_image_side",
+)
+KINDS = ("auto", "cpu", "gpu")
+
+MODEL_PY = '''"""Triton Python-backend entry point of a p2phd package (p2phd export-triton)."""
+
+from p2phd.engine.serving.triton.model import TritonPythonModel  # noqa: F401
+'''
+
+
+def settings_of(config: ServerConfig) -> dict:
+    """The engine and batching fields of a ServerConfig, as stored in config.pbtxt."""
+    fields = asdict(config)
+    return {k: fields[k] for k in SETTINGS if k in fields}
+
+
+def config_from(settings: dict, model_dir: Path, model_name: str) -> ServerConfig:
+    """The ServerConfig a repository's settings describe (a hand-edited typo is a ConfigError)."""
+    try:
+        config = ServerConfig(model_dir=model_dir, model_name=model_name, **settings)
+    except TypeError as e:
+        raise ConfigError(f"parameter {SETTINGS_KEY!r}: {e}; known fields: {SETTINGS}") from e
+    config.preferred_batch_sizes = tuple(config.preferred_batch_sizes)
+    config.batcher_config()  # validates the batching knobs
+    return config
+
+
+def _dims(ndim: int) -> list[int]:
+    """Triton's per-item dims of a KServe tensor of `ndim` dims with batch first."""
+    return [-1] * (ndim - 1) if ndim > 1 else [1]
+
+
+def tensors(manifest: Manifest) -> tuple[list[tuple], tuple]:
+    """The inputs (name, TYPE_*, dims, optional) and the output of the model, from kserve's."""
+    if manifest.image_input:
+        return [(kserve.IMAGE_INPUT, "TYPE_UINT8", [-1, -1, manifest.input_nc], False)], (
+            kserve.OUTPUT, "TYPE_UINT8", [-1, -1, 3])  # fmt: skip
+    inputs = [
+        (name, f"TYPE_{datatype}", _dims(ndim), name != "label")
+        for name, (datatype, ndim) in kserve.INPUTS.items()
+    ]
+    return inputs, (kserve.OUTPUT, "TYPE_UINT8", [-1, -1, 3])
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _list(values) -> str:
+    return "[ " + ", ".join(str(v) for v in values) + " ]"
+
+
+def config_pbtxt(
+    manifest: Manifest,
+    config: ServerConfig,
+    *,
+    kind: str,
+    instances: int,
+    package: str,
+    bounded_queue: bool = False,
+    execution_env: str | None = None,
+) -> str:
+    """The text of config.pbtxt (protobuf text format of Triton's ModelConfig).
+
+    `bounded_queue` writes config.max_queue as Triton's max_queue_size. Off by default: with any
+    queue policy, Triton 2.51's dynamic batcher cannot prefetch and notices a free model instance
+    only on its 500 ms poll (core's WaitForPayloadSlotAvailable), measured as ~505 ms stalls on
+    many requests once the instance is ever busy when one arrives.
+    """
+    b = config.batcher_config()
+    inputs, (out_name, out_type, out_dims) = tensors(manifest)
+    lines = [
+        f"name: {_quote(config.model_name)}",
+        'backend: "python"',
+        f"max_batch_size: {b.max_batch_size}",
+        "input [",
+    ]
+    for i, (name, dtype, dims, optional) in enumerate(inputs):
+        tail = "," if i < len(inputs) - 1 else ""
+        opt = " optional: true" if optional else ""
+        lines.append(
+            f"  {{ name: {_quote(name)} data_type: {dtype} dims: {_list(dims)}{opt} }}{tail}"
+        )
+    lines += [
+        "]",
+        f"output [ {{ name: {_quote(out_name)} data_type: {out_type} dims: {_list(out_dims)} }} ]",
+        "dynamic_batching {",
+    ]
+    if b.preferred_batch_sizes:
+        lines.append(f"  preferred_batch_size: {_list(b.preferred_batch_sizes)}")
+    lines += [
+        f"  max_queue_delay_microseconds: {b.max_queue_delay_us}",
+    ]
+    if bounded_queue:
+        lines.append(f"  default_queue_policy {{ max_queue_size: {b.max_queue} }}")
+    lines += [
+        "}",
+        f"instance_group [ {{ count: {instances} kind: KIND_{kind.upper()} }} ]",
+    ]
+    params = {SETTINGS_KEY: json.dumps(settings_of(config)), PACKAGE_KEY: package}
+    if execution_env is not None:
+        params["EXECUTION_ENV_PATH"] = execution_env
+    lines.append("parameters [")
+    for i, (key, value) in enumerate(params.items()):
+        tail = "," if i < len(params) - 1 else ""
+        lines.append(f"  {{ key: {_quote(key)} value: {{ string_value: {_quote(value)} }} }}{tail}")
+    lines.append("]")
+    return "\n".join(lines) + "\n"
+
+
+def export_repository(
+    package: Path,
+    repo: Path,
+    config: ServerConfig,
+    *,
+    kind: str = "auto",
+    instances: int = 1,
+    copy: bool = True,
+    bounded_queue: bool = False,
+    execution_env: str | None = None,
+) -> Path:
+    """Write REPO/<model_name>/ for `package` and return it. `copy=False` refers to the package
+    where it is (a local server's repository) instead of copying it beside model.py."""
+    manifest = ModelPackage(package).manifest  # a broken package fails here, not in Triton
+    name = config.model_name
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"model name {name!r}: use letters, digits, '_', '.', '-' only")
+    if kind not in KINDS:
+        raise ConfigError(f"instance kind {kind!r}: expected one of {', '.join(KINDS)}")
+    if instances < 1:
+        raise ConfigError(f"instances {instances}: expected >= 1")
+    if kind == "auto":
+        kind = "gpu" if doctor.nvidia_smi() else "cpu"  # nvidia-smi lists a GPU
+    text = config_pbtxt(
+        manifest,
+        config,
+        kind=kind,
+        instances=instances,
+        package=PACKAGE if copy else str(Path(package).resolve()),
+        bounded_queue=bounded_queue,
+        execution_env=execution_env,
+    )
+    model_dir = Path(repo) / name
+    if model_dir.exists():
+        raise ConfigError(f"{model_dir}: already exists; choose another directory or model name")
+    version = model_dir / VERSION
+    version.mkdir(parents=True)
+    if copy:
+        shutil.copytree(package, version / PACKAGE)
+    (version / "model.py").write_text(MODEL_PY)
+    (model_dir / "config.pbtxt").write_text(text)
+    return model_dir
