@@ -8,6 +8,10 @@ MODEL_DIR/engines/quality.json under "<backend>:<precision>".
 The engine itself goes to the engine cache of the machine that builds it (`compiled_cache`), not
 into the package: engines are specific to a runtime version and a CPU or GPU, while the quality
 report travels with the package and is the only file `build` writes into it.
+
+int8 is measured differently: on the held-out maps of its calibration (real maps the quantizer
+never saw, passed in by `p2phd build --calibration`), against a gate (`quality.int8_gate`) whose
+verdict is recorded with the numbers; `--precision int8` runs only where it passed.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from p2phd.common.errors import ConfigError
 from p2phd.common.image_input import to_model_input
-from p2phd.engine.backends import backend_class
-from p2phd.engine.backends.base import EngineOptions
+from p2phd.engine.backends import backend_class, choose_backend
+from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.core import quality
+from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
 from p2phd.engine.core.style import Style
 
@@ -30,6 +37,15 @@ log = logging.getLogger(__name__)
 
 QUALITY_SIZE = (256, 512)
 QUALITY_BATCH = 2
+
+
+@dataclass
+class HeldOut:
+    """What the int8 gate is measured on: the generator's dense inputs [B, C, H, W] of maps the
+    calibration never saw, and a description of them for the report."""
+
+    dense: np.ndarray
+    description: str
 
 
 @dataclass
@@ -59,27 +75,67 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def _reference(renderer: Renderer):
+def _reference(package: ModelPackage):
     """The fp32 reference backend for the quality report: torch, else ONNX Runtime."""
     for name in ("torch", "onnxruntime"):
         cls = backend_class(name)
         if cls.availability() is None:
-            return cls(renderer.package, "fp32")
+            return cls(package, "fp32")
     raise ConfigError("no fp32 reference backend (torch or onnxruntime) is installed")
 
 
-def build_engine(
-    model_dir: str | os.PathLike, backend: str, precision: str, options: EngineOptions
+def _check_sizes(options: EngineOptions, multiple: int) -> None:
+    for sh, sw in options.sizes:
+        if sh % multiple or sw % multiple:
+            raise ConfigError(
+                f"--size {sh}x{sw}: height and width must be multiples of {multiple} for this model"
+            )
+
+
+def _in_batches(backend: Backend, x: np.ndarray) -> np.ndarray:
+    """backend.infer over x in batches of the engine's least batch size (the last one padded
+    with repeats of the first input, then cut off), so any number of inputs fits its profile."""
+    step = backend.options.batch[0]
+    padded = np.concatenate([x, np.repeat(x[:1], -len(x) % step, axis=0)])
+    out = [backend.infer(padded[i : i + step]) for i in range(0, len(padded), step)]
+    return np.concatenate(out)[: len(x)]
+
+
+def _record(
+    backend: Backend, reference: Backend, files: list[Path], inputs: str, entry: dict
 ) -> BuildResult:
-    """Build `backend` at `precision` for `options`, and record its quality against fp32."""
+    """Add to `entry` what was measured, on what, against what, and merge it into quality.json."""
+    entry |= {
+        "reference": f"{reference.name}:fp32",
+        "inputs": inputs,
+        "device": backend.device(),
+        "engine_files": [p.name for p in files],  # in the engine cache of the building machine
+        "package": backend.package.content_key,  # what was measured: this export only
+    }
+    key = f"{backend.name}:{backend.precision}"
+    report = quality.write_entry(backend.package.engines_dir, key, entry)
+    log.info("%s: PSNR %s dB, max abs err %.2e", key, entry["psnr_db"], entry["max_abs_err"])
+    return BuildResult(key, files, entry, report)
+
+
+def build_engine(
+    model_dir: str | os.PathLike,
+    backend: str,
+    precision: str,
+    options: EngineOptions,
+    held_out: HeldOut | None = None,
+) -> BuildResult:
+    """Build `backend` at `precision` for `options`, and record its quality against fp32; int8
+    is measured on `held_out` and gated (`build_int8`)."""
+    if precision == "int8":
+        if held_out is None:
+            raise ConfigError(
+                "precision int8 is measured on held-out calibration maps: pass --calibration DIR"
+            )
+        return build_int8(model_dir, backend, options, held_out)
     renderer = Renderer(model_dir, backend, precision, "reject", options=options)
     m = renderer.manifest
-    for sh, sw in options.sizes:
-        if sh % m.size_multiple or sw % m.size_multiple:
-            raise ConfigError(
-                f"--size {sh}x{sw}: height and width must be multiples of {m.size_multiple} "
-                "for this model"
-            )
+    _check_sizes(options, m.size_multiple)
     files = renderer.backend.build()
     mult = m.size_multiple
     h, w = options.sizes[0] if options.sizes else QUALITY_SIZE
@@ -93,17 +149,31 @@ def build_engine(
         labels, instances = quality.synthetic_maps(batch, h, w, m.label_nc)
         x = renderer.dense_input(labels, instances if m.instance else None, [Style(seed=0)] * batch)
         inputs = f"synthetic_maps(seed=2018) {batch}x{h}x{w}, style seed 0"
-    reference = _reference(renderer)
+    reference = _reference(renderer.package)
     entry = quality.measure(reference.infer(x), renderer.backend.infer(x))
-    entry |= {
-        "reference": f"{reference.name}:fp32",
-        "inputs": inputs,
-        "device": renderer.backend.device(),
-        "engine_files": [p.name for p in files],  # in the engine cache of the building machine
-        "package": renderer.package.content_key,  # what was measured: this export only
-    }
-    key = f"{renderer.backend.name}:{renderer.backend.precision}"
-    report = quality.write_entry(renderer.package.engines_dir, key, entry)
+    result = _record(renderer.backend, reference, files, inputs, entry)
     renderer.close()
-    log.info("%s: PSNR %s dB, max abs err %.2e", key, entry["psnr_db"], entry["max_abs_err"])
-    return BuildResult(key, files, entry, report)
+    return result
+
+
+def build_int8(
+    model_dir: str | os.PathLike, backend: str, options: EngineOptions, held_out: HeldOut
+) -> BuildResult:
+    """Build `backend` on the package's int8 graph and measure the int8 gate on `held_out`.
+
+    The engine is opened directly, not through the renderer: the renderer refuses int8 until
+    the gate this build measures has passed."""
+    package = ModelPackage(model_dir)
+    name, _ = choose_backend(backend)
+    _check_sizes(options, package.manifest.size_multiple)
+    engine = backend_class(name)(package, "int8", options)
+    files = engine.build()
+    x = held_out.dense
+    reference = _reference(package)
+    ref, out = _in_batches(reference, x), _in_batches(engine, x)
+    entry = quality.measure(ref, out) | quality.local_error(ref, out)
+    passed, numbers = quality.int8_gate(entry)
+    entry |= {"gate": "passed" if passed else "failed", "gate_numbers": numbers}
+    result = _record(engine, reference, files, held_out.description, entry)
+    engine.close()
+    return result

@@ -9,6 +9,8 @@ Layout::
       encoder.onnx     optional: photo -> per-pixel features (before instance pooling)
       features.npz     optional: k-means centres per class, arrays "class_<id>" of [k, feat_num]
       generator.fp16.onnx  optional precision variant (manifest.variants), same input and output
+      generator.int8.onnx  optional Q/DQ int8 variant made by `p2phd build --precision int8
+                       --calibration DIR`, its calibration record in manifest.calibration
       engines/quality.json  written by `p2phd build` (never hashed); compiled engines live in
                        the engine cache outside the package (`p2phd.engine.core.compiled_cache`)
 
@@ -65,6 +67,8 @@ class Manifest:
     variants: dict[str, str] = field(default_factory=dict)  # e.g. {"fp16": "generator.fp16.onnx"}
     # Measured at export, ONNX Runtime vs PyTorch: e.g. {"generator": 2e-7, "fp16": 1e-3}
     parity: dict[str, float] = field(default_factory=dict)
+    # How a quantized variant was made: e.g. {"int8": {"source": ..., "kept_in_float": ...}}
+    calibration: dict[str, dict] = field(default_factory=dict)
     exporter_version: str = ""
     input_kind: str = "labels"
     input_nc: int = 0
@@ -131,7 +135,7 @@ class Manifest:
 _INTEGERS = {"label_nc": (0, 256), "feat_num": (0, 4096), "size_multiple": (1, 1 << 16),
              "input_nc": (0, 4096)}  # fmt: skip
 _TYPES = {"architecture": dict, "instance": bool, "encoder": bool, "features": bool,
-          "classes": list, "files": dict, "variants": dict, "parity": dict,
+          "classes": list, "files": dict, "variants": dict, "parity": dict, "calibration": dict,
           "exporter_version": str, "input_kind": str}  # fmt: skip
 _JSON_NAMES = {dict: "object", bool: "true or false", list: "array", str: "string"}
 
@@ -305,6 +309,16 @@ class ModelPackage:
         """The generator variant `name` (e.g. "fp16") if the package has one."""
         file = self.manifest.variants.get(name)
         return self.path / file if file else None
+
+    def int8_path(self) -> Path:
+        """The int8 Q/DQ generator, or PackageError saying how to make one."""
+        path = self.variant_path("int8")
+        if path is None:
+            raise PackageError(
+                f"{self.path}: has no int8 calibration; make one with 'p2phd build {self.path} "
+                "--backend BACKEND --precision int8 --calibration DIR'"
+            )
+        return path
 
     @property
     def engines_dir(self) -> Path:

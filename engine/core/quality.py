@@ -138,3 +138,70 @@ def allows(report: dict[str, dict], key: str, content_key: str | None = None) ->
     if psnr is None or psnr < MIN_PSNR_DB:
         return False, f"{key} measured {psnr} dB PSNR, below the {MIN_PSNR_DB:g} dB floor"
     return True, f"{key} measured {psnr:.1f} dB PSNR (>= {MIN_PSNR_DB:g} dB)"
+
+
+# -- int8: a gate, not a default --------------------------------------------------------------
+
+INT8_MAX_P999_LEVELS = 8  # 99.9% of pixel channels within 8 levels of fp32 (of 255)
+
+
+def local_error(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Per-image and per-pixel error of two float generator outputs [B,3,H,W] on the uint8
+    images: the worst image's PSNR, the 99.9th percentile and the maximum of the absolute
+    error in levels, and the share of pixel channels more than 4 levels off."""
+    from p2phd.engine.kernels import to_uint8_rgb
+
+    ref = to_uint8_rgb(np.ascontiguousarray(reference, np.float32))
+    cand = to_uint8_rgb(np.ascontiguousarray(candidate, np.float32))
+    diff = np.abs(ref.astype(np.int16) - cand.astype(np.int16))
+    worst = min(psnr_db(r, c) for r, c in zip(ref, cand, strict=True))
+    return {
+        "worst_image_psnr_db": round(worst, 3) if math.isfinite(worst) else None,
+        "p999_levels": float(np.percentile(diff, 99.9)),
+        "worst_levels": int(diff.max()),
+        "over_4_levels_percent": round(float(np.mean(diff > 4)) * 100, 4),
+    }
+
+
+def int8_gate(entry: dict) -> tuple[bool, str]:
+    """Whether measured int8 numbers pass the gate, and the numbers: every held-out image at
+    least MIN_PSNR_DB, and the 99.9th-percentile error at most INT8_MAX_P999_LEVELS levels."""
+    psnr, p999 = entry.get("worst_image_psnr_db"), entry.get("p999_levels")
+    numbers = (
+        f"worst held-out image {psnr} dB PSNR (floor {MIN_PSNR_DB:g}), 99.9th-percentile "
+        f"error {p999} levels (bound {INT8_MAX_P999_LEVELS}), worst pixel "
+        f"{entry.get('worst_levels')} levels"
+    )
+    passed = p999 is not None and p999 <= INT8_MAX_P999_LEVELS
+    passed = passed and (psnr is None or psnr >= MIN_PSNR_DB)  # None: identical images
+    return passed, numbers
+
+
+def allows_int8(report: dict[str, dict], key: str, content_key: str | None) -> tuple[bool, str]:
+    """Whether `key` ("<backend>:int8") may run: its gate was measured on this export's int8
+    graph and passed. int8 is never chosen by "auto"; this is checked when it is asked for."""
+    entry = report.get(key)
+    build = "p2phd build MODEL_DIR --backend {} --precision int8 --calibration DIR"
+    if entry is None:
+        backend = key.split(":")[0]
+        return False, f"no int8 quality gate measured for {key}: run '{build.format(backend)}'"
+    if not measured_on(entry, content_key):
+        return False, f"the {key} gate was measured on another export of this package; rebuild"
+    passed, numbers = int8_gate(entry)
+    return passed, f"{key} {'passed' if passed else 'failed'} the int8 gate: {numbers}"
+
+
+def carry_over(engines_dir: Path, old_key: str, new_key: str) -> None:
+    """After a new int8 graph is written into the package (its content hash changes, its fp32
+    generator does not): entries measured on the old export count for the new one, except the
+    int8 ones, which measured the graph just replaced."""
+    report = read_report(engines_dir)
+    if not report:
+        return
+    kept = {
+        key: {**entry, "package": new_key} if entry.get("package") == old_key else entry
+        for key, entry in report.items()
+        if not key.endswith(":int8")
+    }
+    path = report_path(engines_dir)
+    atomic_write_bytes(path, json.dumps(kept, indent=2, sort_keys=True).encode() + b"\n")

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from p2phd.common.errors import ConfigError
+
 HELP = "build and cache an engine (TensorRT, OpenVINO, ONNX Runtime) and measure its quality"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="the model package")
     parser.add_argument("--backend", required=True, choices=("tensorrt", "openvino", "onnxruntime"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"))
+    parser.add_argument(
+        "--calibration",
+        metavar="DIR",
+        help="int8: label maps to calibrate on (a folder or list file of *_labelIds.png with "
+        "their *_instanceIds.png, paired as p2phd render pairs them; every 4th is held out for "
+        "the quality gate), or 'synthetic' for a model trained on p2phd synth scenes",
+    )
     parser.add_argument(
         "--batch", default="1:1:4", metavar="MIN:OPT:MAX", help="batch sizes (default 1:1:4)"
     )
@@ -28,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     from p2phd.engine.core.build import build_engine, parse_batch, parse_size
 
     options = EngineOptions(parse_batch(args.batch), [parse_size(s) for s in args.size])
-    result = build_engine(args.model_dir, args.backend, args.precision, options)
+    held_out = _calibrate(args, options) if args.precision == "int8" else None
+    if args.calibration and held_out is None:
+        raise ConfigError("--calibration is for --precision int8")
+    result = build_engine(args.model_dir, args.backend, args.precision, options, held_out)
     q = result.quality
     psnr = "identical" if q["identical_uint8"] else f"{q['psnr_db']} dB"
     print(f"{result.key}: built {len(result.files)} engine file(s)")
@@ -36,4 +48,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {f}")
     print(f"quality vs {q['reference']}: PSNR {psnr}, max abs err {q['max_abs_err']:.3g}")
     print(f"report: {result.report}")
-    return 0
+    if "gate" not in q:
+        return 0
+    print(f"int8 gate {q['gate']}: {q['gate_numbers']}")
+    return 0 if q["gate"] == "passed" else 1
+
+
+def _calibrate(args: argparse.Namespace, options):
+    """Quantize the package's generator on --calibration's maps (at the first --size, default
+    the quality report's), and return the held-out maps the gate is measured on."""
+    from p2phd.engine.core.build import QUALITY_SIZE, HeldOut
+    from p2phd.export.int8 import calibrate
+
+    if not args.calibration:
+        raise ConfigError(
+            "--precision int8 needs --calibration DIR: label maps like those it will render "
+            "(*_labelIds.png with their *_instanceIds.png; 'synthetic' for a model trained on "
+            "p2phd synth scenes)"
+        )
+    if not options.sizes:
+        options.sizes = [QUALITY_SIZE]
+    h, w = options.sizes[0]
+    cal = calibrate(args.model_dir, args.calibration, (h, w))
+    print(
+        f"int8: calibrated on {len(cal.calibrate)} maps of {cal.source}; "
+        f"gate on {len(cal.held_out)} held out"
+    )
+    keys = ", ".join(s.key for s in cal.held_out)
+    return HeldOut(cal.held_out_batch(), f"{len(cal.held_out)} held-out maps at {h}x{w}: {keys}")

@@ -1,0 +1,292 @@
+"""INT8 post-training quantization of a package's generator into one Q/DQ ONNX graph.
+
+`p2phd build --precision int8 --calibration DIR` calls `calibrate`: NNCF measures activation
+ranges on the user's own label maps (or, with "synthetic", on the procedural street scenes the
+default model was trained on) and writes `generator.int8.onnx` (int8 weights, QuantizeLinear /
+DequantizeLinear pairs in front of each quantized convolution) into the package, with its
+calibration record in the manifest. Every fourth map is held out of calibration: the quality gate
+(`engine.core.quality.int8_gate`) is measured on those.
+
+The recipe (issue 20, measured on Zen 4): NNCF's default places quantizers on InstanceNorm inputs
+and on both inputs of every residual add, which costs 5-7 dB and buys no speed. Here only
+convolution inputs are quantized (every other op type is in NNCF's ignored scope), weights
+per output channel, activations symmetric; the overflow fix is off (it halves the weight range
+for pre-VNNI CPUs; the backends refuse int8 on CPUs without VNNI or AMX instead). The transposed
+convolutions and the last convolution (to the 3 output channels, whose error goes straight into
+the image) stay in float. Those are found by op type and weight shape, never by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+from PIL import Image
+
+from p2phd.common.atomic import atomic_path
+from p2phd.common.decode import decode_pair
+from p2phd.common.errors import ConfigError, InputError
+from p2phd.common.pairing import pair_files
+from p2phd.engine.core import quality
+from p2phd.engine.core.package import ModelPackage, write_manifest
+from p2phd.engine.core.style import Style
+
+log = logging.getLogger(__name__)
+
+VARIANT = "int8"
+GENERATOR_INT8 = "generator.int8.onnx"
+SYNTHETIC = "synthetic"
+SYNTHETIC_SCENES = 32
+HOLD_OUT_EVERY = 4  # map i is held out of calibration when i % 4 == 3
+MIN_MAPS = 2  # at least one to calibrate on and one to hold out
+QUANTIZED_OPS = ("Conv",)
+
+
+@dataclass
+class Sample:
+    """One calibration or gate input: its name and the generator's dense input [1, C, H, W]."""
+
+    key: str
+    dense: np.ndarray
+
+
+@dataclass
+class CalibrationSet:
+    source: str
+    calibrate: list[Sample]
+    held_out: list[Sample]
+    digest: str  # what the maps were: a changed set re-calibrates
+
+    def held_out_batch(self) -> np.ndarray:
+        return np.concatenate([s.dense for s in self.held_out])
+
+
+def float_layers(model: onnx.ModelProto, output_nc: int = 3) -> dict[str, str]:
+    """The nodes kept in float, by op type and weight shape, with why: every ConvTranspose, and
+    each Conv producing the image's `output_nc` channels."""
+    weights = {t.name: t for t in model.graph.initializer}
+    kept = {}
+    for node in model.graph.node:
+        if node.op_type == "ConvTranspose":
+            kept[node.name] = "transposed convolution: in float by issue 20's measured recipe"
+        elif node.op_type == "Conv" and _out_channels(weights, node) == output_nc:
+            kept[node.name] = (
+                f"last convolution (to the {output_nc} image channels): its error is the "
+                "image's error"
+            )
+    return kept
+
+
+def _out_channels(weights: dict[str, onnx.TensorProto], node: onnx.NodeProto) -> int | None:
+    weight = weights.get(node.input[1])
+    return None if weight is None else weight.dims[0]
+
+
+def _nncf():
+    try:
+        import nncf
+    except ImportError as e:
+        raise ConfigError(f"int8 calibration needs NNCF ({e}): pip install 'p2phd[train]'") from e
+    nncf.set_log_level(logging.ERROR)
+    return nncf
+
+
+def quantize(model: onnx.ModelProto, samples: list[np.ndarray], input_name: str) -> onnx.ModelProto:
+    """The Q/DQ int8 model from NNCF with this module's recipe, calibrated on `samples`."""
+    nncf = _nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    others = sorted({n.op_type for n in model.graph.node} - set(QUANTIZED_OPS))
+    return nncf.quantize(
+        model,
+        nncf.Dataset(samples, lambda x: {input_name: x}),
+        preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric weights and activations
+        subset_size=len(samples),
+        ignored_scope=nncf.IgnoredScope(names=list(float_layers(model)), types=others),
+        advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.DISABLE),
+    )
+
+
+def in_float(model: onnx.ModelProto, convs: set[str]) -> onnx.ModelProto:
+    """A copy of a Q/DQ model with the convolutions `convs` back in float: their input reads the
+    tensor before its quantizer and their weights are dequantized once, here."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.name not in convs:
+            continue
+        dq = producer[node.input[0]]
+        node.input[0] = producer[dq.input[0]].input[0]  # DQ <- Q <- the float tensor
+        wdq = producer[node.input[1]]
+        w, scale = (numpy_helper.to_array(inits[n]) for n in wdq.input[:2])
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        name = f"{node.name}.float_weight"
+        graph.initializer.append(
+            numpy_helper.from_array((w * scale.reshape(shape)).astype(np.float32), name)
+        )
+        node.input[1] = name
+    _drop_unused(graph)
+    return out
+
+
+def _drop_unused(graph: onnx.GraphProto) -> None:
+    """Remove nodes and initializers nothing reads any more (quantizers of layers now float)."""
+    while True:
+        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    read = {i for n in graph.node for i in n.input}
+    for t in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(t)
+
+
+def signed_activations(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a Q/DQ model whose uint8 quantizers (unsigned tensors after ReLU, zero point 0)
+    are int8 with twice the step, for TensorRT, which quantizes to signed int8 only: those
+    tensors lose one bit, which its own quality gate measures."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for node in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        zero = inits[node.input[2]]
+        if zero.data_type != TensorProto.UINT8:
+            continue
+        if numpy_helper.to_array(zero).any():
+            raise ConfigError(f"{node.name}: an asymmetric uint8 quantizer; expected zero point 0")
+        scale = numpy_helper.to_array(inits[node.input[1]]) * np.float32(255 / 127)
+        names = (f"{node.output[0]}.s8_scale", f"{node.output[0]}.s8_zero_point")
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(scale.astype(np.float32), names[0]),
+                numpy_helper.from_array(np.zeros(zero.dims, np.int8), names[1]),
+            ]
+        )
+        for q in [node, *(r for r in readers[node.output[0]] if r.op_type == "DequantizeLinear")]:
+            q.input[1], q.input[2] = names
+    del graph.value_info[:]  # the quantized tensors' types changed; runtimes re-infer them
+    return out
+
+
+def _resized(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    return np.asarray(Image.fromarray(a).resize((w, h), Image.Resampling.NEAREST))
+
+
+def _read_maps(source: Path, label_nc: int, instance: bool, size: tuple[int, int]):
+    """(key, labels [H,W] uint8, instances [H,W] int32 or None) for each paired map in a folder
+    or list file, resized (nearest) to `size`; pairing as `p2phd render` does."""
+    from p2phd.engine.batch.render import list_images
+
+    labels = list_images(source, "label")
+    instances = list_images(source, "instance") if instance else None
+    for maps in (labels, instances or labels):
+        if not maps:
+            raise InputError(f"{source}: no label maps (PNG files) found for calibration")
+    for pair in pair_files(labels, instances):
+        lab, ins = decode_pair(pair.label, pair.instance, label_nc)
+        ins = None if ins is None else _resized(ins.astype(np.int32), size)
+        yield pair.key, _resized(lab, size), ins
+
+
+def _synthetic_maps(size: tuple[int, int]):
+    from p2phd.train.synth import render_scene
+
+    for seed in range(SYNTHETIC_SCENES):
+        scene = render_scene(np.random.default_rng(seed), *size)
+        yield f"synth_{seed:03d}", scene.label, scene.instance.astype(np.int32)
+
+
+def calibration_set(model_dir: str | Path, source: str, size: tuple[int, int]) -> CalibrationSet:
+    """The calibration and held-out inputs from `source` (a folder or list file of label maps
+    with their instance maps, or "synthetic"), each rendered at `size` with style seed i."""
+    from p2phd.engine.core.renderer import Renderer
+
+    renderer = Renderer(model_dir, "onnxruntime", "fp32")
+    m = renderer.manifest
+    if m.image_input:
+        raise ConfigError(
+            f"{model_dir}: int8 calibration takes label maps; this is an image-input model"
+        )
+    if source == SYNTHETIC:
+        maps, where = list(_synthetic_maps(size)), f"{SYNTHETIC_SCENES} synthetic street scenes"
+    else:
+        maps, where = list(_read_maps(Path(source), m.label_nc, m.instance, size)), str(source)
+    if len(maps) < MIN_MAPS:
+        raise InputError(
+            f"{source}: {len(maps)} label map(s); int8 calibration needs at least {MIN_MAPS} "
+            f"(every {HOLD_OUT_EVERY}th is held out for the quality gate)"
+        )
+    held = {i for i in range(len(maps)) if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1}
+    held = held or {len(maps) - 1}
+    digest = hashlib.sha256(f"{size}".encode())
+    sets: dict[bool, list[Sample]] = {False: [], True: []}
+    for i, (key, labels, instances) in enumerate(maps):
+        for part in (key.encode(), labels, instances):
+            digest.update(b"" if part is None else bytes(part))
+        dense = renderer.dense_input(
+            labels[None], instances[None] if m.instance else None, [Style(seed=i)]
+        ).copy()
+        sets[i in held].append(Sample(key, dense))
+    renderer.close()
+    return CalibrationSet(where, sets[False], sets[True], digest.hexdigest())
+
+
+def calibrate(model_dir: str | Path, source: str, size: tuple[int, int]) -> CalibrationSet:
+    """Quantize the package's generator on `source` and write generator.int8.onnx and its
+    record into the package; a package already calibrated on the same maps is left as it is."""
+    cal = calibration_set(model_dir, source, size)
+    package = ModelPackage(model_dir)
+    record = package.manifest.calibration.get(VARIANT, {})
+    if record.get("maps_digest") == cal.digest and package.variant_path(VARIANT) is not None:
+        log.info("int8: %s is already calibrated on these maps", model_dir)
+        return cal
+    model = onnx.load(str(package.generator_path))
+    kept = float_layers(model, int(package.manifest.architecture.get("output_nc", 3)))
+    input_name = model.graph.input[0].name
+    quantized = quantize(model, [s.dense for s in cal.calibrate], input_name)
+    with atomic_path(package.path / GENERATOR_INT8) as tmp:
+        onnx.save(quantized, str(tmp))
+    _record(package, cal, kept, quantized, size)
+    return cal
+
+
+def _record(package: ModelPackage, cal: CalibrationSet, kept: dict[str, str], model, size):
+    """Write the variant and its calibration record into the manifest; the quality entries of
+    the unchanged fp32 generator stay valid, those of an earlier int8 graph do not."""
+    ops = {n.name: n.op_type for n in model.graph.node}
+    quantized = sum(1 for n in model.graph.node if n.op_type == "QuantizeLinear")
+    m = package.manifest
+    m.variants[VARIANT] = GENERATOR_INT8
+    m.calibration[VARIANT] = {
+        "tool": f"nncf {_nncf().__version__}",
+        "recipe": "convolution inputs only, per-channel symmetric weights, symmetric "
+        "activations, overflow fix off (VNNI/AMX)",
+        "source": cal.source,
+        "size": f"{size[0]}x{size[1]}",
+        "calibration_maps": [s.key for s in cal.calibrate],
+        "held_out_maps": [s.key for s in cal.held_out],
+        "activation_quantizers": quantized,
+        "kept_in_float": [
+            {"node": k, "op": ops.get(k, "?"), "why": why} for k, why in kept.items()
+        ],
+        "maps_digest": cal.digest,
+    }
+    old_key = package.content_key
+    write_manifest(package.path, m)
+    quality.carry_over(package.engines_dir, old_key, ModelPackage(package.path).content_key)
