@@ -39,6 +39,7 @@ test: $(DEVENV) $(TRITON)
 lint: $(DEVENV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 bench: $(DEVENV)
 	$(BIN)/p2phd bench models/default

@@ -20,8 +20,9 @@ CITYSCAPES_SAMPLE = REPO.parent / "shared" / "data" / "cityscapes-sample"
 def gpu_verdict() -> tuple[str, str] | None:
     """None: the gpu tests run; ("skip" | "fail", why) otherwise."""
     from p2phd.engine.apps import doctor
+    from p2phd.engine.core import platform
 
-    visible = doctor.gpu_visible()
+    visible = platform.gpu_visible()
     if visible is None:
         return "skip", "needs an NVIDIA GPU; none visible (no nvidia-smi, no /dev/nvidia*)"
     problems = doctor.gpu_problems()

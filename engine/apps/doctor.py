@@ -2,21 +2,19 @@
 
 One probe per layer of the stack: the GPU and its driver, the CUDA runtime (cuda-python),
 TensorRT, ONNX Runtime and its CUDA execution provider, OpenVINO, the CPU's bf16/int8
-instructions and the CUDA kernels. `p2phd doctor` prints them, `backend="auto"` quotes the GPU
-line when it explains its choice, and the test suite's `gpu` marker fails (rather than skips)
-when a GPU is visible but a GPU check is broken. Probes never raise: a failure is a fact.
+instructions and the CUDA kernels. `p2phd doctor` prints them, and the test suite's `gpu`
+marker fails (rather than skips) when a GPU is visible but a GPU check is broken. The machine
+facts themselves (installed builds, GPUs, driver) come from engine/core/platform, which the
+backends read too; this module gives them a status and a fix. Probes never raise: a failure is
+a fact.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import glob
-import shutil
-import subprocess
 from dataclasses import dataclass, replace
-from importlib import metadata
 
+from p2phd.engine.core import platform
 from p2phd.engine.core.cpu_features import cpu_flags
 
 OK, ABSENT, BROKEN, INFO = "ok", "absent", "broken", "info"
@@ -50,109 +48,25 @@ class Fact:
         return self.status == BROKEN or (self.status == ABSENT and self.gpu and not self.optional)
 
 
-@dataclass(frozen=True)
-class Gpu:
-    """What the driver reports about the first NVIDIA GPU."""
-
-    name: str
-    driver: str  # e.g. "535.216.01"
-    compute_capability: str  # e.g. "9.0"
-
-    @property
-    def driver_branch(self) -> int:
-        return int(self.driver.split(".")[0])
-
-
-# -- low-level probes (the tests fake these) ---------------------------------------------------
-
-
-@functools.cache
-def nvidia_smi() -> tuple[Gpu, ...] | None:
-    """The GPUs nvidia-smi lists, or None where nvidia-smi is absent or fails (asked once)."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    query = ["nvidia-smi", "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"]
-    try:
-        out = subprocess.run(query, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    rows = [[f.strip() for f in line.split(",")] for line in out.stdout.splitlines() if line]
-    return tuple(Gpu(*row[:3]) for row in rows if len(row) >= 3)
-
-
-def device_nodes() -> list[str]:
-    """/dev/nvidia0, /dev/nvidia1, ...: the driver's device files (also inside containers)."""
-    return sorted(glob.glob("/dev/nvidia[0-9]*"))
-
-
-@functools.cache
-def driver_cuda_version() -> tuple[int, int] | None:
-    """The newest CUDA version the loaded driver supports (cuDriverGetVersion), or None."""
-    try:
-        libcuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return None
-    version = ctypes.c_int(0)
-    if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
-        return None
-    return divmod(version.value, 1000)[0], version.value % 1000 // 10
-
-
-def installed(*names: str) -> list[tuple[str, str]]:
-    """Those of the distributions `names` that are installed, with their versions."""
-    found = []
-    for name in names:
-        try:
-            found.append((name, metadata.version(name)))
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-# -- the facts ---------------------------------------------------------------------------------
-
-
-def gpu_visible() -> str | None:
-    """How an NVIDIA GPU shows itself here (nvidia-smi or a device file), or None."""
-    gpus = nvidia_smi()
-    if gpus:
-        return f"nvidia-smi lists {gpus[0].name}"
-    nodes = device_nodes()
-    return f"{nodes[0]} exists" if nodes else None
-
-
-@functools.cache
-def gpu_summary() -> str:
-    """One line on the GPU, for `backend="auto"`'s explanation."""
-    fact = gpu_fact()
-    return fact.found if fact.status != OK else f"{fact.found}, {driver_fact().found}"
+# -- the facts (the probes they read are in engine/core/platform; the tests fake those) --------
 
 
 def gpu_fact() -> Fact:
-    gpus = nvidia_smi()
-    if gpus:
-        g = gpus[0]
-        more = f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else ""
-        sm = "sm_" + g.compute_capability.replace(".", "")
-        return Fact("GPU", OK, f"{g.name}{more}, {sm}", gpu=True)
-    nodes = device_nodes()
-    if nodes:
-        return Fact(
-            "GPU", BROKEN, f"{nodes[0]} exists but nvidia-smi does not answer",
-            "install the NVIDIA driver's utilities (nvidia-smi) or fix the driver", gpu=True,
-        )  # fmt: skip
-    return Fact("GPU", ABSENT, "no NVIDIA GPU visible (no nvidia-smi, no /dev/nvidia*)", gpu=True)
+    found = platform.gpu_line()
+    if platform.nvidia_smi():
+        return Fact("GPU", OK, found, gpu=True)
+    if platform.device_nodes():
+        fix = "install the NVIDIA driver's utilities (nvidia-smi) or fix the driver"
+        return Fact("GPU", BROKEN, found, fix, gpu=True)
+    return Fact("GPU", ABSENT, found, gpu=True)
 
 
 def driver_fact() -> Fact:
-    gpus = nvidia_smi()
-    cuda = driver_cuda_version()
+    gpus = platform.nvidia_smi()
+    cuda = platform.driver_cuda_version()
+    found = platform.driver_line()
     if not gpus and cuda is None:
-        return Fact("driver", ABSENT, "no NVIDIA driver loaded", gpu=True)
-    supports = f"supports CUDA {cuda[0]}.{cuda[1]}" if cuda else "libcuda.so.1 not loadable"
-    found = f"{gpus[0].driver}, {supports}" if gpus else supports
+        return Fact("driver", ABSENT, found, gpu=True)
     if cuda is None:
         return Fact("driver", BROKEN, found, "install the NVIDIA driver (libcuda.so.1)", gpu=True)
     if (gpus and gpus[0].driver_branch < MIN_DRIVER) or cuda < (12, 2):
@@ -164,11 +78,11 @@ def driver_fact() -> Fact:
 def cuda_runtime_fact() -> Fact:
     fact = functools.partial(Fact, "CUDA runtime", gpu=True)
 
-    dists = installed("cuda-bindings", "cuda-python")
+    dists = platform.installed("cuda-bindings", "cuda-python")
     if not dists:
         return fact(ABSENT, "cuda-python not installed", GPU_EXTRA)
     name, version = dists[0]
-    driver = driver_cuda_version()
+    driver = platform.driver_cuda_version()
     major = int(version.split(".")[0])
     if major >= 13 and driver is not None and driver[0] < major:
         found = f"{name} {version} (CUDA {major}) on a CUDA {driver[0]} driver"
@@ -189,7 +103,7 @@ def cuda_runtime_fact() -> Fact:
 def tensorrt_fact() -> Fact:
     fact = functools.partial(Fact, "TensorRT", gpu=True)
 
-    builds = installed("tensorrt-cu12", "tensorrt-cu13")
+    builds = platform.installed("tensorrt-cu12", "tensorrt-cu13")
     if not builds:
         return fact(ABSENT, "not installed", GPU_EXTRA)
     found = " and ".join(f"{name} {version}" for name, version in builds)
@@ -199,7 +113,7 @@ def tensorrt_fact() -> Fact:
         return fact(BROKEN, f"{found} installed over each other",
                     f"pip uninstall -y tensorrt {parts} && {GPU_EXTRA}")  # fmt: skip
     name, version = builds[0]
-    driver = driver_cuda_version()
+    driver = platform.driver_cuda_version()
     if name == "tensorrt-cu13" and driver is not None and driver[0] < 13:
         fix = f"pip uninstall -y tensorrt {name} {name}-libs {name}-bindings && {GPU_EXTRA}"
         return fact(BROKEN, f"{found} (a CUDA 13 build) on a CUDA {driver[0]} driver", fix)
@@ -285,7 +199,7 @@ def kernels_fact() -> Fact:
     reason = cuda.unavailable_reason()
     if reason is None:
         return Fact("CUDA kernels", OK, "load and run", gpu=True)
-    if gpu_visible() is None:
+    if platform.gpu_visible() is None:
         return Fact("CUDA kernels", ABSENT, reason, gpu=True)
     return Fact("CUDA kernels", BROKEN, reason, "see the CUDA runtime and driver lines", gpu=True)
 
@@ -312,7 +226,7 @@ def collect(probes=PROBES) -> list[Fact]:
     """Run `probes`. Without a visible GPU the GPU path is absent, not broken, and its fixes
     are not shown: nothing on it is expected to work."""
     facts = [probe() for probe in probes]
-    if gpu_visible() is None:
+    if platform.gpu_visible() is None:
         facts = [replace(f, status=ABSENT, fix="") if f.gpu else f for f in facts]
     return facts
 
@@ -320,7 +234,7 @@ def collect(probes=PROBES) -> list[Fact]:
 def gpu_problems() -> list[Fact]:
     """Where a GPU is visible: the GPU-path facts that are broken or missing (CUDA, TensorRT or
     the kernels cannot initialise). Empty where all work, and where no GPU is visible."""
-    if gpu_visible() is None:
+    if platform.gpu_visible() is None:
         return []
     return [f for f in collect(GPU_PROBES) if f.problem]
 

@@ -17,6 +17,7 @@ from p2phd.common.errors import BackendUnavailable, ConfigError, P2PHDError, Pac
 from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.core import quality
 from p2phd.engine.core.package import ModelPackage
+from p2phd.engine.core.platform import gpu_summary
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,12 @@ BACKENDS = {
 AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
 # The reduced precision each backend would use by default, where the hardware supports it.
 REDUCED = {"tensorrt": "fp16", "openvino": "bf16", "onnxruntime": "fp16"}
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
+INT8_HOW = (
+    "make one with 'p2phd build {model} --backend {backend} --precision int8 --calibration DIR' "
+    "(DIR: label maps *_labelIds.png with their *_instanceIds.png, as p2phd render pairs them; "
+    "'synthetic' for a model trained on p2phd synth scenes)"
+)
 
 
 @dataclass
@@ -56,8 +62,6 @@ def choose_backend(name: str = "auto") -> tuple[str, str]:
         if reason:
             raise BackendUnavailable(f"backend {name}: {reason}")
         return name, "requested"
-    from p2phd.engine.apps.doctor import gpu_summary
-
     skipped = []
     for candidate in AUTO_ORDER:
         reason = backend_class(candidate).availability()
@@ -76,6 +80,8 @@ def choose_precision(
     """The precision to use and why: "auto" is the reduced one only where quality.json allows."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if precision == "int8":
+        return precision, int8_allowed(package, backend)
     if precision != "auto":
         return precision, "requested"
     reduced = REDUCED.get(backend)
@@ -86,7 +92,22 @@ def choose_precision(
         return "fp32", unsupported
     report = quality.read_report(package.engines_dir)
     ok, why = quality.allows(report, f"{backend}:{reduced}", package.content_key)
+    if package.variant_path("int8") is not None:
+        why += "; int8 runs only when asked for (--precision int8)"
     return (reduced, why) if ok else ("fp32", why)
+
+
+def int8_allowed(package: ModelPackage, backend: str) -> str:
+    """Why int8 may run on `backend` (its gate passed on this export), else ConfigError saying
+    why not and how to make it: int8 is never a default, and never runs ungated."""
+    if package.variant_path("int8") is None:
+        how = INT8_HOW.format(model=package.path, backend=backend)
+        raise ConfigError(f"{package.path}: has no int8 calibration; {how}")
+    report = quality.read_report(package.engines_dir)
+    ok, why = quality.allows_int8(report, f"{backend}:int8", package.content_key)
+    if not ok:
+        raise ConfigError(f"precision int8 refused: {why}")
+    return why
 
 
 def open_backend(

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from p2phd.common.errors import BackendUnavailable, PackageError
-from p2phd.engine.apps.doctor import installed
 from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.core import compiled_cache
+from p2phd.engine.core.cpu_features import int8_unsupported
 from p2phd.engine.core.package import ModelPackage
+from p2phd.engine.core.platform import installed
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ REINSTALL = f'pip uninstall -y onnxruntime onnxruntime-gpu && pip install "{CUDA
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
 
     def __init__(self, package: ModelPackage, precision: str, options: EngineOptions | None = None):
         super().__init__(package, precision, options)
@@ -43,13 +44,14 @@ class OnnxRuntimeBackend(Backend):
 
         self._ort = ort
         why_not_cuda = cuda_unavailable_reason()
-        self.cuda = why_not_cuda is None
+        # int8 runs on the CPU execution provider (VNNI/AMX), the graph it was calibrated for
+        self.cuda = why_not_cuda is None and precision != "int8"
         if len(installed_builds()) > 1:
             log.warning("onnxruntime: %s", why_not_cuda)
-        reason = self.reduced_unsupported(precision) if precision == "fp16" else None
+        reason = self.reduced_unsupported(precision) if precision != "fp32" else None
         if reason:
             raise BackendUnavailable(f"{reason}; use precision fp32")
-        self.source = package.generator_path
+        self.source = package.int8_path() if precision == "int8" else package.generator_path
         if precision == "fp16":
             self.source = package.variant_path("fp16")
             if self.source is None:
@@ -73,6 +75,8 @@ class OnnxRuntimeBackend(Backend):
         reason = cuda_unavailable_reason() if precision == "fp16" else None
         if reason:
             return f"onnxruntime fp16 runs on the CUDA execution provider only ({reason})"
+        if precision == "int8" and int8_unsupported():
+            return f"onnxruntime int8 runs on the CPU: {int8_unsupported()}"
         return super().reduced_unsupported(precision)
 
     def cache_key(self) -> str:

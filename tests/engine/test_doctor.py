@@ -13,11 +13,12 @@ import pytest
 from p2phd.engine.apps import doctor
 from p2phd.engine.apps.cli import main
 from p2phd.engine.backends import choose_backend
+from p2phd.engine.core import platform
 from p2phd.engine.core.cpu_features import cpu_flags
 from tests.conftest import REPO, gpu_verdict
 from tests.engine.test_cli import p2phd
 
-H100 = doctor.Gpu("NVIDIA H100 80GB HBM3", "535.216.01", "9.0")
+H100 = platform.Gpu("NVIDIA H100 80GB HBM3", "535.216.01", "9.0")
 
 
 def line(out: str, name: str) -> str:
@@ -36,7 +37,7 @@ def test_doctor_reports_this_machine_and_exits_0_when_the_cpu_path_works():
         assert (label in has) == (flag in cpu_flags()), cpu
     assert "CPU path: works" in out.stdout
     gpu = line(out.stdout, "GPU")
-    if doctor.gpu_visible() is None:
+    if platform.gpu_visible() is None:
         assert " absent " in gpu and "GPU path: not usable" in out.stdout
         assert p2phd("doctor", "--require-gpu").returncode == 1
     else:
@@ -47,15 +48,15 @@ def test_doctor_reports_this_machine_and_exits_0_when_the_cpu_path_works():
 def h100_r535(monkeypatch):
     """An H100 on an R535 driver (CUDA 12.2) with CUDA 13 builds of cuda-python and TensorRT."""
     versions = {"cuda-bindings": "13.0.1", "tensorrt-cu13": "10.13.3.9"}
-    monkeypatch.setattr(doctor, "nvidia_smi", lambda: [H100])
-    monkeypatch.setattr(doctor, "device_nodes", lambda: ["/dev/nvidia0"])
-    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: (12, 2))
+    monkeypatch.setattr(platform, "nvidia_smi", lambda: [H100])
+    monkeypatch.setattr(platform, "device_nodes", lambda: ["/dev/nvidia0"])
+    monkeypatch.setattr(platform, "driver_cuda_version", lambda: (12, 2))
     monkeypatch.setattr(
-        doctor, "installed", lambda *names: [(n, versions[n]) for n in names if n in versions]
+        platform, "installed", lambda *names: [(n, versions[n]) for n in names if n in versions]
     )
-    doctor.gpu_summary.cache_clear()
+    platform.gpu_summary.cache_clear()
     yield
-    doctor.gpu_summary.cache_clear()
+    platform.gpu_summary.cache_clear()
 
 
 def test_cuda_13_builds_on_an_r535_driver_are_named_with_the_fix(h100_r535, capsys):
@@ -76,16 +77,18 @@ def test_cuda_13_builds_on_an_r535_driver_are_named_with_the_fix(h100_r535, caps
 
 
 def test_a_driver_older_than_r535_is_told_to_upgrade(h100_r535, monkeypatch):
-    monkeypatch.setattr(doctor, "nvidia_smi", lambda: [doctor.Gpu("Tesla T4", "470.82.01", "7.5")])
-    monkeypatch.setattr(doctor, "driver_cuda_version", lambda: (11, 4))
+    monkeypatch.setattr(
+        platform, "nvidia_smi", lambda: [platform.Gpu("Tesla T4", "470.82.01", "7.5")]
+    )
+    monkeypatch.setattr(platform, "driver_cuda_version", lambda: (11, 4))
     fact = doctor.driver_fact()
     assert fact.status == doctor.BROKEN and "R535 or newer" in fact.fix
 
 
 def test_device_files_without_nvidia_smi_count_as_a_visible_gpu(monkeypatch):
-    monkeypatch.setattr(doctor, "nvidia_smi", lambda: None)
-    monkeypatch.setattr(doctor, "device_nodes", lambda: ["/dev/nvidia0"])
-    assert doctor.gpu_visible() == "/dev/nvidia0 exists"
+    monkeypatch.setattr(platform, "nvidia_smi", lambda: None)
+    monkeypatch.setattr(platform, "device_nodes", lambda: ["/dev/nvidia0"])
+    assert platform.gpu_visible() == "/dev/nvidia0 exists"
     assert doctor.gpu_fact().status == doctor.BROKEN
 
 
@@ -102,8 +105,8 @@ def test_gpu_tests_fail_with_the_reason_where_a_gpu_is_visible_but_the_stack_is_
 
 
 def test_gpu_tests_skip_with_the_reason_where_no_gpu_is_visible(monkeypatch):
-    monkeypatch.setattr(doctor, "nvidia_smi", lambda: None)
-    monkeypatch.setattr(doctor, "device_nodes", lambda: [])
+    monkeypatch.setattr(platform, "nvidia_smi", lambda: None)
+    monkeypatch.setattr(platform, "device_nodes", lambda: [])
     assert gpu_verdict.__wrapped__() == (
         "skip", "needs an NVIDIA GPU; none visible (no nvidia-smi, no /dev/nvidia*)"
     )  # fmt: skip
@@ -111,13 +114,13 @@ def test_gpu_tests_skip_with_the_reason_where_no_gpu_is_visible(monkeypatch):
 
 def test_cuda_12_and_13_tensorrt_installed_together_are_named_with_the_fix(h100_r535, monkeypatch):
     both = [("tensorrt-cu12", "10.16.1.11"), ("tensorrt-cu13", "10.16.1.11")]
-    monkeypatch.setattr(doctor, "installed", lambda *names: [d for d in both if d[0] in names])
+    monkeypatch.setattr(platform, "installed", lambda *names: [d for d in both if d[0] in names])
     fact = doctor.tensorrt_fact()
     assert fact.status == doctor.BROKEN and "installed over each other" in fact.found
     assert "tensorrt-cu13-bindings" in fact.fix and fact.fix.endswith(doctor.GPU_EXTRA)
 
 
-@pytest.mark.skipif(doctor.gpu_visible() is not None, reason="a real GPU is visible here")
+@pytest.mark.skipif(platform.gpu_visible() is not None, reason="a real GPU is visible here")
 def test_gpu_tests_fail_loudly_under_an_nvidia_smi_that_lists_a_gpu(tmp_path):
     """End to end: pytest on a `gpu` test file, with an nvidia-smi on PATH that lists an H100
     while nothing else of the GPU stack works: the tests fail, naming what to fix."""

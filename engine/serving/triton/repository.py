@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from p2phd.common.errors import ConfigError
-from p2phd.engine.apps import doctor
+from p2phd.engine.core import platform
 from p2phd.engine.core.package import Manifest, ModelPackage
 from p2phd.engine.serving import kserve
 from p2phd.engine.serving.server import ServerConfig
@@ -171,7 +171,7 @@ def export_repository(
     if instances < 1:
         raise ConfigError(f"instances {instances}: expected >= 1")
     if kind == "auto":
-        kind = "gpu" if doctor.nvidia_smi() else "cpu"  # nvidia-smi lists a GPU
+        kind = "gpu" if platform.nvidia_smi() else "cpu"  # nvidia-smi lists a GPU
     text = config_pbtxt(
         manifest,
         config,
