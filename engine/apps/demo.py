@@ -1,4 +1,4 @@
-"""`p2phd demo`: render the default model's bundled examples and time each local backend.
+"""`p2phd demo`: render the default model's bundled examples and time each CPU backend.
 
 Nothing here is staged: the images come from the committed model package through the same
 batch renderer users run, and the latency table is measured on this machine, now. Each example
@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 from p2phd.common.decode import decode_label, decode_pair
 from p2phd.common.errors import BackendUnavailable, PackageError
 from p2phd.common.pairing import pair_key
-from p2phd.engine.backends import REDUCED, backend_class
+from p2phd.engine.backends import backend_class, backend_names
 from p2phd.engine.batch.render import BatchRenderer, Job, Summary, plan_jobs
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.quality import measured_on, read_report
@@ -29,7 +29,6 @@ from p2phd.engine.core.renderer import Renderer
 
 log = logging.getLogger(__name__)
 
-CPU_BACKENDS = ("openvino", "onnxruntime", "torch")
 SYNTH_KEY = re.compile(r"synth_(\d+)_(\d+)")  # `p2phd synth` names scene i of seed s synth_s_i
 CAPTION_PX, GAP_PX = 14, 4
 
@@ -57,8 +56,9 @@ def ensure_quality_report(model_dir: Path, backend: str) -> None:
     from p2phd.engine.backends.base import EngineOptions
     from p2phd.engine.core.build import build_engine
 
-    reduced = REDUCED[backend]
-    if backend_class(backend).reduced_unsupported(reduced):
+    cls = backend_class(backend)
+    reduced = cls.reduced
+    if reduced is None or cls.reduced_unsupported(reduced):
         return
     package = ModelPackage(model_dir)
     entry = read_report(package.engines_dir).get(f"{backend}:{reduced}")
@@ -165,14 +165,15 @@ def time_backend(
 
 def latency_table(model_dir: Path, maps: tuple) -> list[LatencyRow]:
     rows = []
-    for backend in CPU_BACKENDS:
-        reason = backend_class(backend).availability()
+    for backend in backend_names("cpu"):
+        cls = backend_class(backend)
+        reason = cls.availability()
         if reason:
             rows.append(LatencyRow(backend, "-", None, None, f"unavailable: {reason}"))
             continue
         precisions = ["fp32"]
-        reduced = REDUCED.get(backend)
-        if reduced and not backend_class(backend).reduced_unsupported(reduced):
+        reduced = cls.reduced
+        if reduced and not cls.reduced_unsupported(reduced):
             precisions.append(reduced)
         rows += [time_backend(model_dir, backend, p, maps) for p in precisions]
     return rows

@@ -1,10 +1,15 @@
-"""Backend choice: by name, or "auto" (TensorRT on a GPU, else OpenVINO, else ONNX Runtime; its
-explanation quotes the GPU line of `p2phd doctor`), and precision choice: "auto" takes the
-hardware's reduced precision only where the package's quality report shows it close enough to
-the fp32 reference.
+"""The backend registry, and the choice of backend and precision.
 
-Each backend module is imported only when asked for, so a CPU server never imports TensorRT and
-nothing but the torch reference imports PyTorch.
+BACKENDS names each backend's class, in the order `backend="auto"` tries those that join it
+(TensorRT on a GPU, else OpenVINO, else ONNX Runtime; its explanation quotes the GPU line of
+`p2phd doctor`). Everything else about a backend (device kind, precisions, the reduced precision
+"auto" may take) is declared on its class, and the CLI, the demo and the bench read it from
+here: a new backend is its module plus one line below. Precision "auto" takes the backend's
+reduced precision only where the package's quality report shows it close enough to fp32.
+
+Backend modules are light: each imports its runtime (TensorRT, OpenVINO, ONNX Runtime, PyTorch)
+only when it runs, so a CPU server never imports TensorRT and nothing but the torch reference
+imports PyTorch.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from dataclasses import dataclass
 
 from p2phd.common.errors import BackendUnavailable, ConfigError, P2PHDError, PackageError
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.core import quality
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.platform import gpu_summary
 
@@ -27,15 +31,6 @@ BACKENDS = {
     "onnxruntime": ("p2phd.engine.backends.onnxruntime", "OnnxRuntimeBackend"),
     "torch": ("p2phd.engine.backends.torch", "TorchBackend"),
 }
-AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
-# The reduced precision each backend would use by default, where the hardware supports it.
-REDUCED = {"tensorrt": "fp16", "openvino": "bf16", "onnxruntime": "fp16"}
-PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-INT8_HOW = (
-    "make one with 'p2phd build {model} --backend {backend} --precision int8 --calibration DIR' "
-    "(DIR: label maps *_labelIds.png with their *_instanceIds.png, as p2phd render pairs them; "
-    "'synthetic' for a model trained on p2phd synth scenes)"
-)
 
 
 @dataclass
@@ -55,6 +50,21 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(importlib.import_module(module), cls)
 
 
+def backend_names(device_kind: str | None = None) -> tuple[str, ...]:
+    """The registered backends (those made for `device_kind`, "cpu" or "gpu", if given)."""
+    return tuple(
+        name
+        for name in BACKENDS
+        if device_kind is None or backend_class(name).device_kind == device_kind
+    )
+
+
+def precisions() -> tuple[str, ...]:
+    """Every precision some backend offers, fp32 first."""
+    offered = (p for name in BACKENDS for p in backend_class(name).precisions)
+    return tuple(dict.fromkeys(("fp32", *offered)))
+
+
 def choose_backend(name: str = "auto") -> tuple[str, str]:
     """The backend to use and why; BackendUnavailable when it (or every candidate) cannot run."""
     if name != "auto":
@@ -63,12 +73,14 @@ def choose_backend(name: str = "auto") -> tuple[str, str]:
             raise BackendUnavailable(f"backend {name}: {reason}")
         return name, "requested"
     skipped = []
-    for candidate in AUTO_ORDER:
-        reason = backend_class(candidate).availability()
-        if candidate == "tensorrt":  # the GPU facts `p2phd doctor` reports, in one line
+    for candidate in (n for n in BACKENDS if backend_class(n).auto):
+        cls = backend_class(candidate)
+        reason = cls.availability()
+        gpu = cls.device_kind == "gpu"  # its line quotes the GPU facts `p2phd doctor` reports
+        if gpu:
             reason = reason and f"{reason}; GPU: {gpu_summary()}"
         if reason is None:
-            runs = f"{candidate} runs" + (f" on {gpu_summary()}" if candidate == "tensorrt" else "")
+            runs = f"{candidate} runs" + (f" on {gpu_summary()}" if gpu else "")
             return candidate, "auto: " + "".join(f"{s}; " for s in skipped) + runs
         skipped.append(f"{candidate} unavailable ({reason})")
     raise BackendUnavailable("no backend can run here: " + "; ".join(skipped))
@@ -77,37 +89,11 @@ def choose_backend(name: str = "auto") -> tuple[str, str]:
 def choose_precision(
     package: ModelPackage, backend: str, precision: str = "auto"
 ) -> tuple[str, str]:
-    """The precision to use and why: "auto" is the reduced one only where quality.json allows."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
-    if precision == "int8":
-        return precision, int8_allowed(package, backend)
-    if precision != "auto":
-        return precision, "requested"
-    reduced = REDUCED.get(backend)
-    if reduced is None:
-        return "fp32", f"{backend} runs fp32 only"
-    unsupported = backend_class(backend).reduced_unsupported(reduced)
-    if unsupported:
-        return "fp32", unsupported
-    report = quality.read_report(package.engines_dir)
-    ok, why = quality.allows(report, f"{backend}:{reduced}", package.content_key)
-    if package.variant_path("int8") is not None:
-        why += "; int8 runs only when asked for (--precision int8)"
-    return (reduced, why) if ok else ("fp32", why)
-
-
-def int8_allowed(package: ModelPackage, backend: str) -> str:
-    """Why int8 may run on `backend` (its gate passed on this export), else ConfigError saying
-    why not and how to make it: int8 is never a default, and never runs ungated."""
-    if package.variant_path("int8") is None:
-        how = INT8_HOW.format(model=package.path, backend=backend)
-        raise ConfigError(f"{package.path}: has no int8 calibration; {how}")
-    report = quality.read_report(package.engines_dir)
-    ok, why = quality.allows_int8(report, f"{backend}:int8", package.content_key)
-    if not ok:
-        raise ConfigError(f"precision int8 refused: {why}")
-    return why
+    """The precision to use and why (`Backend.choose_precision`: the quality report decides)."""
+    known = ("auto", *precisions())
+    if precision not in known:
+        raise ConfigError(f"unknown precision {precision!r}; choose {', '.join(known)}")
+    return backend_class(backend).choose_precision(package, precision)
 
 
 def open_backend(

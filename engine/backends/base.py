@@ -3,10 +3,19 @@
 A backend sees only the generator's dense NCHW input (one-hot ⊕ edges ⊕ features) and returns
 its tanh output; decoding, style and the uint8 conversion stay in the renderer, so every backend
 computes exactly the same function.
+
+The base class owns the public flow and the checks every backend shares (as Polygraphy's runners
+do): `availability` imports the backend's required modules, `reduced_unsupported` refuses a
+precision the backend does not offer, the constructor checks the precision, the availability and
+the hardware and finds the graph (the package's fp16 or int8 variant where the precision reads
+one), `choose_precision` takes a reduced precision only where the package's quality report
+allows it, `infer` checks the input. A backend fills the `*_impl` hooks and declares, once, what
+the registry, the CLI, the demo and the bench read about it (name, device kind, precisions).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -15,11 +24,17 @@ from typing import ClassVar
 
 import numpy as np
 
-from p2phd.common.errors import ConfigError
-from p2phd.engine.core import compiled_cache
+from p2phd.common.errors import BackendUnavailable, ConfigError, InputError, PackageError
+from p2phd.engine.core import compiled_cache, quality
 from p2phd.engine.core.package import ModelPackage
 
 log = logging.getLogger(__name__)
+
+INT8_HOW = (
+    "make one with 'p2phd build {model} --backend {backend} --precision int8 --calibration DIR' "
+    "(DIR: label maps *_labelIds.png with their *_instanceIds.png, as p2phd render pairs them; "
+    "'synthetic' for a model trained on p2phd synth scenes)"
+)
 
 
 @dataclass
@@ -38,36 +53,145 @@ class EngineOptions:
 class Backend(ABC):
     """One inference engine over a model package's generator."""
 
+    # -- what a backend declares (read by the registry, the CLI, the demo and the bench) --------
     name: ClassVar[str]
-    precisions: ClassVar[tuple[str, ...]]
+    precisions: ClassVar[tuple[str, ...]]  # what it runs, "fp32" first
+    reduced: ClassVar[str | None] = None  # what precision="auto" takes where quality.json allows
+    device_kind: ClassVar[str] = "cpu"  # "cpu" or "gpu": what it is made for (demo, bench: cpu)
+    auto: ClassVar[bool] = False  # a candidate of backend="auto", in the registry's order
+    requires: ClassVar[dict[str, str]] = {}  # modules it imports -> how to install them
+    variant_precisions: ClassVar[tuple[str, ...]] = ()  # those read from generator.<p>.onnx
     # The dtype the renderer assembles the dense input in (every package graph has float32 I/O).
     input_dtype: ClassVar[np.dtype] = np.dtype(np.float32)
+    # True where `render_maps` runs the whole pipeline on the device from the compact maps (the
+    # renderer then hands it those instead of the dense input).
+    renders_maps: bool = False
 
     def __init__(self, package: ModelPackage, precision: str, options: EngineOptions | None = None):
+        """Check that `precision` runs here, find its graph (`self.source`), then `load_impl`."""
         if precision not in self.precisions:
             raise ConfigError(
                 f"backend {self.name} supports precision {', '.join(self.precisions)}; "
                 f"got {precision!r}"
             )
+        reason = self.availability()
+        if reason:
+            raise BackendUnavailable(reason)
+        reason = self.reduced_unsupported(precision)
+        if reason:
+            raise BackendUnavailable(f"{reason}; use precision fp32")
         self.package = package
         self.precision = precision
         self.options = options or EngineOptions()
+        self.source = self._graph(package, precision)
+        self.load_impl()
 
     @classmethod
-    @abstractmethod
+    def _graph(cls, package: ModelPackage, precision: str) -> Path:
+        """The ONNX graph `precision` runs: generator.onnx, or the package's variant for it."""
+        if precision not in cls.variant_precisions:
+            return package.generator_path
+        path = package.variant_path(precision)
+        if path is None:
+            how = INT8_HOW.format(model=package.path, backend=cls.name)
+            fix = how if precision == "int8" else "re-export it"
+            raise PackageError(f"{package.path}: has no {precision} generator variant; {fix}")
+        return path
+
+    # -- availability and precision -------------------------------------------------------------
+
+    @classmethod
     def availability(cls) -> str | None:
-        """None when this backend can run here, else why not (missing package, no GPU)."""
+        """None when this backend can run here, else why not (a required module missing, with
+        how to install it, or what `availability_impl` finds: no GPU)."""
+        for module, install in cls.requires.items():
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                return f"{module} is not installed ({install})"
+        return cls.availability_impl()
+
+    @classmethod
+    def availability_impl(cls) -> str | None:
+        """Checks beyond the required modules (a GPU, a driver); None when it can run."""
+        return None
 
     @classmethod
     def reduced_unsupported(cls, precision: str) -> str | None:
-        """None when this hardware runs `precision` natively, else why not."""
+        """None when this backend offers `precision` and the hardware runs it natively, else
+        why not."""
         if precision not in cls.precisions:
             return f"{cls.name} has no {precision} mode"
+        return None if precision == "fp32" else cls.reduced_unsupported_impl(precision)
+
+    @classmethod
+    def reduced_unsupported_impl(cls, precision: str) -> str | None:
+        """Why the hardware cannot run the offered reduced `precision` natively, or None."""
         return None
 
+    @classmethod
+    def choose_precision(cls, package: ModelPackage, precision: str = "auto") -> tuple[str, str]:
+        """The precision to open `package` at, and why. "auto" takes `reduced` only where the
+        hardware runs it and quality.json shows it close enough to fp32 on this export; int8
+        runs only when asked for and its gate passed (else ConfigError saying how to make it)."""
+        if precision == "int8":
+            return precision, cls._int8_allowed(package)
+        if precision != "auto":
+            return precision, "requested"
+        if cls.reduced is None:
+            return "fp32", f"{cls.name} runs fp32 only"
+        unsupported = cls.reduced_unsupported(cls.reduced)
+        if unsupported:
+            return "fp32", unsupported
+        report = quality.read_report(package.engines_dir)
+        ok, why = quality.allows(report, f"{cls.name}:{cls.reduced}", package.content_key)
+        if package.variant_path("int8") is not None:
+            why += "; int8 runs only when asked for (--precision int8)"
+        return (cls.reduced, why) if ok else ("fp32", why)
+
+    @classmethod
+    def _int8_allowed(cls, package: ModelPackage) -> str:
+        """Why int8 may run (its gate passed on this export), else ConfigError saying why not
+        and how to make it: int8 is never a default, and never runs ungated."""
+        if package.variant_path("int8") is None:
+            how = INT8_HOW.format(model=package.path, backend=cls.name)
+            raise ConfigError(f"{package.path}: has no int8 calibration; {how}")
+        report = quality.read_report(package.engines_dir)
+        ok, why = quality.allows_int8(report, f"{cls.name}:int8", package.content_key)
+        if not ok:
+            raise ConfigError(f"precision int8 refused: {why}")
+        return why
+
+    # -- load and run -----------------------------------------------------------------------------
+
     @abstractmethod
+    def load_impl(self) -> None:
+        """Load `self.source` at `self.precision` (the checks have passed)."""
+
+    def check_input(self, x: np.ndarray) -> np.ndarray:
+        """`x` as a [B, C, H, W] array of real numbers with the generator's C, else InputError."""
+        x = np.asarray(x)
+        channels = self.package.manifest.input_channels
+        if x.ndim != 4 or x.shape[1] != channels:
+            shape = list(x.shape)
+            raise InputError(f"{self.name}: expected input [B, {channels}, H, W], got {shape}")
+        if x.dtype.kind not in "fiu":
+            raise InputError(f"{self.name}: input dtype {x.dtype} is not a real number type")
+        return x
+
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Run the generator on x [B, C, H, W] -> float32 [B, 3, H, W] in [-1, 1]."""
+        return self.infer_impl(self.check_input(x))
+
+    @abstractmethod
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
+        """`infer` on a checked input."""
+
+    def render_maps(
+        self, labels: np.ndarray, compact, table: np.ndarray | None, edges: bool, feat: int
+    ) -> np.ndarray:
+        """The whole pipeline from compact maps: uint8 RGB [B, H, W, 3] (where `renders_maps`)."""
+        raise NotImplementedError(f"{self.name} renders from the dense input only")
 
     def build(self) -> list[Path]:
         """Build and cache the engine for `options` ahead of serving; return the files written."""

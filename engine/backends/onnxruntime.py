@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from p2phd.common.errors import BackendUnavailable, PackageError
-from p2phd.engine.backends.base import Backend, EngineOptions
+from p2phd.common.errors import BackendUnavailable
+from p2phd.engine.backends.base import Backend
 from p2phd.engine.core import compiled_cache
 from p2phd.engine.core.cpu_features import int8_unsupported
-from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.platform import installed
 
 log = logging.getLogger(__name__)
@@ -34,28 +33,20 @@ REINSTALL = f'pip uninstall -y onnxruntime onnxruntime-gpu && pip install "{CUDA
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     precisions = ("fp32", "fp16", "int8")
+    reduced = "fp16"
+    auto = True
+    requires = {"onnxruntime": "pip install onnxruntime"}
+    variant_precisions = ("fp16", "int8")
 
-    def __init__(self, package: ModelPackage, precision: str, options: EngineOptions | None = None):
-        super().__init__(package, precision, options)
-        reason = self.availability()
-        if reason:
-            raise BackendUnavailable(reason)
+    def load_impl(self) -> None:
         import onnxruntime as ort
 
         self._ort = ort
         why_not_cuda = cuda_unavailable_reason()
         # int8 runs on the CPU execution provider (VNNI/AMX), the graph it was calibrated for
-        self.cuda = why_not_cuda is None and precision != "int8"
+        self.cuda = why_not_cuda is None and self.precision != "int8"
         if len(installed_builds()) > 1:
             log.warning("onnxruntime: %s", why_not_cuda)
-        reason = self.reduced_unsupported(precision) if precision != "fp32" else None
-        if reason:
-            raise BackendUnavailable(f"{reason}; use precision fp32")
-        self.source = package.int8_path() if precision == "int8" else package.generator_path
-        if precision == "fp16":
-            self.source = package.variant_path("fp16")
-            if self.source is None:
-                raise PackageError(f"{package.path}: has no fp16 generator variant; re-export it")
         self.session = self._session()
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
@@ -63,21 +54,13 @@ class OnnxRuntimeBackend(Backend):
         self._device_input = None
 
     @classmethod
-    def availability(cls) -> str | None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            return "onnxruntime is not installed (pip install onnxruntime)"
-        return None
-
-    @classmethod
-    def reduced_unsupported(cls, precision: str) -> str | None:
+    def reduced_unsupported_impl(cls, precision: str) -> str | None:
         reason = cuda_unavailable_reason() if precision == "fp16" else None
         if reason:
             return f"onnxruntime fp16 runs on the CUDA execution provider only ({reason})"
         if precision == "int8" and int8_unsupported():
             return f"onnxruntime int8 runs on the CPU: {int8_unsupported()}"
-        return super().reduced_unsupported(precision)
+        return None
 
     def cache_key(self) -> str:
         return f"onnxruntime-{self._ort.__version__}-{self.device()}"
@@ -131,7 +114,7 @@ class OnnxRuntimeBackend(Backend):
         self.binding = self.session.io_binding()
         return [target] if target.is_file() else []
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)
         if self.cuda:
             if self._device_input is None or self._device_input.shape() != list(x.shape):

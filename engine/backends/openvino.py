@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from p2phd.common.errors import BackendUnavailable
 from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.core import compiled_cache
 from p2phd.engine.core.cpu_features import (
@@ -106,6 +105,10 @@ def _shape_key(batch: int, height: int, width: int) -> tuple[int, int, int]:
 class OpenVINOBackend(Backend):
     name = "openvino"
     precisions = ("fp32", "bf16", "int8")
+    reduced = "bf16"
+    auto = True
+    requires = {"openvino": "pip install openvino"}
+    variant_precisions = ("int8",)  # bf16 is a compile hint on generator.onnx
 
     def __init__(
         self,
@@ -114,26 +117,21 @@ class OpenVINOBackend(Backend):
         options: EngineOptions | None = None,
         performance_hint: str = "LATENCY",
     ):
+        self.performance_hint = performance_hint
         super().__init__(package, precision, options)
-        reason = self.availability()
-        if reason:
-            raise BackendUnavailable(reason)
+
+    def load_impl(self) -> None:
         import openvino as ov
 
-        reason = self.reduced_unsupported(precision) if precision != "fp32" else None
-        if reason:
-            raise BackendUnavailable(f"{reason}; use precision fp32")
         self._ov = ov
         self.core = ov.Core()
-        source = package.int8_path() if precision == "int8" else package.generator_path
-        self.model = self.core.read_model(str(source))
+        self.model = self.core.read_model(str(self.source))
         self.input_name = self.model.inputs[0].get_any_name()
-        self.performance_hint = performance_hint
         self.config = {
             # int8: the layers kept in float run in bf16 where the CPU has it (faster, and
             # within the int8 gate, which measures this configuration)
-            "INFERENCE_PRECISION_HINT": "bf16" if self._bf16_float(precision) else "f32",
-            "PERFORMANCE_HINT": performance_hint,
+            "INFERENCE_PRECISION_HINT": "bf16" if self._bf16_float(self.precision) else "f32",
+            "PERFORMANCE_HINT": self.performance_hint,
         }
         self.memory_budget = memory_budget()
         self._folder = self.cache_folder()  # None: compile every shape, cache nothing
@@ -141,20 +139,10 @@ class OpenVINOBackend(Backend):
         self._compiled: OrderedDict[tuple[int, int, int], _Compiled] = OrderedDict()
 
     @classmethod
-    def availability(cls) -> str | None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            return "openvino is not installed (pip install openvino)"
-        return None
-
-    @classmethod
-    def reduced_unsupported(cls, precision: str) -> str | None:
+    def reduced_unsupported_impl(cls, precision: str) -> str | None:
         if precision == "bf16" and not bf16_instructions():
             return "this CPU has neither AMX nor AVX512-BF16 (flags amx_bf16, avx512_bf16)"
-        if precision == "int8" and int8_unsupported():
-            return int8_unsupported()
-        return super().reduced_unsupported(precision)
+        return int8_unsupported() if precision == "int8" else None
 
     @staticmethod
     def _bf16_float(precision: str) -> bool:
@@ -236,7 +224,7 @@ class OpenVINOBackend(Backend):
         self._fit_memory()
         return entry
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
         batch, _, height, width = x.shape
         request = self._entry(batch, height, width).request
         request.infer({0: np.ascontiguousarray(x, np.float32)})

@@ -118,26 +118,26 @@ class _Shape:
 class TensorRTBackend(Backend):
     name = "tensorrt"
     precisions = ("fp32", "fp16")
+    reduced = "fp16"
+    device_kind = "gpu"
+    auto = True
+    requires = {"tensorrt": "pip install -e '.[gpu]': its CUDA 12 build"}
+    variant_precisions = ("fp16",)
 
     def __init__(self, package: ModelPackage, precision: str, options: EngineOptions | None = None):
+        self._requested = options  # None: the profile built last for this package and precision
         super().__init__(package, precision, options)
-        reason = self.availability()
-        if reason:
-            raise BackendUnavailable(reason)
+
+    def load_impl(self) -> None:
         import tensorrt as trt
 
         self._trt = trt
         self._cuda = _cudart()
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.source = package.generator_path
-        if precision == "fp16":
-            self.source = package.variant_path("fp16")
-            if self.source is None:
-                raise PackageError(f"{package.path}: has no fp16 generator variant; re-export it")
         self.gpu_name, self.compute_capability = _gpu()
         self.cuda_version = _cuda_version()
         self._folder = self.cache_folder()
-        self.profile = self._pick_profile(options)
+        self.profile = self._pick_profile(self._requested)
         self.engine = self._load_or_build()
         self.input_name, self.output_name = self._io_names()
         self.out_dtype = self._check_io()
@@ -153,11 +153,7 @@ class TensorRTBackend(Backend):
     # -- availability and cache keys ------------------------------------------------------------
 
     @classmethod
-    def availability(cls) -> str | None:
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            return "TensorRT is not installed (pip install -e '.[gpu]': its CUDA 12 build)"
+    def availability_impl(cls) -> str | None:
         try:
             cudart = _cudart()
         except ImportError:
@@ -403,13 +399,8 @@ class TensorRTBackend(Backend):
             )
 
     def _input(self, x: np.ndarray) -> np.ndarray:
-        """`x` checked against the engine's input: [B, C, H, W] of real numbers in the profile."""
-        x = np.asarray(x)
-        channels = self.package.manifest.input_channels
-        if x.ndim != 4 or x.shape[1] != channels:
-            raise InputError(f"tensorrt: expected input [B, {channels}, H, W], got {list(x.shape)}")
-        if x.dtype.kind not in "fiu":
-            raise InputError(f"tensorrt: input dtype {x.dtype} is not a real number type")
+        """`x` checked (`check_input`) and within the engine's profile."""
+        x = self.check_input(x)
         self._check_shape(x.shape[0], *x.shape[2:])
         return x
 
@@ -417,8 +408,8 @@ class TensorRTBackend(Backend):
         if self.device_timer is not None:
             getattr(self.device_timer, f"record_{edge}")()
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
-        x = self._input(x)
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
+        self._check_shape(x.shape[0], *x.shape[2:])
         batch, _, h, w = x.shape
         with self._lock:
             self._ensure_buffers()

@@ -10,34 +10,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from p2phd.common.errors import BackendUnavailable, PackageError
-from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.core.package import ModelPackage
+from p2phd.common.errors import PackageError
+from p2phd.engine.backends.base import Backend
 
 
 class TorchBackend(Backend):
     name = "torch"
     precisions = ("fp32",)
+    # The reference: chosen by name only, never by "auto" (its modules are the train extra's).
+    requires = {"torch": "pip install -e '.[train]'", "onnx": "pip install -e '.[train]'"}
 
-    def __init__(self, package: ModelPackage, precision: str, options: EngineOptions | None = None):
-        super().__init__(package, precision, options)
-        reason = self.availability()
-        if reason:
-            raise BackendUnavailable(reason)
+    def load_impl(self) -> None:
         import torch
 
         self._torch = torch
-        self.generator = _build(package.manifest.architecture).eval()
+        self.generator = _build(self.package.manifest.architecture).eval()
         self.generator.load_state_dict(self._onnx_weights(self.generator))
-
-    @classmethod
-    def availability(cls) -> str | None:
-        try:
-            import onnx  # noqa: F401
-            import torch  # noqa: F401
-        except ImportError as e:
-            return f"the torch reference backend needs torch and onnx ({e.name} is not installed)"
-        return None
 
     def _onnx_weights(self, generator) -> dict:
         """The generator's state_dict, read from the ONNX initializers named like its keys.
@@ -70,7 +58,7 @@ class TorchBackend(Backend):
             weights[key] = self._torch.from_numpy(value.astype(tensor.numpy().dtype, copy=True))
         return {**generator.state_dict(), **weights}
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
             out = self.generator(self._torch.from_numpy(np.ascontiguousarray(x, np.float32)))
         return out.numpy()

@@ -54,7 +54,7 @@ class Renderer:
         self._encoder: ReferenceEncoder | None = None
         self.backend, self.choice = open_backend(self.package, backend, precision, options)
         # TensorRT with the CUDA kernels built runs preprocessing and output conversion on the GPU.
-        self._on_device = bool(getattr(self.backend, "renders_maps", False))
+        self._on_device = self.backend.renders_maps
         # Backends reuse infer requests, bindings and device buffers: one batch at a time runs
         # in them, while other threads decode and preprocess the next batches.
         self._infer_lock = threading.Lock()

@@ -67,6 +67,7 @@ def test_demo_measures_again_after_a_re_export(tiny_package, monkeypatch):
     from p2phd.engine.core.package import ModelPackage
 
     monkeypatch.setattr(demo, "backend_class", lambda name: type("B", (), {
+        "reduced": "bf16",
         "reduced_unsupported": staticmethod(lambda precision: None)}))  # fmt: skip
     built = []
     monkeypatch.setattr(build, "build_engine", lambda *args: built.append(args))

@@ -195,7 +195,7 @@ class EnginePipeline:
         self.backend = renderer.backend
         self.name = renderer.backend.name
         self.precision = renderer.backend.precision
-        self.on_device = bool(getattr(self.backend, "renders_maps", False))
+        self.on_device = self.backend.renders_maps
         self._fitted = None  # the last preprocess's size_policy.fit: its maps and restore
         self._dense: np.ndarray | None = None  # the last input, kept for the quality check
 
