@@ -29,11 +29,11 @@ from p2phd.common.errors import (
     Overloaded,
     P2PHDError,
 )
+from p2phd.engine.serving.config import DEFAULT_MAX_MESSAGE_BYTES
 from p2phd.engine.serving.wire import renderer_pb2 as pb
 from p2phd.engine.serving.wire import renderer_pb2_grpc
 
 MapLike = np.ndarray | bytes | str | os.PathLike
-DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # 2048x1024 raw int32 maps (~10 MB) fit, in and out
 _RAW_DTYPES = {np.dtype(np.uint8): pb.DTYPE_UINT8, np.dtype(np.uint16): pb.DTYPE_UINT16,
                np.dtype(np.int32): pb.DTYPE_INT32}  # fmt: skip
 _ERRORS = {

@@ -32,6 +32,7 @@ from p2phd.common.image_input import validate_images
 from p2phd.engine.core.package import Manifest
 from p2phd.engine.core.style import Style
 from p2phd.engine.serving.batcher import BatcherConfig, DynamicBatcher
+from p2phd.engine.serving.config import ServerConfig
 from p2phd.engine.serving.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,9 @@ class RenderCore:
         metrics: ServerMetrics,
         *,
         max_image_pixels: int,
-        io_threads: int = 2,
-        model_name: str = "p2phd",
-        stream_idle_seconds: float = 60.0,
+        io_threads: int = ServerConfig.io_threads,
+        model_name: str = ServerConfig.model_name,
+        stream_idle_seconds: float = ServerConfig.stream_idle_seconds,
     ):
         self.engine = engine
         self.manifest = engine.manifest

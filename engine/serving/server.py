@@ -13,7 +13,6 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -21,12 +20,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from p2phd.common.decode import DEFAULT_MAX_PIXELS
 from p2phd.common.errors import ConfigError
-from p2phd.engine.core.size_policy import DEFAULT_MAX_SIDE
-from p2phd.engine.serving.batcher import BatcherConfig
 from p2phd.engine.serving.call_limit import CallLimit
-from p2phd.engine.serving.client import DEFAULT_MAX_MESSAGE_BYTES
+from p2phd.engine.serving.config import ServerConfig
 from p2phd.engine.serving.kserve import KServeService
 from p2phd.engine.serving.metrics import ServerMetrics
 from p2phd.engine.serving.render_core import RenderCore, RendererLike
@@ -42,49 +38,6 @@ log = logging.getLogger(__name__)
 
 RENDERER_SERVICE = renderer_pb2.DESCRIPTOR.services_by_name["Renderer"].full_name
 KSERVE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-
-
-@dataclass
-class ServerConfig:
-    """Everything `p2phd serve` can set. TLS is on when `tls_cert` and `tls_key` are given;
-    `tls_client_ca` additionally requires client certificates signed by it (mTLS)."""
-
-    model_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 50051
-    backend: str = "auto"
-    precision: str = "auto"
-    size_policy: str = "pad"
-    max_batch_size: int = 8
-    max_queue_delay_us: int = 2000
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue: int = 64
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
-    # The longest side computed per image, after the size policy (with max_image_pixels, the
-    # most work one image can cost, whatever its aspect).
-    max_image_side: int = DEFAULT_MAX_SIDE
-    # Calls open at once (a stream is one; liveness checks have their own reserve); beyond it
-    # RESOURCE_EXHAUSTED at once. Received messages are held whole, so memory for requests is
-    # bounded by (this + the reserve) x max_message_bytes x protobuf's parsed-size factor.
-    max_concurrent_rpcs: int | None = 256
-    # A stream that sends no request for this long, with nothing of it in flight, is ended.
-    stream_idle_seconds: float = 60.0
-    metrics_port: int | None = None
-    grace_seconds: float = 30.0
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_client_ca: Path | None = None
-    io_threads: int = 2
-    model_name: str = "p2phd"
-
-    def batcher_config(self) -> BatcherConfig:
-        return BatcherConfig(
-            max_batch_size=self.max_batch_size,
-            max_queue_delay_us=self.max_queue_delay_us,
-            preferred_batch_sizes=tuple(self.preferred_batch_sizes),
-            max_queue=self.max_queue,
-        )
 
 
 def default_renderer(config: ServerConfig) -> RendererLike:

@@ -15,7 +15,7 @@ HELP = "write a Triton Inference Server model repository (Python backend) for a 
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="model package directory")
+    add_repository_flags(parser)
     parser.add_argument(
         "-o",
         "--output",
@@ -23,7 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="REPO",
         help="model repository directory (created; may hold other models)",
     )
-    add_repository_flags(parser)
     parser.add_argument(
         "--execution-env",
         default=None,

@@ -11,55 +11,32 @@ from __future__ import annotations
 
 import argparse
 
+from p2phd.engine.apps.cli.config_flags import add_config_flags, config_from_args
+from p2phd.engine.apps.cli.serve import ENGINE_FLAGS, add_engine_flags
+from p2phd.engine.serving.config import MODEL_SETTINGS, ServerConfig
+
 HELP = "serve a model package inside NVIDIA Triton Inference Server (Python backend, its batcher)"
 
-# `p2phd serve` flags (by dest) that configure the model, and the ServerConfig field each sets.
-MODEL_FLAGS = {
-    "backend": "backend",
-    "precision": "precision",
-    "size_policy": "size_policy",
-    "max_batch": "max_batch_size",
-    "max_queue_delay_us": "max_queue_delay_us",
-    "preferred_batch": "preferred_batch_sizes",
-    "max_queue": "max_queue",
-    "max_image_pixels": "max_image_pixels",
-    "max_image_side": "max_image_side",
-    "model_name": "model_name",
-}
-# `p2phd serve` flags that mean the same for the Triton process.
-SERVER_FLAGS = ("host", "port", "metrics_port", "grace")
-
-
+# ServerConfig fields whose `p2phd serve` flags mean the same for the Triton process.
+SERVER_FLAGS = ("host", "port", "metrics_port", "grace_seconds")
 # --max-queue: Triton's queue is unbounded unless it is given (see repository.config_pbtxt).
 UNBOUNDED_QUEUE_HELP = (
     " (Triton: UNAVAILABLE; unbounded unless given: a queue bound stalls its batcher)"
 )
 
 
-def add_serve_flags(parser: argparse.ArgumentParser, dests) -> None:
-    """Add `p2phd serve`'s own definitions (names, defaults, help) of the flags in `dests`."""
-    from p2phd.engine.apps.cli import serve
-
-    scratch = argparse.ArgumentParser(add_help=False)
-    serve.configure(scratch)
-    for a in scratch._actions:
-        if a.dest in dests and a.option_strings:
-            queue = a.dest == "max_queue"
-            parser.add_argument(
-                *a.option_strings,
-                dest=a.dest,
-                default=None if queue else a.default,
-                type=a.type,
-                nargs=a.nargs,
-                choices=a.choices,
-                help=a.help + UNBOUNDED_QUEUE_HELP if queue else a.help,
-                metavar=a.metavar,
-            )
-
-
-def add_repository_flags(parser: argparse.ArgumentParser) -> None:
-    """The model flags, and how Triton should place the model's instances."""
-    add_serve_flags(parser, MODEL_FLAGS)
+def add_repository_flags(parser: argparse.ArgumentParser, server_flags=()) -> None:
+    """MODEL_DIR, `p2phd serve`'s flags for the model (and `server_flags`), and how Triton
+    should place the model's instances."""
+    add_config_flags(
+        parser,
+        ServerConfig,
+        only=("model_dir", "model_name", *MODEL_SETTINGS, *server_flags),
+        skip=ENGINE_FLAGS,
+        defaults={"max_queue": None},
+        notes={"max_queue": UNBOUNDED_QUEUE_HELP},
+    )
+    add_engine_flags(parser)
     parser.add_argument(
         "--kind",
         default="auto",
@@ -74,26 +51,13 @@ def add_repository_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def server_config(args: argparse.Namespace):
+def server_config(args: argparse.Namespace) -> ServerConfig:
     """The ServerConfig that `p2phd serve` with the same model flags would use."""
-    from pathlib import Path
-
-    from p2phd.engine.serving.server import ServerConfig
-
-    given = {
-        field: getattr(args, dest)
-        for dest, field in MODEL_FLAGS.items()
-        if getattr(args, dest, None) is not None
-    }
-    if "preferred_batch_sizes" in given:
-        given["preferred_batch_sizes"] = tuple(given["preferred_batch_sizes"])
-    return ServerConfig(model_dir=Path(args.model_dir), **given)
+    return config_from_args(ServerConfig, args)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="model package directory")
-    add_repository_flags(parser)
-    add_serve_flags(parser, SERVER_FLAGS)
+    add_repository_flags(parser, SERVER_FLAGS)
     parser.add_argument("--http-port", type=int, default=None, help="Triton's HTTP/REST port")
     parser.add_argument(
         "--repository",
@@ -137,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             grpc_port=args.port,
             http_port=args.http_port,
             metrics_port=args.metrics_port,
-            grace=args.grace,
+            grace=args.grace_seconds,
             binary=args.tritonserver and Path(args.tritonserver),
             backends=args.backend_directory and Path(args.backend_directory),
         )

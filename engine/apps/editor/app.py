@@ -31,6 +31,7 @@ from p2phd.common.decode import decode_pair, validate_maps
 from p2phd.common.errors import InputError, P2PHDError
 from p2phd.common.pairing import choose_maps
 from p2phd.engine.apps.editor.access import allowed_hosts, refusal
+from p2phd.engine.apps.editor.config import EditorConfig
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.style import Style
 from p2phd.engine.serving.render_core import RendererLike, encode_png
@@ -39,7 +40,6 @@ STATIC = Path(__file__).parent / "static"
 EDITOR_MAX_PIXELS = 2048 * 1024  # a Cityscapes frame; larger maps stop being interactive
 MAX_UPLOAD_BYTES = 32 << 20
 SCENE_SIZES = ((256, 128), (512, 256), (1024, 512))
-MAX_RENDERS = 2  # uploads decoded or rendered at once; each costs the engine's working memory
 RENDER_WAIT_S = 10.0  # how long one more waits for a free slot before its 503
 SEED_RANGE = (0, 2**63 - 1)
 ID_RANGE = (0, 2**31 - 1)  # instance ids and cluster indices travel as int32
@@ -190,7 +190,7 @@ def create_app(
     *,
     host: str = "127.0.0.1",
     allow_hosts: Iterable[str] = (),
-    max_renders: int = MAX_RENDERS,
+    max_renders: int = EditorConfig.max_renders,
     render_wait: float = RENDER_WAIT_S,
 ) -> Flask:
     """The editor's Flask app for `engine` (a Renderer or RemoteRenderer) and its package,

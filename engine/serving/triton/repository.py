@@ -23,24 +23,12 @@ from p2phd.common.errors import ConfigError
 from p2phd.engine.core import platform
 from p2phd.engine.core.package import Manifest, ModelPackage
 from p2phd.engine.serving import kserve
-from p2phd.engine.serving.server import ServerConfig
+from p2phd.engine.serving.config import MODEL_SETTINGS, ServerConfig
 
 VERSION = kserve.VERSION
 PACKAGE = "package"
 SETTINGS_KEY = "p2phd_settings"
 PACKAGE_KEY = "package"
-# ServerConfig fields the model needs; the rest (ports, TLS, gRPC limits) are the server's.
-SETTINGS = (
-    "backend",
-    "precision",
-    "size_policy",
-    "max_batch_size",
-    "max_queue_delay_us",
-    "preferred_batch_sizes",
-    "max_queue",
-    "max_image_pixels",
-    "max_image_side",
-)
 KINDS = ("auto", "cpu", "gpu")
 
 MODEL_PY = '''"""Triton Python-backend entry point of a p2phd package (p2phd export-triton)."""
@@ -50,9 +38,9 @@ from p2phd.engine.serving.triton.model import TritonPythonModel  # noqa: F401
 
 
 def settings_of(config: ServerConfig) -> dict:
-    """The engine and batching fields of a ServerConfig, as stored in config.pbtxt."""
+    """The model's fields of a ServerConfig (engine and batching), as stored in config.pbtxt."""
     fields = asdict(config)
-    return {k: fields[k] for k in SETTINGS if k in fields}
+    return {k: fields[k] for k in MODEL_SETTINGS}
 
 
 def config_from(settings: dict, model_dir: Path, model_name: str) -> ServerConfig:
@@ -60,7 +48,7 @@ def config_from(settings: dict, model_dir: Path, model_name: str) -> ServerConfi
     try:
         config = ServerConfig(model_dir=model_dir, model_name=model_name, **settings)
     except TypeError as e:
-        raise ConfigError(f"parameter {SETTINGS_KEY!r}: {e}; known fields: {SETTINGS}") from e
+        raise ConfigError(f"parameter {SETTINGS_KEY!r}: {e}; known fields: {MODEL_SETTINGS}") from e
     config.preferred_batch_sizes = tuple(config.preferred_batch_sizes)
     config.batcher_config()  # validates the batching knobs
     return config
