@@ -13,14 +13,18 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+from p2phd.engine.serving.bounded_http import BoundedThreadingMixIn
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 INFERENCE_METHODS = frozenset({"Render", "RenderStream", "ModelInfer", "ModelStreamInfer"})
+# The /metrics endpoint's connections at once, and how long one may stay silent (seconds).
+HTTP_MAX_CONNECTIONS = 8
+HTTP_IDLE_TIMEOUT = 10.0
 
 
 @dataclass
@@ -49,40 +53,8 @@ class ModelTotals:
     batches: dict[int, Duration] = field(default_factory=dict)
 
 
-class BoundedHTTPServer(ThreadingMixIn, WSGIServer):
-    """A thread per connection, at most MAX_CONNECTIONS of them (a connection beyond is closed
-    at once), each dropped after CONNECTION_TIMEOUT seconds without a byte: no number of
-    clients, slow or idle, can grow the server's threads."""
-
-    daemon_threads = True
-    MAX_CONNECTIONS = 8
-    CONNECTION_TIMEOUT = 10.0
-
-    def __init__(self, *args, **kwargs):
-        self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
 class _QuietHandler(WSGIRequestHandler):
-    """Logs nothing per request, and gives up on a client silent for CONNECTION_TIMEOUT."""
-
-    timeout = BoundedHTTPServer.CONNECTION_TIMEOUT
+    """Logs nothing per request."""
 
     def log_message(self, format, *args) -> None:
         pass
@@ -165,9 +137,12 @@ class ServerMetrics:
     def serve_http(self, host: str, port: int) -> int:
         """Serve /metrics on a daemon thread; returns the bound port (useful with port 0)."""
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        server_class = type("MetricsServer", (BoundedHTTPServer,), {"address_family": family})
-        self._http = make_server(host, port, make_wsgi_app(self.registry), server_class,
-                                 handler_class=_QuietHandler)  # fmt: skip
+        server_class = type("MetricsServer", (BoundedThreadingMixIn, WSGIServer),
+                            {"address_family": family})  # fmt: skip
+        self._http = server_class((host, port), _QuietHandler,
+                                  max_connections=HTTP_MAX_CONNECTIONS,
+                                  idle_timeout=HTTP_IDLE_TIMEOUT)  # fmt: skip
+        self._http.set_app(make_wsgi_app(self.registry))
         self._http_thread = threading.Thread(
             target=self._http.serve_forever, name="p2phd-metrics", daemon=True
         )

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from p2phd.engine.serving.metrics import BoundedHTTPServer
+from p2phd.engine.serving.metrics import HTTP_MAX_CONNECTIONS
 from p2phd.engine.serving.wire import grpc_service_pb2 as kpb
 from p2phd.engine.serving.wire import grpc_service_pb2_grpc, renderer_pb2_grpc
 from p2phd.engine.serving.wire import renderer_pb2 as pb
@@ -146,7 +146,7 @@ def test_many_idle_connections_to_the_metrics_port_cannot_grow_its_threads(start
     idle = [socket.create_connection(("127.0.0.1", s.server.metrics_port)) for _ in range(40)]
     try:
         time.sleep(0.5)  # let the server accept (and turn away) all of them
-        assert threading.active_count() - before <= BoundedHTTPServer.MAX_CONNECTIONS
+        assert threading.active_count() - before <= HTTP_MAX_CONNECTIONS
     finally:
         for c in idle:
             c.close()

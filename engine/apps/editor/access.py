@@ -3,22 +3,23 @@
 The editor listens on loopback, but a web page in the user's browser can still reach it: by a
 DNS name that resolves to 127.0.0.1 (DNS rebinding, caught by the Host check) or by a
 cross-origin fetch or form post (caught by the Origin and Sec-Fetch-Site checks). The server
-runs each connection on its own thread, at most `max_connections` at once; further connections
-wait in the listen backlog, and a connection idle for `idle_timeout` seconds is closed, so no
-client can make the process start threads without bound.
+runs each connection on its own thread, at most `max_connections` at once (further connections
+are closed at once), and a connection idle for `idle_timeout` seconds is closed, so no client can
+make the process start threads without bound (`p2phd.engine.serving.bounded_http`).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
+from werkzeug.serving import BaseWSGIServer
+
+from p2phd.engine.apps.editor.config import EditorConfig
+from p2phd.engine.serving.bounded_http import BoundedThreadingMixIn
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 # Sec-Fetch-Site values of requests the page itself makes, or the user typing the address.
 SAME_SITE_FETCHES = ("same-origin", "none")
-MAX_CONNECTIONS = 16
 IDLE_TIMEOUT_S = 30.0
 
 
@@ -58,8 +59,8 @@ def refusal(
     return None
 
 
-class BoundedWSGIServer(BaseWSGIServer):
-    """A WSGI server with one thread per connection and at most `max_connections` of them."""
+class BoundedWSGIServer(BoundedThreadingMixIn, BaseWSGIServer):
+    """Werkzeug's WSGI server with one thread per connection, at most `max_connections`."""
 
     multithread = True
 
@@ -69,26 +70,9 @@ class BoundedWSGIServer(BaseWSGIServer):
         port: int,
         app,
         *,
-        max_connections: int = MAX_CONNECTIONS,
+        max_connections: int = EditorConfig.max_connections,
         idle_timeout: float = IDLE_TIMEOUT_S,
     ):
-        # socketserver applies a handler's `timeout` to its connection socket.
-        handler = type("IdleTimeoutHandler", (WSGIRequestHandler,), {"timeout": idle_timeout})
-        super().__init__(host, port, app, handler=handler)
-        self.slots = threading.BoundedSemaphore(max_connections)
-
-    def process_request(self, request, client_address) -> None:
-        self.slots.acquire()  # at the bound the accept loop waits; clients queue in the backlog
-        thread = threading.Thread(
-            target=self._serve, args=(request, client_address), daemon=True, name="editor-http"
+        super().__init__(
+            host, port, app, max_connections=max_connections, idle_timeout=idle_timeout
         )
-        thread.start()
-
-    def _serve(self, request, client_address) -> None:
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-            self.slots.release()
