@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
 from PIL import Image
 
 from p2phd.common.atomic import atomic_path
@@ -110,77 +109,6 @@ def quantize(model: onnx.ModelProto, samples: list[np.ndarray], input_name: str)
         ignored_scope=nncf.IgnoredScope(names=list(float_layers(model)), types=others),
         advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.DISABLE),
     )
-
-
-def in_float(model: onnx.ModelProto, convs: set[str]) -> onnx.ModelProto:
-    """A copy of a Q/DQ model with the convolutions `convs` back in float: their input reads the
-    tensor before its quantizer and their weights are dequantized once, here."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    inits = {t.name: t for t in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    for node in graph.node:
-        if node.name not in convs:
-            continue
-        dq = producer[node.input[0]]
-        node.input[0] = producer[dq.input[0]].input[0]  # DQ <- Q <- the float tensor
-        wdq = producer[node.input[1]]
-        w, scale = (numpy_helper.to_array(inits[n]) for n in wdq.input[:2])
-        shape = (-1,) + (1,) * (w.ndim - 1)
-        name = f"{node.name}.float_weight"
-        graph.initializer.append(
-            numpy_helper.from_array((w * scale.reshape(shape)).astype(np.float32), name)
-        )
-        node.input[1] = name
-    _drop_unused(graph)
-    return out
-
-
-def _drop_unused(graph: onnx.GraphProto) -> None:
-    """Remove nodes and initializers nothing reads any more (quantizers of layers now float)."""
-    while True:
-        read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-        dead = [n for n in graph.node if not any(o in read for o in n.output)]
-        if not dead:
-            break
-        for n in dead:
-            graph.node.remove(n)
-    read = {i for n in graph.node for i in n.input}
-    for t in [t for t in graph.initializer if t.name not in read]:
-        graph.initializer.remove(t)
-
-
-def signed_activations(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of a Q/DQ model whose uint8 quantizers (unsigned tensors after ReLU, zero point 0)
-    are int8 with twice the step, for TensorRT, which quantizes to signed int8 only: those
-    tensors lose one bit, which its own quality gate measures."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    inits = {t.name: t for t in graph.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    for node in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
-        zero = inits[node.input[2]]
-        if zero.data_type != TensorProto.UINT8:
-            continue
-        if numpy_helper.to_array(zero).any():
-            raise ConfigError(f"{node.name}: an asymmetric uint8 quantizer; expected zero point 0")
-        scale = numpy_helper.to_array(inits[node.input[1]]) * np.float32(255 / 127)
-        names = (f"{node.output[0]}.s8_scale", f"{node.output[0]}.s8_zero_point")
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(scale.astype(np.float32), names[0]),
-                numpy_helper.from_array(np.zeros(zero.dims, np.int8), names[1]),
-            ]
-        )
-        for q in [node, *(r for r in readers[node.output[0]] if r.op_type == "DequantizeLinear")]:
-            q.input[1], q.input[2] = names
-    del graph.value_info[:]  # the quantized tensors' types changed; runtimes re-infer them
-    return out
 
 
 def _resized(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:

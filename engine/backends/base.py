@@ -138,6 +138,13 @@ class Backend(ABC):
             return precision, cls._int8_allowed(package)
         if precision != "auto":
             return precision, "requested"
+        chosen, why = cls._auto_precision(package)
+        if package.variant_path("int8") is not None:
+            why += "; int8 runs only when asked for (--precision int8)"
+        return chosen, why
+
+    @classmethod
+    def _auto_precision(cls, package: ModelPackage) -> tuple[str, str]:
         if cls.reduced is None:
             return "fp32", f"{cls.name} runs fp32 only"
         unsupported = cls.reduced_unsupported(cls.reduced)
@@ -145,8 +152,6 @@ class Backend(ABC):
             return "fp32", unsupported
         report = quality.read_report(package.engines_dir)
         ok, why = quality.allows(report, f"{cls.name}:{cls.reduced}", package.content_key)
-        if package.variant_path("int8") is not None:
-            why += "; int8 runs only when asked for (--precision int8)"
         return (cls.reduced, why) if ok else ("fp32", why)
 
     @classmethod

@@ -1,7 +1,8 @@
 """TensorRT on an NVIDIA GPU (TensorRT 10.1+ Python API, cuda-python for streams and memory).
 
-Build: a strongly typed network parsed from generator.onnx (fp32) or generator.fp16.onnx (fp16:
-the precision lives in the graph, not in builder flags), one optimization profile over batch and
+Build: a strongly typed network parsed from generator.onnx (fp32), generator.fp16.onnx (fp16) or
+generator.int8.onnx (int8: explicit Q/DQ, its unsigned quantizers made signed; the precision lives
+in the graph, not in builder flags), one optimization profile over batch and
 size (by default one that follows the package's size multiple), a workspace memory-pool limit and
 a timing cache named for the GPU, CUDA runtime and TensorRT version. Engines are cached under a
 key of (sha256 of the ONNX file and of its external weights, TensorRT and CUDA runtime versions,
@@ -117,12 +118,12 @@ class _Shape:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
     reduced = "fp16"
     device_kind = "gpu"
     auto = True
     requires = {"tensorrt": "pip install -e '.[gpu]': its CUDA 12 build"}
-    variant_precisions = ("fp16",)
+    variant_precisions = ("fp16", "int8")
 
     def __init__(self, package: ModelPackage, precision: str, options: EngineOptions | None = None):
         self._requested = options  # None: the profile built last for this package and precision
@@ -221,7 +222,7 @@ class TensorRTBackend(Backend):
         strong = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
         network = builder.create_network(0 if strong is None else 1 << int(strong))
         parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse_from_file(str(self.source)):
+        if not self._parse(parser):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise PackageError(f"{self.source}: TensorRT's ONNX parser failed: {errors}")
         config = builder.create_builder_config()
@@ -248,6 +249,18 @@ class TensorRTBackend(Backend):
         self._write(self._profile_name(), json.dumps(self._key(self.profile), indent=2).encode())
         self._write(timing, bytes(config.get_timing_cache().serialize()))
         return plan
+
+    def _parse(self, parser) -> bool:
+        """Parse the source graph; int8's with its unsigned quantizers made signed (TensorRT
+        has signed int8 only: `qdq.signed_activations`), from memory (it has no external data)."""
+        if self.precision != "int8":
+            return parser.parse_from_file(str(self.source))
+        import onnx
+
+        from p2phd.engine.backends.qdq import signed_activations
+
+        graph = signed_activations(onnx.load(str(self.source)))
+        return parser.parse(graph.SerializeToString(), str(self.source))
 
     def _load_or_build(self):
         """The engine from its verified cached plan, else built (and cached) now."""

@@ -1,6 +1,7 @@
 """A double of the TensorRT 10 Python API (`import tensorrt`): the subset p2phd calls.
 
-Build: `Builder.create_network(1 << STRONGLY_TYPED)`, `OnnxParser.parse_from_file`, a builder
+Build: `Builder.create_network(1 << STRONGLY_TYPED)`, `OnnxParser.parse_from_file` or `parse` (a
+Q/DQ graph only with signed int8 zero-point-0 quantizers, as TensorRT's), a builder
 config with a workspace limit, optimization profiles and a timing cache; the serialized "plan"
 holds the ONNX graph (external weights inlined, as a real engine holds its weights), the
 profiles, and the TensorRT version and GPU it was built for, which `deserialize_cuda_engine`
@@ -216,7 +217,33 @@ class OnnxParser:
         except Exception as e:  # noqa: BLE001  (the parser reports, it does not raise)
             self.errors.append(IParserError(f"{model}: {e}"))
             return False
-        initializers = {i.name for i in proto.graph.initializer}
+        return self._take(proto)
+
+    def parse(self, model: bytes, path: str | None = None) -> bool:
+        import onnx
+
+        try:
+            proto = onnx.load_from_string(bytes(model))
+        except Exception as e:  # noqa: BLE001
+            self.errors.append(IParserError(f"{path or 'model'}: {e}"))
+            return False
+        return self._take(proto)
+
+    def _take(self, proto) -> bool:
+        """Load a parsed graph into the network; as TensorRT, refuse quantizers that are not
+        signed int8 with zero point 0 (its only integer quantization)."""
+        from onnx import TensorProto, numpy_helper
+
+        inits = {i.name: i for i in proto.graph.initializer}
+        for node in proto.graph.node:
+            if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+                zero = inits[node.input[2]]
+                if zero.data_type != TensorProto.INT8 or numpy_helper.to_array(zero).any():
+                    self.errors.append(
+                        IParserError(f"{node.name}: TRT only supports symmetric int8 quantization")
+                    )
+                    return False
+        initializers = set(inits)
         self.network.model = proto
         self.network.inputs = _tensors(proto.graph.input, initializers)
         self.network.outputs = _tensors(proto.graph.output, set())

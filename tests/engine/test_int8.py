@@ -1,0 +1,170 @@
+"""int8 (issue 20): calibration into one Q/DQ graph, the quality gate, and the backends reading it.
+
+The trained default model (models/default: a quality test, unlike random weights) is calibrated
+on the synthetic street scenes it was trained on, or on label/instance PNGs written here, at
+64x128; the gate is measured by real OpenVINO and ONNX Runtime sessions, and TensorRT's path
+runs on its test double. Input errors are checked on the tiny package (they stop before NNCF).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from p2phd.common.errors import ConfigError
+from p2phd.engine.apps.cli import main
+from p2phd.engine.core import quality
+from p2phd.engine.core.cpu_features import int8_unsupported
+from p2phd.engine.core.package import ModelPackage
+from p2phd.engine.core.renderer import Renderer
+from tests.conftest import REPO
+from tests.doubles.fixtures import trt_double_fixture  # noqa: F401
+
+SIZE = ["--size", "64x128"]
+needs_vnni = pytest.mark.skipif(bool(int8_unsupported()), reason=str(int8_unsupported()))
+
+
+def write_maps(folder, labels, instances):
+    """Cityscapes-named label and 16-bit instance PNGs, keys k000, k001, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (lab, ins) in enumerate(zip(labels, instances, strict=True)):
+        Image.fromarray(lab).save(folder / f"k{i:03d}_gtFine_labelIds.png")
+        Image.fromarray(ins.astype(np.uint16)).save(folder / f"k{i:03d}_gtFine_instanceIds.png")
+    return folder
+
+
+@pytest.fixture
+def default_model(tmp_path):
+    """A copy of the trained default model without its engines/ (7.7 MB generator)."""
+    return shutil.copytree(REPO / "models" / "default", tmp_path / "default", ignore=_engines)
+
+
+def _engines(folder, names):
+    return ["engines"] if "engines" in names else []
+
+
+def build(pkg, backend, *extra):
+    return main(["build", str(pkg), "--backend", backend, "--precision", "int8", *SIZE, *extra])
+
+
+def report(pkg) -> dict:
+    return json.loads((pkg / "engines" / "quality.json").read_text())
+
+
+@needs_vnni
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_int8_build_passes_the_gate_then_renders_on_request_only(
+    backend, default_model, tiny_maps, engine_cache_dir, capsys
+):
+    package = ModelPackage(default_model)
+    quality.write_entry(  # an fp32-generator entry measured before the int8 graph existed
+        package.engines_dir, "openvino:bf16", {"psnr_db": 50.0, "package": package.content_key}
+    )
+    assert build(default_model, backend, "--calibration", "synthetic") == 0
+    assert "int8 gate passed" in capsys.readouterr().out
+    entry = report(default_model)[f"{backend}:int8"]
+    assert entry["gate"] == "passed" and entry["p999_levels"] <= quality.INT8_MAX_P999_LEVELS
+    assert entry["worst_image_psnr_db"] >= quality.MIN_PSNR_DB
+    assert entry["inputs"].startswith("8 held-out maps") and "synth_003" in entry["inputs"]
+
+    # The record says what it was calibrated on and what stayed in float, and why.
+    package = ModelPackage(default_model)  # re-read: verifies the new file's hash
+    record = package.manifest.calibration["int8"]
+    assert record["held_out_maps"][:2] == ["synth_003", "synth_007"]
+    assert len(record["calibration_maps"]) == 24 and record["size"] == "64x128"
+    kept = {k["op"] for k in record["kept_in_float"]}
+    assert kept == {"ConvTranspose", "Conv"} and all(k["why"] for k in record["kept_in_float"])
+    # ... and the graph matches the record: the kept layers read float weights, the others int8.
+    graph = onnx.load(str(package.int8_path())).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    names = {k["node"] for k in record["kept_in_float"]}
+    for node in graph.node:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            quantized = producer.get(node.input[1]) == "DequantizeLinear"
+            assert quantized == (node.name not in names), node.name
+    # The bf16 entry of the unchanged fp32 generator still counts for the new export.
+    ok, _ = quality.allows(report(default_model), "openvino:bf16", package.content_key)
+    assert ok
+
+    labels, instances = tiny_maps
+    with_int8 = Renderer(default_model, backend, "int8")
+    assert with_int8.describe()["precision"] == "int8"
+    assert "passed the int8 gate" in with_int8.describe()["precision_reason"]
+    fp32 = Renderer(default_model, backend, "fp32")
+    psnr = quality.psnr_db(fp32.render(labels, instances), with_int8.render(labels, instances))
+    assert psnr > 30
+    auto = Renderer(default_model, backend, "auto")
+    assert auto.choice.precision != "int8" and "--precision int8" in auto.choice.precision_reason
+    for r in (with_int8, fp32, auto):
+        r.close()
+
+
+@needs_vnni
+def test_a_broken_calibration_fails_the_gate_and_int8_is_refused_with_the_numbers(
+    default_model, tmp_path, engine_cache_dir, capsys
+):
+    # Calibrated on blank maps (one class, no edges), gated on the held-out busy ones (k003,
+    # k007): the activation ranges miss what real maps produce.
+    labels, instances = quality.synthetic_maps(8, 64, 128, 35, seed=5)
+    for i in (0, 1, 2, 4, 5, 6):
+        labels[i], instances[i] = 0, 0
+    maps = write_maps(tmp_path / "maps", labels, instances)
+    assert build(default_model, "onnxruntime", "--calibration", str(maps)) == 1
+    out = capsys.readouterr().out
+    assert "int8 gate failed" in out and "levels" in out
+    entry = report(default_model)["onnxruntime:int8"]
+    assert entry["gate"] == "failed"
+    assert (
+        entry["p999_levels"] > quality.INT8_MAX_P999_LEVELS
+        or entry["worst_image_psnr_db"] < quality.MIN_PSNR_DB
+    )
+    with pytest.raises(ConfigError, match=r"failed the int8 gate: worst held-out image .* dB"):
+        Renderer(default_model, "onnxruntime", "int8")
+
+
+def test_tensorrt_int8_builds_a_signed_q_dq_network_from_the_same_graph(
+    default_model, trt_double, monkeypatch, capsys
+):
+    from p2phd.engine.backends import onnxruntime, openvino
+
+    # The calibration itself runs anywhere; the GPU is the double.
+    monkeypatch.setattr(onnxruntime, "int8_unsupported", lambda: None)
+    monkeypatch.setattr(openvino, "int8_unsupported", lambda: None)
+    code = build(default_model, "tensorrt", "--calibration", "synthetic", "--batch", "1:1:2")
+    out = capsys.readouterr().out
+    assert "tensorrt:int8" in out and "int8 gate" in out
+    assert trt_double.trt.builds == 1  # the double's parser takes signed int8 quantizers only
+    # The package's graph keeps NNCF's unsigned quantizers (for the CPUs); TensorRT's is derived.
+    graph = onnx.load(str(ModelPackage(default_model).int8_path())).graph
+    assert any(t.data_type == onnx.TensorProto.UINT8 for t in graph.initializer)
+    entry = report(default_model)["tensorrt:int8"]
+    assert entry["gate"] == ("passed" if code == 0 else "failed")
+    assert entry["device"].startswith("cuda")
+
+
+def test_int8_without_a_calibration_says_how_to_make_one(tiny_package, tmp_path, capsys):
+    assert build(tiny_package, "onnxruntime") == 2
+    assert "--precision int8 needs --calibration DIR" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="has no int8 calibration; make one with 'p2phd build"):
+        Renderer(tiny_package, "onnxruntime", "int8")
+    assert main(["build", str(tiny_package), "--backend", "onnxruntime", "--calibration", "x"]) == 2
+    assert "--calibration is for --precision int8" in capsys.readouterr().err
+
+
+def test_calibration_maps_must_pair_and_be_enough(tiny_package, tmp_path, capsys):
+    labels, instances = quality.synthetic_maps(3, 64, 128, 35)
+    maps = write_maps(tmp_path / "unpaired", labels, instances)
+    (maps / "k001_gtFine_instanceIds.png").unlink()
+    assert build(tiny_package, "onnxruntime", "--calibration", str(maps)) == 2
+    assert "no instance map with key 'k001'" in capsys.readouterr().err
+    one = write_maps(tmp_path / "one", labels[:1], instances[:1])
+    assert build(tiny_package, "onnxruntime", "--calibration", str(one)) == 2
+    assert "needs at least 2" in capsys.readouterr().err
+    assert build(tiny_package, "onnxruntime", "--calibration", str(tmp_path / "none")) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert not (tiny_package / "generator.int8.onnx").exists()
