@@ -45,7 +45,7 @@ class Choice:
 
 def backend_class(name: str) -> type[Backend]:
     if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; choose auto, {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backend {name!r}; choose {', '.join(backend_choices())}")
     module, cls = BACKENDS[name]
     return getattr(importlib.import_module(module), cls)
 
@@ -63,6 +63,16 @@ def precisions() -> tuple[str, ...]:
     """Every precision some backend offers, fp32 first."""
     offered = (p for name in BACKENDS for p in backend_class(name).precisions)
     return tuple(dict.fromkeys(("fp32", *offered)))
+
+
+def backend_choices() -> tuple[str, ...]:
+    """What `backend` may be: "auto" or a registered name (the CLI's --backend choices)."""
+    return ("auto", *BACKENDS)
+
+
+def precision_choices() -> tuple[str, ...]:
+    """What `precision` may be: "auto" or one some backend offers (the CLI's --precision)."""
+    return ("auto", *precisions())
 
 
 def choose_backend(name: str = "auto") -> tuple[str, str]:
@@ -90,9 +100,9 @@ def choose_precision(
     package: ModelPackage, backend: str, precision: str = "auto"
 ) -> tuple[str, str]:
     """The precision to use and why (`Backend.choose_precision`: the quality report decides)."""
-    known = ("auto", *precisions())
-    if precision not in known:
-        raise ConfigError(f"unknown precision {precision!r}; choose {', '.join(known)}")
+    if precision not in precision_choices():
+        known = ", ".join(precision_choices())
+        raise ConfigError(f"unknown precision {precision!r}; choose {known}")
     return backend_class(backend).choose_precision(package, precision)
 
 

@@ -109,7 +109,7 @@ def first_table_line(result: dict, row: dict) -> str:
         (["--backends", "openvino,cuda"], "unknown backend 'cuda'"),
         (["--batch", "1,two"], "--batch '1,two'"),
         (["--batch", "0"], "batch sizes must be >= 1"),
-        (["--precision", "int8"], "unknown precision 'int8'"),
+        (["--precision", "int4"], "unknown precision 'int4'"),
     ],
 )
 def test_bad_arguments_are_clear_errors(bench_package, tmp_path, capsys, args, message):

@@ -36,7 +36,7 @@ from p2phd.engine.apps.bench.gpu import (
 )
 from p2phd.engine.apps.bench.machine import Peak, cpu_peak, describe_machine, gpu_peak
 from p2phd.engine.apps.bench.macs import count_model_macs
-from p2phd.engine.backends import backend_class
+from p2phd.engine.backends import backend_class, backend_names, precisions
 from p2phd.engine.core import quality
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.style import Style
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
 BASELINE = "baseline"
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -53,7 +52,7 @@ class BenchConfig:
     """What to measure: the matrix and how many runs of each case."""
 
     model_dir: Path
-    backends: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
+    backends: tuple[str, ...] = field(default_factory=lambda: backend_names("cpu"))
     precisions: tuple[str, ...] = ("fp32", "bf16")
     batches: tuple[int, ...] = (1, 2, 4)
     sizes: tuple[tuple[int, int], ...] = ((256, 512),)
@@ -67,9 +66,10 @@ class BenchConfig:
         self.model_dir = Path(self.model_dir)
         for name in self.backends:
             backend_class(name)  # ConfigError for an unknown name
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        unknown = [p for p in self.precisions if p not in precisions()]
         if unknown:
-            raise ConfigError(f"unknown precision {unknown[0]!r}; choose {', '.join(PRECISIONS)}")
+            known = ", ".join(precisions())
+            raise ConfigError(f"unknown precision {unknown[0]!r}; choose {known}")
         if not self.batches or min(self.batches) < 1:
             raise ConfigError(f"batch sizes must be >= 1, got {list(self.batches)}")
         if self.warmup < 0 or self.iters < 1:

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from p2phd.engine.backends import backend_class, backend_names
 from p2phd.engine.core.cpu_features import cpu_flags
 
-LIBRARIES = ("p2phd", "numpy", "onnx", "onnxruntime", "openvino", "torch", "tensorrt", "pillow")
+LIBRARIES = ("p2phd", "numpy", "pillow")  # and each backend's required modules
 
 # Dense FP16 tensor-core FMAs per SM per clock (FP32 accumulate), by compute capability major.minor.
 GPU_FP16_FMA_PER_SM = {
@@ -208,8 +209,10 @@ def gpu_peak(name: str, capability: str, sms: int, clock_khz: int) -> Peak:
 
 
 def library_versions() -> dict[str, str]:
+    """The installed versions of LIBRARIES and of the modules the backends require."""
+    required = (module for name in backend_names() for module in backend_class(name).requires)
     out = {}
-    for name in LIBRARIES:
+    for name in dict.fromkeys((*LIBRARIES, *required)):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from p2phd.engine.backends import backend_names, precisions
+
 HELP = "benchmark latency, throughput, memory, share of peak and quality vs the pix2pixHD baseline"
 
 OTHER_LOAD_LIMIT = 0.10  # other processes' share of the CPUs above which timings are noisy
@@ -18,10 +20,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="the model package")
     parser.add_argument(
         "--backends",
-        default="openvino,onnxruntime,torch",
-        help="comma-separated: openvino, onnxruntime, torch, tensorrt",
+        default=",".join(backend_names("cpu")),
+        help=f"comma-separated: {', '.join(backend_names())} (default: the CPU ones, %(default)s)",
     )
-    parser.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32,bf16,fp16")
+    parser.add_argument(
+        "--precision", default="fp32,bf16", help=f"comma-separated: {','.join(precisions())}"
+    )
     parser.add_argument("--batch", default="1,2,4", help="comma-separated batch sizes")
     parser.add_argument("--size", default="256x512", help="comma-separated HxW sizes")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per case")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 
 from p2phd.common.errors import ConfigError
+from p2phd.engine.backends import backend_names, precisions
 
-HELP = "build and cache an engine (TensorRT, OpenVINO, ONNX Runtime) and measure its quality"
+HELP = "build and cache a backend's engine and measure its quality against fp32"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="the model package")
-    parser.add_argument("--backend", required=True, choices=("tensorrt", "openvino", "onnxruntime"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16", "int8"))
+    parser.add_argument("--backend", required=True, choices=backend_names())
+    parser.add_argument("--precision", default="fp32", choices=precisions())
     parser.add_argument(
         "--calibration",
         metavar="DIR",

@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 
+from p2phd.engine.backends import backend_choices, precision_choices
+
 HELP = "render a directory, glob or list of label maps or images into photos (resumable)"
 
 log = logging.getLogger("p2phd.render")
@@ -36,8 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o", "--output", required=True, help="output directory (never read as input)"
     )
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--backend", default="auto", choices=backend_choices())
+    parser.add_argument("--precision", default="auto", choices=precision_choices())
     parser.add_argument("--batch", type=int, default=4, help="images per engine call (default 4)")
     parser.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), help="decode/encode threads"

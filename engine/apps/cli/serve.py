@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from p2phd.engine.apps.cli.config_flags import add_config_flags, config_from_args
+from p2phd.engine.backends import backend_choices, precision_choices
 from p2phd.engine.serving.config import ServerConfig
 
 HELP = "serve a model package over gRPC with dynamic batching, health, reflection and metrics"
@@ -18,8 +19,13 @@ ENGINE_FLAGS = ("backend", "precision")
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
     """--backend and --precision, whose dests are ServerConfig's fields."""
-    parser.add_argument("--backend", default="auto", help="engine backend (default auto)")
-    parser.add_argument("--precision", default="auto", help="engine precision (default auto)")
+    backends, precisions = backend_choices(), precision_choices()
+    parser.add_argument(
+        "--backend", default="auto", choices=backends, help="engine backend (default auto)"
+    )
+    parser.add_argument(
+        "--precision", default="auto", choices=precisions, help="engine precision (default auto)"
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
