@@ -1,13 +1,14 @@
-"""The CPU backends compute the same function as the fp32 PyTorch reference, and the choice of
-backend and precision is explained."""
+"""The CPU backends compute the same function as the fp32 PyTorch reference, the choice of
+backend and precision is explained, and a new backend is its module plus one registry line."""
 
 import json
 
 import numpy as np
 import pytest
 
-from p2phd.common.errors import BackendUnavailable, ConfigError
-from p2phd.engine.backends import backend_class, choose_backend, open_backend
+from p2phd.common.errors import BackendUnavailable, ConfigError, InputError, PackageError
+from p2phd.engine.backends import BACKENDS, backend_class, choose_backend, open_backend
+from p2phd.engine.backends.base import Backend
 from p2phd.engine.core import quality
 from p2phd.engine.core.cpu_features import has_native_bf16
 from p2phd.engine.core.package import ModelPackage
@@ -89,3 +90,64 @@ def test_unavailable_and_unknown_choices_are_clear_errors(tiny_package_source):
         open_backend(package, "torch", "fp16")
     with pytest.raises(ConfigError, match="unknown precision"):
         open_backend(package, "onnxruntime", "int4")
+
+
+class ClampBackend(Backend):
+    """A backend written for the tests below: its own module (this one) plus one registry
+    line is all it takes. It computes tanh of the input's first three channels."""
+
+    name = "clamp"
+    precisions = ("fp32", "int8")
+    variant_precisions = ("int8",)
+
+    def load_impl(self) -> None:
+        self.loaded = self.source
+
+    def infer_impl(self, x: np.ndarray) -> np.ndarray:
+        return np.tanh(x[:, :3]).astype(np.float32)
+
+
+@pytest.fixture
+def clamp(monkeypatch):
+    """ClampBackend registered, as a new backend's registry line would."""
+    monkeypatch.setitem(BACKENDS, "clamp", (__name__, "ClampBackend"))
+    return ClampBackend
+
+
+def test_a_new_backend_is_one_module_and_one_registry_line(clamp, tiny_package, capsys):
+    from p2phd.engine.apps.bench.harness import Bench, BenchConfig
+    from p2phd.engine.apps.cli import build_parser, main
+
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    assert "clamp" in capsys.readouterr().out
+    args = ["render", str(tiny_package), "--labels", "x", "-o", "out", "--backend", "clamp"]
+    assert build_parser().parse_args(args).backend == "clamp"
+    config = BenchConfig(tiny_package, sizes=((32, 64),), batches=(1,), warmup=0, iters=1)
+    assert "clamp" in config.backends  # a CPU backend: the bench's default list
+    (row,) = Bench(config, progress=lambda _: None).run_backend("clamp", "fp32")
+    assert row["status"] == "ok", row
+    with Renderer(tiny_package, "clamp") as r:  # the base's flow: checks, then load_impl
+        d = r.describe()
+        assert (d["backend"], d["precision"]) == ("clamp", "fp32")
+        assert r.backend.loaded == ModelPackage(tiny_package).generator_path
+        images = r.render(np.zeros((1, 32, 64), np.uint8), np.zeros((1, 32, 64), np.int32))
+    assert images.shape == (1, 32, 64, 3) and images.dtype == np.uint8
+    assert choose_backend("auto")[0] != "clamp"  # auto tries only the backends that join it
+
+
+def test_the_base_class_checks_every_backend_the_same_way(clamp, tiny_package, monkeypatch):
+    package = ModelPackage(tiny_package)
+    with pytest.raises(ConfigError, match="backend clamp supports precision fp32, int8"):
+        clamp(package, "bf16")
+    with pytest.raises(PackageError, match="has no int8 generator variant; make one with"):
+        clamp(package, "int8")  # the variant file is checked before load_impl
+    backend = clamp(package, "fp32")
+    with pytest.raises(InputError, match=r"clamp: expected input \[B, \d+, H, W\], got \[3, 4\]"):
+        backend.infer(np.zeros((3, 4), np.float32))
+    assert not backend.renders_maps  # the dense-input path, unless a backend says otherwise
+    monkeypatch.setattr(clamp, "requires", {"p2phd_no_such_runtime": "pip install it"})
+    with pytest.raises(BackendUnavailable, match="p2phd_no_such_runtime is not installed"):
+        choose_backend("clamp")
+    with pytest.raises(BackendUnavailable, match=r"\(pip install it\)"):
+        clamp(package, "fp32")
