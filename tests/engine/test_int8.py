@@ -17,6 +17,8 @@ import pytest
 from PIL import Image
 
 from p2phd.common.errors import ConfigError
+from p2phd.engine.apps.bench.harness import Bench, BenchConfig
+from p2phd.engine.apps.bench.machine import fma_per_cycle
 from p2phd.engine.apps.cli import main
 from p2phd.engine.core import quality
 from p2phd.engine.core.cpu_features import int8_unsupported
@@ -103,6 +105,12 @@ def test_int8_build_passes_the_gate_then_renders_on_request_only(
     for r in (with_int8, fp32, auto):
         r.close()
 
+    # p2phd bench's int8 row: quality with the worst pixel, MACs against the int8 peak.
+    config = BenchConfig(default_model, (backend,), ("int8",), (1,), ((64, 128),), 0, 1, False)
+    (row,) = Bench(config).run()["rows"]
+    assert row["status"] == "ok" and row["peak_precision"] == "int8"
+    assert row["quality"]["worst_levels"] >= row["quality"]["p999_levels"] >= 0
+
 
 @needs_vnni
 def test_a_broken_calibration_fails_the_gate_and_int8_is_refused_with_the_numbers(
@@ -168,3 +176,18 @@ def test_calibration_maps_must_pair_and_be_enough(tiny_package, tmp_path, capsys
     assert build(tiny_package, "onnxruntime", "--calibration", str(tmp_path / "none")) == 2
     assert "no such directory" in capsys.readouterr().err
     assert not (tiny_package / "generator.int8.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "vendor", "family", "expected"),
+    [
+        ({"amx_int8", "avx512_vnni", "avx512f"}, "GenuineIntel", 6, 1024),  # AMX TDPBSSD
+        ({"avx512_vnni", "avx512f"}, "GenuineIntel", 6, 128),  # 2 x 64 VPDPBUSD
+        ({"avx512_vnni", "avx_vnni", "avx512f"}, "AuthenticAMD", 25, 64),  # Zen 4: 256-bit units
+        ({"avx_vnni", "fma"}, "GenuineIntel", 6, 64),
+        ({"avx512f"}, "GenuineIntel", 6, 32),  # no int8 dot products: the fp32 rate
+    ],
+)
+def test_int8_peak_per_instruction_set(flags, vendor, family, expected):
+    width, why = fma_per_cycle("int8", frozenset(flags), vendor, family)
+    assert width == expected and why

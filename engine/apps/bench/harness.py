@@ -370,7 +370,7 @@ class Bench:
         if device.startswith("cuda") and self.gpu:
             g = self.gpu
             return gpu_peak(g["name"], g["capability"], g["sms"], g["clock_khz"])
-        return cpu_peak("bf16" if precision == "bf16" else "fp32")
+        return cpu_peak(precision if precision in ("bf16", "int8") else "fp32")
 
     def reference_output(self, x: np.ndarray, key: tuple[int, int, int]) -> np.ndarray | None:
         """The fp32 PyTorch output for dense input `x` (cached per batch and size)."""
@@ -435,7 +435,8 @@ class Bench:
         if reference is None:
             row["quality"] = {"skipped": "no fp32 PyTorch reference (torch is not installed)"}
             return
-        row["quality"] = {**quality.measure(reference, t.output), "reference": "torch:fp32"}
+        measured = quality.measure(reference, t.output) | quality.local_error(reference, t.output)
+        row["quality"] = {**measured, "reference": "torch:fp32"}
 
     def run_baseline(self, h: int, w: int) -> dict:
         row = self._row(BASELINE, "fp32", 1, h, w)

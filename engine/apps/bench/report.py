@@ -30,6 +30,7 @@ COLUMNS = (
     "peak RSS MiB",
     "PSNR dB",
     "max abs err",
+    "worst px (levels)",
 )
 STAGE_COLUMNS = (
     "backend",
@@ -60,12 +61,13 @@ def _label(row: dict) -> str:
     return f"{row['backend']} {row['precision']}"
 
 
-def _quality_cells(row: dict) -> tuple[str, str]:
+def _quality_cells(row: dict) -> tuple[str, str, str]:
+    """PSNR, max abs error (float output) and the worst pixel's error in uint8 levels."""
     q = row.get("quality")
     if not q or "skipped" in q:
-        return "–", "–"
+        return "–", "–", "–"
     psnr = "identical" if q.get("identical_uint8") else _fmt(q.get("psnr_db"))
-    return psnr, f"{q['max_abs_err']:.2g}"
+    return psnr, f"{q['max_abs_err']:.2g}", _fmt(q.get("worst_levels"))
 
 
 def _table(header, rows) -> list[str]:
@@ -98,7 +100,8 @@ def markdown(result: dict) -> str:
         "Speed-up is images/s over the baseline (original pix2pixHD path: PyTorch eager fp32, "
         "batch 1) at the same size. % of peak: the generator's MACs over the median infer time, "
         "against the peak for the row's precision (see the JSON's machine.peak). "
-        "Quality: vs the fp32 PyTorch output on the same input.",
+        "Quality: vs the fp32 PyTorch output on the same input; worst px: the largest "
+        "error of any pixel channel of the uint8 image, in levels of 255.",
         "",
     ]
     if result.get("provisional"):
@@ -106,7 +109,7 @@ def markdown(result: dict) -> str:
     table = []
     for r in rows:
         lat = r["latency_ms"]
-        psnr, err = _quality_cells(r)
+        psnr, err, worst = _quality_cells(r)
         table.append(
             (
                 r["backend"],
@@ -124,6 +127,7 @@ def markdown(result: dict) -> str:
                 _fmt(r["peak_rss_mib"], 0),
                 psnr,
                 err,
+                worst,
             )
         )
     out += _table(COLUMNS, table)
