@@ -1,22 +1,23 @@
 """KServe v2 / Open Inference Protocol (`inference.GRPCInferenceService`) on the same RenderCore.
 
-One model, named after the server's `model_name` (default "p2phd"), version "1". Tensors:
-inputs "label" UINT8 [B, H, W], "instance" INT32 [B, H, W] (optional), "seed" INT64 [B]
-(optional); output "image" UINT8 [B, H, W, 3]. An image-to-image model (pix2pix family) takes
-input "input_image" UINT8 [B, H, W, C] instead. The B images of a request go through the
-dynamic batcher one by one, so they also batch with other clients' requests.
+One model, named after the server's `model_name` (default "p2phd"), version "1". Its tensors are
+declared once, here (`inputs_of`, `OUTPUT`), and read by this service's checks, metadata and
+config, by Triton's config.pbtxt writer and by the model Triton runs. The B images of a request
+go through the dynamic batcher one by one, so they also batch with other clients' requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
 from p2phd.common.errors import InputError
+from p2phd.engine.core.package import Manifest
 from p2phd.engine.core.style import Style
 from p2phd.engine.serving.render_core import Item, RenderCore, clipped
 from p2phd.engine.serving.wire import grpc_service_pb2 as pb
@@ -25,12 +26,49 @@ from p2phd.engine.serving.wire import model_config_pb2 as mc
 
 VERSION = "1"
 DATATYPES = {"UINT8": np.uint8, "INT32": np.int32, "INT64": np.int64}
+DATATYPE_OF = {np.dtype(v): k for k, v in DATATYPES.items()}
 CONTENTS_FIELD = {"UINT8": "uint_contents", "INT32": "int_contents", "INT64": "int64_contents"}
-INPUTS = {"label": ("UINT8", 3), "instance": ("INT32", 3), "seed": ("INT64", 1)}
-IMAGE_INPUT = "input_image"
-IMAGE_INPUTS = {IMAGE_INPUT: ("UINT8", 4)}
-OUTPUT = "image"
 EXTENSIONS = ("model_configuration", "statistics")
+AXES = ("H", "W", "C")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor of the model: its name, KServe datatype and dims after the batch dim (-1: any
+    size; none: one value per batch entry); an optional input may be left out."""
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    optional: bool = False
+
+    @property
+    def shape(self) -> list[int]:
+        """The KServe shape, batch first (metadata)."""
+        return [-1, *self.dims]
+
+    @property
+    def batched_dims(self) -> list[int]:
+        """Triton's dims (after its batch dim; a value per entry is [1] there)."""
+        return list(self.dims) or [1]
+
+    @property
+    def layout(self) -> str:
+        return "[" + ", ".join(("B", *AXES[: len(self.dims)])) + "]"
+
+
+LABEL = Tensor("label", "UINT8", (-1, -1))
+INSTANCE = Tensor("instance", "INT32", (-1, -1), optional=True)
+SEED = Tensor("seed", "INT64", (), optional=True)
+IMAGE_INPUT = "input_image"
+OUTPUT = Tensor("image", "UINT8", (-1, -1, 3))
+
+
+def inputs_of(manifest: Manifest) -> tuple[Tensor, ...]:
+    """The model's inputs: label, instance and seed, or an image-to-image model's input image."""
+    if manifest.image_input:
+        return (Tensor(IMAGE_INPUT, "UINT8", (-1, -1, manifest.input_nc)),)
+    return (LABEL, INSTANCE, SEED)
 
 
 class UnknownModel(InputError):
@@ -39,27 +77,46 @@ class UnknownModel(InputError):
     grpc_status = "NOT_FOUND"
 
 
-def _tensor(
-    request: pb.ModelInferRequest, index: int, max_elements: int, inputs: dict = INPUTS
-) -> np.ndarray:
-    """Input `index` of a request as an array, from raw_input_contents or typed contents."""
-    t = request.inputs[index]
-    if t.name not in inputs:
-        raise InputError(f"input {clipped(t.name)}: unknown; this model takes {', '.join(inputs)}")
-    datatype, ndim = inputs[t.name]
-    if t.datatype != datatype:
-        raise InputError(f"input {t.name!r}: datatype {t.datatype:.20}; expected {datatype}")
-    shape = tuple(t.shape)
-    if len(shape) != ndim or any(d <= 0 for d in shape):
-        dims = {1: "[B]", 3: "[B, H, W]", 4: "[B, H, W, C]"}[ndim]
-        raise InputError(f"input {t.name!r}: shape {list(shape)}; expected {dims} with dims > 0")
-    count = math.prod(shape)
-    if count > max_elements:
+def _max_elements(core: RenderCore) -> int:
+    """The most values one input may hold: max batch size x max image pixels (x channels)."""
+    m = core.manifest
+    channels = m.input_nc if m.image_input else 1
+    return core.batching.max_batch_size * core.max_image_pixels * channels
+
+
+def _input(name: str, core: RenderCore) -> Tensor:
+    inputs = inputs_of(core.manifest)
+    for tensor in inputs:
+        if tensor.name == name:
+            return tensor
+    names = ", ".join(t.name for t in inputs)
+    raise InputError(f"input {clipped(name)}: unknown; this model takes {names}")
+
+
+def _checked(name: str, datatype: str, shape: tuple[int, ...], core: RenderCore) -> int:
+    """Refuse an input that is unknown, of another datatype or shape, or over the element limit;
+    returns how many values it holds."""
+    tensor = _input(name, core)
+    if datatype != tensor.datatype:
+        raise InputError(f"input {name!r}: datatype {datatype:.20}; expected {tensor.datatype}")
+    if len(shape) != len(tensor.shape) or any(d <= 0 for d in shape):
         raise InputError(
-            f"input {t.name!r}: shape {list(shape)} has {count} elements, over the server's "
-            f"limit of {max_elements} (max batch size x max image pixels)"
+            f"input {name!r}: shape {list(shape)}; expected {tensor.layout} with dims > 0"
         )
-    dtype = np.dtype(DATATYPES[datatype]).newbyteorder("<")
+    count = math.prod(shape)
+    if count > (limit := _max_elements(core)):
+        raise InputError(
+            f"input {name!r}: shape {list(shape)} has {count} elements, over the server's "
+            f"limit of {limit} (max batch size x max image pixels)"
+        )
+    return count
+
+
+def _decoded(request: pb.ModelInferRequest, index: int, count: int) -> np.ndarray:
+    """Input `index` of a checked request as an array, from raw_input_contents or typed contents."""
+    t = request.inputs[index]
+    shape = tuple(t.shape)
+    dtype = np.dtype(DATATYPES[t.datatype]).newbyteorder("<")
     if request.raw_input_contents:
         if t.contents.ListFields():
             raise InputError(
@@ -74,37 +131,43 @@ def _tensor(
         data = request.raw_input_contents[index]
         if len(data) != count * dtype.itemsize:
             raise InputError(
-                f"input {t.name!r}: {len(data)} bytes; shape {list(shape)} of {datatype} needs "
+                f"input {t.name!r}: {len(data)} bytes; shape {list(shape)} of {t.datatype} needs "
                 f"{count * dtype.itemsize}"
             )
         return np.frombuffer(data, dtype=dtype).reshape(shape)
-    values = getattr(t.contents, CONTENTS_FIELD[datatype])
+    values = getattr(t.contents, CONTENTS_FIELD[t.datatype])
     if len(values) != count:
         raise InputError(
             f"input {t.name!r}: {len(values)} values; shape {list(shape)} needs {count}"
         )
-    if datatype == "UINT8" and max(values, default=0) > 255:
+    if t.datatype == "UINT8" and max(values, default=0) > 255:
         raise InputError(f"input {t.name!r}: values above 255 in UINT8 contents")
     return np.asarray(values, dtype=dtype).reshape(shape)
 
 
-def items_from(request: pb.ModelInferRequest, core: RenderCore) -> list[Item]:
-    """Decode and validate a ModelInferRequest into one Item per batch entry (I/O threads)."""
-    max_batch = core.batching.max_batch_size
-    image_model = core.manifest.image_input
-    inputs = IMAGE_INPUTS if image_model else INPUTS
+def arrays_from(request: pb.ModelInferRequest, core: RenderCore) -> dict[str, np.ndarray]:
+    """A ModelInferRequest's inputs as arrays by name; each is checked against the model's
+    tensors before it is decoded (I/O threads)."""
     arrays: dict[str, np.ndarray] = {}
     for i, t in enumerate(request.inputs):
         if t.name in arrays:
             raise InputError(f"input {clipped(t.name)}: given twice")
-        limit = max_batch * core.max_image_pixels * (core.manifest.input_nc if image_model else 1)
-        arrays[t.name] = _tensor(request, i, limit, inputs)
+        arrays[t.name] = _decoded(request, i, _checked(t.name, t.datatype, tuple(t.shape), core))
     for out in request.outputs:
-        if out.name != OUTPUT:
+        if out.name != OUTPUT.name:
             raise InputError(
-                f"output {clipped(out.name)}: unknown; this model has output {OUTPUT!r}"
+                f"output {clipped(out.name)}: unknown; this model has output {OUTPUT.name!r}"
             )
-    if image_model:
+    return arrays
+
+
+def items_from(arrays: Mapping[str, np.ndarray], core: RenderCore) -> list[Item]:
+    """Check a request's input arrays (by name, batch first, as KServe shapes them) and split
+    them into one validated Item per batch entry (I/O threads)."""
+    for name, array in arrays.items():
+        _checked(name, DATATYPE_OF.get(array.dtype, str(array.dtype)), array.shape, core)
+    max_batch = core.batching.max_batch_size
+    if core.manifest.image_input:
         images = arrays.get(IMAGE_INPUT)
         if images is None:
             raise InputError(f"input {IMAGE_INPUT!r} (UINT8 [B, H, W, C]) is required")
@@ -113,19 +176,19 @@ def items_from(request: pb.ModelInferRequest, core: RenderCore) -> list[Item]:
                 f"input {IMAGE_INPUT!r}: batch {len(images)} exceeds max_batch_size {max_batch}"
             )
         return [core.check_item(Item(None, None, Style(), image)) for image in images]
-    label = arrays.get("label")
+    label = arrays.get(LABEL.name)
     if label is None:
-        raise InputError("input 'label' (UINT8 [B, H, W]) is required")
+        raise InputError(f"input 'label' (UINT8 {LABEL.layout}) is required")
     batch = label.shape[0]
     if batch > max_batch:
         raise InputError(f"input 'label': batch {batch} exceeds max_batch_size {max_batch}")
-    instance = arrays.get("instance")
+    instance = arrays.get(INSTANCE.name)
     if instance is not None and instance.shape != label.shape:
         raise InputError(
             f"input 'instance': shape {list(instance.shape)} differs from label's "
             f"{list(label.shape)}"
         )
-    seed = arrays.get("seed")
+    seed = arrays.get(SEED.name)
     if seed is not None and seed.shape != (batch,):
         raise InputError(f"input 'seed': shape {list(seed.shape)}; expected [{batch}]")
     if seed is not None and seed.min() < 0:
@@ -178,20 +241,16 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request, context):
         async def handle():
             self._check_model(request.name, request.version)
-            m = self.core.manifest
             tensor = pb.ModelMetadataResponse.TensorMetadata
             return pb.ModelMetadataResponse(
                 name=self.core.model_name,
                 versions=[VERSION],
                 platform="p2phd",
-                inputs=[tensor(name=IMAGE_INPUT, datatype="UINT8", shape=[-1, -1, -1, m.input_nc])]
-                if m.image_input
-                else [
-                    tensor(name="label", datatype="UINT8", shape=[-1, -1, -1]),
-                    tensor(name="instance", datatype="INT32", shape=[-1, -1, -1]),
-                    tensor(name="seed", datatype="INT64", shape=[-1]),
+                inputs=[
+                    tensor(name=t.name, datatype=t.datatype, shape=t.shape)
+                    for t in inputs_of(self.core.manifest)
                 ],
-                outputs=[tensor(name=OUTPUT, datatype="UINT8", shape=[-1, -1, -1, 3])],
+                outputs=[tensor(name=OUTPUT.name, datatype=OUTPUT.datatype, shape=OUTPUT.shape)],
             )
 
         return await self.core.unary("ModelMetadata", context, handle)
@@ -200,7 +259,6 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         async def handle():
             self._check_model(request.name, request.version)
             b = self.core.batching
-            m = self.core.manifest
             backend = self.core.engine.describe().get("backend", "")
             return pb.ModelConfigResponse(
                 config=mc.ModelConfig(
@@ -210,20 +268,20 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                     max_batch_size=b.max_batch_size,
                     input=[
                         mc.ModelInput(
-                            name=IMAGE_INPUT, data_type=mc.TYPE_UINT8, dims=[-1, -1, m.input_nc]
+                            name=t.name,
+                            data_type=mc.DataType.Value(f"TYPE_{t.datatype}"),
+                            dims=t.batched_dims,
+                            optional=t.optional,
                         )
-                    ]
-                    if m.image_input
-                    else [
-                        mc.ModelInput(name="label", data_type=mc.TYPE_UINT8, dims=[-1, -1]),
-                        mc.ModelInput(
-                            name="instance", data_type=mc.TYPE_INT32, dims=[-1, -1], optional=True
-                        ),
-                        mc.ModelInput(
-                            name="seed", data_type=mc.TYPE_INT64, dims=[1], optional=True
-                        ),
+                        for t in inputs_of(self.core.manifest)
                     ],
-                    output=[mc.ModelOutput(name=OUTPUT, data_type=mc.TYPE_UINT8, dims=[-1, -1, 3])],
+                    output=[
+                        mc.ModelOutput(
+                            name=OUTPUT.name,
+                            data_type=mc.DataType.Value(f"TYPE_{OUTPUT.datatype}"),
+                            dims=OUTPUT.batched_dims,
+                        )
+                    ],
                     dynamic_batching=mc.ModelDynamicBatching(
                         preferred_batch_size=list(b.preferred_batch_sizes),
                         max_queue_delay_microseconds=b.max_queue_delay_us,
@@ -271,7 +329,9 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         self._check_model(request.model_name, request.model_version)
         self.core.batcher.admit()  # a full queue refuses before any decoding
-        items = await self.core.in_io(items_from, request, self.core)
+        items = await self.core.in_io(
+            lambda: items_from(arrays_from(request, self.core), self.core)
+        )
         images = await asyncio.gather(*(self.core.render(it, context) for it in items))
         stacked = await self.core.in_io(np.stack, images)
         return pb.ModelInferResponse(
@@ -280,7 +340,7 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             id=request.id,
             outputs=[
                 pb.ModelInferResponse.InferOutputTensor(
-                    name=OUTPUT, datatype="UINT8", shape=list(stacked.shape)
+                    name=OUTPUT.name, datatype=OUTPUT.datatype, shape=list(stacked.shape)
                 )
             ],
             raw_output_contents=[stacked.tobytes()],

@@ -138,7 +138,7 @@ class RenderCore:
         self.stream_idle_seconds = stream_idle_seconds
         self.batching = batching
         self.batcher: DynamicBatcher[Item, np.ndarray] = DynamicBatcher(
-            self._run_batch, batching, observer=metrics
+            self.run_batch, batching, observer=metrics
         )
         self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="p2phd-io")
         self.accepting = False
@@ -226,7 +226,7 @@ class RenderCore:
         instances = None if items[0].instance is None else np.stack([it.instance for it in items])
         return list(self.engine.render(labels, instances, [it.style for it in items]))
 
-    def _run_batch(self, items: list[Item]) -> list[np.ndarray | P2PHDError]:
+    def run_batch(self, items: list[Item]) -> list[np.ndarray | P2PHDError]:
         """Render a batch; if the engine rejects one item's input (a style choosing a cluster
         that does not exist, say), render the items one by one so only that item fails. If the
         engine runs out of memory, retry the batch in halves: a big batch degrades, never dies."""
@@ -235,7 +235,7 @@ class RenderCore:
         except InputError as e:
             if len(items) == 1:
                 return [e]
-            return [r for it in items for r in self._run_batch([it])]
+            return [r for it in items for r in self.run_batch([it])]
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
@@ -245,7 +245,7 @@ class RenderCore:
             log.warning("out of memory on a batch of %d %dx%d images; retrying in halves",
                         len(items), w, h)  # fmt: skip
             half = len(items) // 2
-            return self._run_batch(items[:half]) + self._run_batch(items[half:])
+            return self.run_batch(items[:half]) + self.run_batch(items[half:])
 
     async def unary(
         self,

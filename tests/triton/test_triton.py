@@ -101,6 +101,23 @@ def test_exported_repository_and_p2phd_serve_render_what_p2phd_render_renders(
     )
 
 
+def test_p2phd_serve_and_triton_configure_the_same_tensors(triton, start_server):
+    """One declaration (kserve.inputs_of, OUTPUT) gives both servers' ModelConfig tensors."""
+
+    def tensors(target: str) -> tuple[list, list]:
+        config = (
+            kserve_stub(target).ModelConfig(pb.ModelConfigRequest(name="p2phd"), timeout=30).config
+        )
+        return (
+            [(t.name, t.data_type, list(t.dims), t.optional) for t in config.input],
+            [(t.name, t.data_type, list(t.dims)) for t in config.output],
+        )
+
+    served = tensors(start_server(backend="onnxruntime").target)
+    assert served == tensors(triton.target)
+    assert [name for name, *_ in served[0]] == ["label", "instance", "seed"]
+
+
 def test_the_repository_carries_the_batching_flags_and_a_cpu_instance_group(triton, triton_repo):
     config = http_json(triton.http_port, "/v2/models/p2phd/config")
     assert config["backend"] == "python"

@@ -1,8 +1,8 @@
 """The model Triton's Python backend runs: `p2phd serve`'s request checks and Renderer behind
 Triton's dynamic batcher.
 
-Triton hands `execute` the requests its batcher gathered (up to max_batch_size images). Each is
-decoded and checked exactly as the KServe v2 service checks a ModelInferRequest
+Triton hands `execute` the requests its batcher gathered (up to max_batch_size images). Each
+one's tensors are checked exactly as the KServe v2 service checks a ModelInferRequest's
 (`kserve.items_from`); the images of all of them that share a size render in one engine call per
 max_batch_size, with `RenderCore`'s isolation (one bad item fails only its request, an
 out-of-memory batch is retried in halves). A request that fails gets its own error response,
@@ -28,11 +28,9 @@ from p2phd.engine.serving.metrics import ServerMetrics
 from p2phd.engine.serving.render_core import Item, RenderCore, status_of
 from p2phd.engine.serving.server import default_renderer
 from p2phd.engine.serving.triton.repository import PACKAGE, PACKAGE_KEY, SETTINGS_KEY, config_from
-from p2phd.engine.serving.wire import grpc_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-DATATYPES = {np.dtype(v): k for k, v in kserve.DATATYPES.items()}
 # gRPC status of a P2PHDError -> the TritonError code Triton turns back into that status.
 TRITON_CODES = {
     "INVALID_ARGUMENT": "INVALID_ARG",
@@ -71,20 +69,16 @@ def _without_consumed_capsule_noise(hook):
     return filtered
 
 
-def kserve_request(request, names) -> pb.ModelInferRequest:
-    """A Triton request's tensors as the KServe ModelInferRequest they came from (seed back to
-    KServe's [B] from Triton's [B, 1]), so that `kserve.items_from` checks them."""
-    out = pb.ModelInferRequest()
-    for name in names:
-        tensor = pb_utils.get_input_tensor_by_name(request, name)
-        if tensor is None:
-            continue
-        array = np.from_dlpack(tensor)
-        if name == "seed":
-            array = array.reshape(-1)
-        out.inputs.add(name=name, datatype=DATATYPES[array.dtype], shape=array.shape)
-        out.raw_input_contents.append(array.tobytes())
-    return out
+def arrays_of(request, inputs: tuple[kserve.Tensor, ...]) -> dict[str, np.ndarray]:
+    """A Triton request's input tensors by name, shaped as KServe's (a value per batch entry,
+    [B, 1] in Triton, back to [B]), for `kserve.items_from`."""
+    arrays = {}
+    for t in inputs:
+        tensor = pb_utils.get_input_tensor_by_name(request, t.name)
+        if tensor is not None:
+            array = np.from_dlpack(tensor)
+            arrays[t.name] = array if t.dims else array.reshape(-1)
+    return arrays
 
 
 def pin_device(args: dict) -> None:
@@ -121,8 +115,7 @@ class TritonPythonModel:
             max_image_pixels=config.max_image_pixels,
             model_name=config.model_name,
         )
-        m = self.core.manifest
-        self.inputs = [kserve.IMAGE_INPUT] if m.image_input else list(kserve.INPUTS)
+        self.inputs = kserve.inputs_of(self.core.manifest)
         log.info("p2phd model %s: %s", config.model_name, self.core.engine.describe())
 
     def execute(self, requests: list) -> list:
@@ -130,7 +123,7 @@ class TritonPythonModel:
         decoded: list[tuple[int, list[Item]]] = []
         for i, request in enumerate(requests):
             try:
-                items = kserve.items_from(kserve_request(request, self.inputs), self.core)
+                items = kserve.items_from(arrays_of(request, self.inputs), self.core)
             except Exception as e:  # the request's own fault (or ours): its response only
                 responses[i] = error_response(e)
                 continue
@@ -145,7 +138,7 @@ class TritonPythonModel:
                 responses[i] = error_response(failed)
             else:
                 capsule = np.stack(mine).__dlpack__()  # unversioned: what the stub reads
-                image = pb_utils.Tensor.from_dlpack(kserve.OUTPUT, capsule)
+                image = pb_utils.Tensor.from_dlpack(kserve.OUTPUT.name, capsule)
                 responses[i] = pb_utils.InferenceResponse(output_tensors=[image])
         return responses
 
@@ -161,7 +154,7 @@ class TritonPythonModel:
             for k in range(0, len(indices), size):
                 chunk = indices[k : k + size]
                 try:
-                    out = self.core._run_batch([items[j] for j in chunk])
+                    out = self.core.run_batch([items[j] for j in chunk])
                 except Exception as e:
                     out = [e] * len(chunk)
                 for j, r in zip(chunk, out, strict=True):

@@ -54,21 +54,13 @@ def config_from(settings: dict, model_dir: Path, model_name: str) -> ServerConfi
     return config
 
 
-def _dims(ndim: int) -> list[int]:
-    """Triton's per-item dims of a KServe tensor of `ndim` dims with batch first."""
-    return [-1] * (ndim - 1) if ndim > 1 else [1]
-
-
-def tensors(manifest: Manifest) -> tuple[list[tuple], tuple]:
-    """The inputs (name, TYPE_*, dims, optional) and the output of the model, from kserve's."""
-    if manifest.image_input:
-        return [(kserve.IMAGE_INPUT, "TYPE_UINT8", [-1, -1, manifest.input_nc], False)], (
-            kserve.OUTPUT, "TYPE_UINT8", [-1, -1, 3])  # fmt: skip
-    inputs = [
-        (name, f"TYPE_{datatype}", _dims(ndim), name != "label")
-        for name, (datatype, ndim) in kserve.INPUTS.items()
-    ]
-    return inputs, (kserve.OUTPUT, "TYPE_UINT8", [-1, -1, 3])
+def _tensor(t: kserve.Tensor, tail: str = "") -> str:
+    """One tensor of config.pbtxt, from kserve's declaration (dims after Triton's batch dim)."""
+    opt = " optional: true" if t.optional else ""
+    return (
+        f"{{ name: {_quote(t.name)} data_type: TYPE_{t.datatype} "
+        f"dims: {_list(t.batched_dims)}{opt} }}{tail}"
+    )
 
 
 def _quote(text: str) -> str:
@@ -97,22 +89,15 @@ def config_pbtxt(
     many requests once the instance is ever busy when one arrives.
     """
     b = config.batcher_config()
-    inputs, (out_name, out_type, out_dims) = tensors(manifest)
+    inputs = kserve.inputs_of(manifest)
     lines = [
         f"name: {_quote(config.model_name)}",
         'backend: "python"',
         f"max_batch_size: {b.max_batch_size}",
         "input [",
-    ]
-    for i, (name, dtype, dims, optional) in enumerate(inputs):
-        tail = "," if i < len(inputs) - 1 else ""
-        opt = " optional: true" if optional else ""
-        lines.append(
-            f"  {{ name: {_quote(name)} data_type: {dtype} dims: {_list(dims)}{opt} }}{tail}"
-        )
-    lines += [
+        *(f"  {_tensor(t, ',' if i < len(inputs) - 1 else '')}" for i, t in enumerate(inputs)),
         "]",
-        f"output [ {{ name: {_quote(out_name)} data_type: {out_type} dims: {_list(out_dims)} }} ]",
+        f"output [ {_tensor(kserve.OUTPUT)} ]",
         "dynamic_batching {",
     ]
     if b.preferred_batch_sizes:
