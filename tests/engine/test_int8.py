@@ -24,8 +24,11 @@ from p2phd.engine.core import quality
 from p2phd.engine.core.cpu_features import int8_unsupported
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.serving.client import RenderClient
+from p2phd.engine.serving.config import ServerConfig
 from tests.conftest import REPO
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401
+from tests.server.conftest import ThreadedServer
 
 SIZE = ["--size", "64x128"]
 needs_vnni = pytest.mark.skipif(bool(int8_unsupported()), reason=str(int8_unsupported()))
@@ -104,6 +107,18 @@ def test_int8_build_passes_the_gate_then_renders_on_request_only(
     assert auto.choice.precision != "int8" and "--precision int8" in auto.choice.precision_reason
     for r in (with_int8, fp32, auto):
         r.close()
+
+    # p2phd serve --precision int8: GetModelInfo says what runs, and a render comes back.
+    server = ThreadedServer(
+        ServerConfig(model_dir=default_model, backend=backend, precision="int8", port=0)
+    )
+    client = RenderClient(server.target)
+    try:
+        assert json.loads(client.model_info().describe_json)["precision"] == "int8"
+        assert client.render(labels[0], instances[0]).shape == (*labels.shape[1:], 3)
+    finally:
+        client.close()
+        server.stop()
 
     # p2phd bench's int8 row: quality with the worst pixel, MACs against the int8 peak.
     config = BenchConfig(default_model, (backend,), ("int8",), (1,), ((64, 128),), 0, 1, False)
