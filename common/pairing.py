@@ -9,7 +9,7 @@ serves as the label source and the instance source at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +73,9 @@ def pair_files(
     images: Iterable[Path] | None = None,
 ) -> list[Pair]:
     """Pair files by key, sorted by key; any file without its partner is an InputError."""
-    by_label = _index(labels, "label")
-    by_inst = _index(instances, "instance") if instances is not None else None
-    by_image = _index(images, "photo") if images is not None else None
+    by_label = index_by_key(labels, "label")
+    by_inst = index_by_key(instances, "instance") if instances is not None else None
+    by_image = index_by_key(images, "photo") if images is not None else None
     for name, other in (("instance map", by_inst), ("photo", by_image)):
         if other is None:
             continue
@@ -140,12 +140,16 @@ def _images_in(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _index(paths: Iterable[Path], role: str) -> dict[str, Path]:
+def index_by_key(
+    paths: Iterable[Path], what: str, key_of: Callable[[Path], str] = pair_key
+) -> dict[str, Path]:
+    """`paths` by their key (`key_of`, default `pair_key`); two files with one key are an
+    InputError naming both and `what` they are."""
     index: dict[str, Path] = {}
     for path in paths:
-        key = pair_key(path)
+        key = key_of(path)
         if key in index:
-            raise InputError(f"{path}: {role} key {key!r} already used by {index[key]}")
+            raise InputError(f"{path}: {what} key {key!r} also used by {index[key]}")
         index[key] = Path(path)
     return index
 

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from p2phd.common.atomic import atomic_path, remove_stale_temporaries
 from p2phd.common.decode import DEFAULT_MAX_PIXELS, decode_pair, read_input_file
 from p2phd.common.errors import InputError, P2PHDError
 from p2phd.common.image_input import decode_image
-from p2phd.common.pairing import IMAGE_EXTENSIONS, pair_key, select_role
+from p2phd.common.pairing import IMAGE_EXTENSIONS, index_by_key, pair_key, select_role
 from p2phd.engine.core.style import Style
 
 log = logging.getLogger(__name__)
@@ -125,18 +125,6 @@ def _outside(paths: list[Path], directory: Path, source: str | Path) -> list[Pat
     return kept
 
 
-def _index_by_key(
-    paths: Iterable[Path], what: str, key_of: Callable[[Path], str] = pair_key
-) -> dict[str, Path]:
-    index: dict[str, Path] = {}
-    for p in paths:
-        key = key_of(p)
-        if key in index:
-            raise InputError(f"{p}: {what} key {key!r} also used by {index[key]}")
-        index[key] = p
-    return index
-
-
 def plan_jobs(
     labels: Sequence[Path],
     out_dir: Path,
@@ -149,9 +137,9 @@ def plan_jobs(
 ) -> tuple[list[Job], list[tuple[str, str]]]:
     """Pair inputs by key into jobs; a file without its partner is returned as a failure.
     `key_of` names a label map's key, and so its output OUT/<key>.png (default: `pair_key`)."""
-    by_label = _index_by_key(labels, "input", key_of)
+    by_label = index_by_key(labels, "input", key_of)
     partners = {
-        role: _index_by_key(paths, PARTNERS[role][0])
+        role: index_by_key(paths, PARTNERS[role][0])
         for role, paths in (("instance", instances), ("photo", references))
         if paths is not None
     }
