@@ -162,7 +162,8 @@ class Backend(ABC):
             how = INT8_HOW.format(model=package.path, backend=cls.name)
             raise ConfigError(f"{package.path}: has no int8 calibration; {how}")
         report = quality.read_report(package.engines_dir)
-        ok, why = quality.allows_int8(report, f"{cls.name}:int8", package.content_key)
+        key = f"{cls.name}:int8"
+        ok, why = quality.allows_int8(report, key, package.content_key, str(package.path))
         if not ok:
             raise ConfigError(f"precision int8 refused: {why}")
         return why

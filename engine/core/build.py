@@ -7,7 +7,8 @@ MODEL_DIR/engines/quality.json under "<backend>:<precision>".
 
 The engine itself goes to the engine cache of the machine that builds it (`compiled_cache`), not
 into the package: engines are specific to a runtime version and a CPU or GPU, while the quality
-report travels with the package and is the only file `build` writes into it.
+report travels with the package and is the only file `build` writes into it (with
+--calibration, also the int8 graph and its record in the manifest: export.int8).
 
 int8 is measured differently: on the held-out maps of its calibration (real maps the quantizer
 never saw, passed in by `p2phd build --calibration`), against a gate (`quality.int8_gate`) whose

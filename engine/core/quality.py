@@ -4,6 +4,11 @@
 records PSNR (on the uint8 images a user sees) and the max abs error (on the float outputs) in
 `MODEL_DIR/engines/quality.json`, keyed "<backend>:<precision>". A reduced precision below
 `MIN_PSNR_DB` is never chosen by `precision="auto"`.
+
+int8 is a gate, not a default: measured on held-out calibration maps, it passes when every image
+is at least `MIN_PSNR_DB` and the 99.9th-percentile pixel error at most `INT8_MAX_P999_LEVELS`
+levels (PSNR alone averages a few badly wrong pixels away); `--precision int8` runs only where
+its entry passed, and "auto" never picks it.
 """
 
 from __future__ import annotations
@@ -177,11 +182,13 @@ def int8_gate(entry: dict) -> tuple[bool, str]:
     return passed, numbers
 
 
-def allows_int8(report: dict[str, dict], key: str, content_key: str | None) -> tuple[bool, str]:
+def allows_int8(
+    report: dict[str, dict], key: str, content_key: str | None, model_dir: str = "MODEL_DIR"
+) -> tuple[bool, str]:
     """Whether `key` ("<backend>:int8") may run: its gate was measured on this export's int8
     graph and passed. int8 is never chosen by "auto"; this is checked when it is asked for."""
     entry = report.get(key)
-    build = "p2phd build MODEL_DIR --backend {} --precision int8 --calibration DIR"
+    build = f"p2phd build {model_dir} --backend {{}} --precision int8 --calibration DIR"
     if entry is None:
         backend = key.split(":")[0]
         return False, f"no int8 quality gate measured for {key}: run '{build.format(backend)}'"

@@ -1,0 +1,187 @@
+"""int8 against bf16 through `p2phd render`'s pipeline on OpenVINO, and the int8 gate's numbers.
+
+For the trained default model (models/default, copied) and the full-size 512p generator (ngf 64,
+4 downsamples, 9 blocks; random weights, exported once to --full by make_package.py):
+1. calibration and gate: `p2phd build MODEL --backend B --precision int8 --calibration SRC
+   --size 256x512` for each SRC (the default model: its synthetic training scenes, and real
+   Cityscapes maps; the 512p generator: the real maps) and backend (OpenVINO; ONNX Runtime on the
+   default model only: on the 512p generator its int8 gate alone takes minutes here);
+2. speed: the real Cityscapes maps (shared/data/cityscapes-sample, resized to 256x512) through
+   the batch renderer (`p2phd render`'s pipeline: decode threads, batching, inference, PNG encode
+   and writes) with a warm bf16 and a warm int8 Renderer, rounds alternating so a slow spell on
+   the shared machine hits both; the ratio of the medians is the result.
+Random weights are not a quality test: the 512p generator's gate numbers say how int8 error
+accumulates through an untrained network, not how a trained one fares. Where the gate refuses
+int8 (so `p2phd render --precision int8` would), the int8 engine is opened directly (as
+`p2phd build` does to measure it) and timed in the same pipeline; the JSON says so.
+
+    .venv/bin/python benchmarks/int8.py [--full /tmp/p2phd-512p] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+CITYSCAPES = REPO.parent / "shared" / "data" / "cityscapes-sample"
+SIZE = (256, 512)
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "int8.json"
+
+
+def p2phd(*args) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("p2phd")
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True)
+
+
+def gate(model: Path, backend: str, calibration: str) -> dict:
+    """Calibrate, build and gate; the quality.json entry (with the gate's verdict)."""
+    size = f"{SIZE[0]}x{SIZE[1]}"
+    done = p2phd("build", model, "--backend", backend, "--precision", "int8",
+                 "--calibration", calibration, "--size", size)  # fmt: skip
+    if done.returncode not in (0, 1):  # 1: built and measured, gate failed
+        raise SystemExit(f"p2phd build {model} {backend}: {done.stderr}")
+    entry = json.loads((model / "engines" / "quality.json").read_text())[f"{backend}:int8"]
+    record = json.loads((model / "manifest.json").read_text())["calibration"]["int8"]
+    keep = ("gate", "gate_numbers", "worst_image_psnr_db", "psnr_db", "p999_levels",
+            "worst_levels", "over_4_levels_percent", "inputs", "reference")  # fmt: skip
+    return {
+        "backend": backend,
+        "calibration": record["source"],
+        "calibrated_on": len(record["calibration_maps"]),
+        "kept_in_float": [k["op"] for k in record["kept_in_float"]],
+        **{k: entry[k] for k in keep},
+    }
+
+
+def real_maps(folder: Path) -> Path:
+    """The Cityscapes sample's label/instance maps resized (nearest) to SIZE, in the flat
+    layout `render_throughput.batch_render` reads."""
+    from p2phd.engine.batch.render import list_images
+
+    for role, sub in (("label", "train_label"), ("instance", "train_inst")):
+        (folder / sub).mkdir(parents=True)
+        for path in list_images(CITYSCAPES, role):
+            image = Image.open(path).resize(SIZE[::-1], Image.Resampling.NEAREST)
+            image.save(folder / sub / path.name)
+    return folder
+
+
+def renderer(model: Path, precision: str, options):
+    """A warm OpenVINO Renderer; int8 refused by its gate is timed with the engine opened
+    directly in the same renderer (returned with the refusal)."""
+    from p2phd.common.errors import ConfigError
+    from p2phd.engine.backends.openvino import OpenVINOBackend
+    from p2phd.engine.core.renderer import Renderer
+
+    try:
+        return Renderer(model, "openvino", precision, options=options), None
+    except ConfigError as e:
+        r = Renderer(model, "openvino", "bf16", options=options)
+        r.backend.close()
+        r.backend = OpenVINOBackend(r.package, "int8", options)
+        return r, str(e)
+
+
+def speed(model: Path, data: Path, rounds: int, batch: int, workers: int) -> dict:
+    from render_throughput import batch_render  # benchmarks/ is this script's folder
+
+    from p2phd.engine.backends.base import EngineOptions
+
+    options = EngineOptions((1, batch, batch), [SIZE])
+    renderers = {p: renderer(model, p, options) for p in ("bf16", "int8")}
+    runs: dict[str, list[float]] = {p: [] for p in renderers}
+    with tempfile.TemporaryDirectory(prefix="p2phd-int8-out-") as tmp:
+        for p, (r, _) in renderers.items():  # warm: compile both shapes
+            batch_render(r, data, Path(tmp) / f"warm-{p}", batch, workers)
+        for k in range(rounds):
+            for p, (r, _) in renderers.items():
+                runs[p].append(batch_render(r, data, Path(tmp) / f"{p}{k}", batch, workers))
+            done = ", ".join(f"{p} {v[-1]:.2f} img/s" for p, v in runs.items())
+            print(f"  round {k + 1}: {done}", flush=True)
+    median = {p: float(np.median(v)) for p, v in runs.items()}
+    for r, _ in renderers.values():
+        r.close()
+    return {
+        "batch": batch,
+        "workers": workers,
+        "images_per_round": len(list((data / "train_label").iterdir())),
+        "images_per_s": {p: round(v, 3) for p, v in median.items()},
+        "ms_per_image": {p: round(1e3 / v, 1) for p, v in median.items()},
+        "int8_vs_bf16": round(median["int8"] / median["bf16"], 3),
+        "rounds_images_per_s": {p: [round(x, 3) for x in v] for p, v in runs.items()},
+        "int8_gate_refused": renderers["int8"][1],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--full", default="/tmp/p2phd-512p", help="the 512p package (made if absent)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("-o", "--output", default=str(DEFAULT_OUT))
+    args = p.parse_args(argv)
+    if not CITYSCAPES.is_dir():
+        raise SystemExit(f"{CITYSCAPES}: the real Cityscapes sample is needed (see shared/README)")
+
+    from p2phd.common.atomic import atomic_write_bytes
+    from p2phd.engine.apps.bench.harness import OtherLoad
+    from p2phd.engine.apps.bench.machine import cpu_peak, describe_machine
+
+    full = Path(args.full)
+    if not (full / "manifest.json").is_file():
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_package.py"), "-o",
+                        str(full), "--ngf", "64", "--n-downsample", "4", "--n-blocks", "9",
+                        "--label-nc", "35"], check=True)  # fmt: skip
+    others = OtherLoad()
+    machine = describe_machine()
+    result = {
+        "command": "benchmarks/int8.py " + " ".join(argv or sys.argv[1:]),
+        "size": f"{SIZE[0]}x{SIZE[1]}",
+        "machine": {
+            "cpu": machine["cpu_model"],
+            "cores": machine["physical_cores"],
+            "flags": machine["flags"],
+            "peak_gmacs_per_s": {
+                q: round(cpu_peak(q).macs_per_s / 1e9, 1) for q in ("bf16", "int8")
+            },
+        },
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="p2phd-int8-") as tmp:
+        data = real_maps(Path(tmp) / "maps")
+        default = Path(shutil.copytree(REPO / "models" / "default", Path(tmp) / "default"))
+        cases = {
+            "default (trained)": (default, [("synthetic", "openvino"), ("synthetic", "onnxruntime"),
+                                            (str(CITYSCAPES), "openvino")]),
+            "512p (random weights)": (full, [(str(CITYSCAPES), "openvino")]),
+        }  # fmt: skip
+        for name, (model, gates) in cases.items():
+            print(f"{name}: gates", flush=True)
+            entry = {"gates": [gate(model, b, cal) for cal, b in gates]}
+            print(f"{name}: speed (calibrated on {gates[-1][0]})", flush=True)
+            entry["speed"] = speed(model, data, args.rounds, args.batch, args.workers)
+            result["models"][name] = entry
+    result["other_load"] = others.measure()
+    atomic_write_bytes(Path(args.output), json.dumps(result, indent=2).encode() + b"\n")
+    for name, entry in result["models"].items():
+        s = entry["speed"]
+        print(f"{name}: int8 {s['ms_per_image']['int8']} ms/image vs bf16 "
+              f"{s['ms_per_image']['bf16']}: {s['int8_vs_bf16']}x; gates: "
+              + "; ".join(f"{g['backend']}/{Path(g['calibration']).name} {g['gate']}"
+                          for g in entry["gates"]))  # fmt: skip
+    print(f"-> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
