@@ -28,10 +28,10 @@ from p2phd.engine.core.quality import psnr_db
 from p2phd.engine.core.renderer import Renderer
 from p2phd.engine.core.style import Style
 from p2phd.export.package_writer import export_package
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.networks import build_encoder, build_generator
+from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
+from p2phd.train.pix2pixhd.trainer import init_weights
 from p2phd.train.synth import write_dataset
-from p2phd.train.trainer import init_weights
 
 HELD_OUT_SEED = 2000
 

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from p2phd.engine.core.package import ModelPackage
     from p2phd.export.package_writer import export_package
-    from p2phd.train.model_config import ModelConfig
-    from p2phd.train.networks import build_generator
+    from p2phd.train.pix2pixhd.config import ModelConfig
+    from p2phd.train.pix2pixhd.networks import build_generator
 
     torch.manual_seed(0)
     cfg = ModelConfig(label_nc=35, instance=True, ngf=64, n_downsample_global=4, n_blocks_global=9)

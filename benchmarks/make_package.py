@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from p2phd.export.package_writer import export_package
-    from p2phd.train.model_config import ModelConfig
-    from p2phd.train.networks import build_generator
+    from p2phd.train.pix2pixhd.config import ModelConfig
+    from p2phd.train.pix2pixhd.networks import build_generator
 
     torch.manual_seed(args.seed)
     cfg = ModelConfig(

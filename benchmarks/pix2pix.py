@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     from p2phd.engine.core.quality import synthetic_images
     from p2phd.engine.core.renderer import Renderer
     from p2phd.export.checkpoint_export import export_pix2pix
-    from p2phd.train.pix2pix_checkpoint import load_pix2pix
-    from p2phd.train.pix2pix_config import Pix2PixConfig
-    from p2phd.train.pix2pix_networks import build_pix2pix_generator
+    from p2phd.train.pix2pix.config import Pix2PixConfig
+    from p2phd.train.pix2pix.networks import build_pix2pix_generator
+    from p2phd.train.pix2pix.original_checkpoint import load_pix2pix
 
     others = OtherLoad()
     results: dict = {"size": args.size, "iters": args.iters, "cpus": os.cpu_count(), "models": {}}

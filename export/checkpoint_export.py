@@ -16,12 +16,12 @@ import torch
 
 from p2phd.common.errors import CheckpointError
 from p2phd.export.package_writer import export_package
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.networks import build_encoder, build_generator
-from p2phd.train.pix2pix_checkpoint import Pix2PixCheckpoint
-from p2phd.train.pix2pix_config import Pix2PixConfig
-from p2phd.train.pix2pix_networks import build_pix2pix_generator
-from p2phd.train.pix2pixhd_checkpoint import load_into
+from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.pix2pix.networks import build_pix2pix_generator
+from p2phd.train.pix2pix.original_checkpoint import Pix2PixCheckpoint
+from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
+from p2phd.train.pix2pixhd.original_checkpoint import load_into
 
 
 class CheckpointLike(Protocol):

@@ -34,8 +34,8 @@ from p2phd.export.fp16 import to_fp16
 from p2phd.export.onnx_export import OPSET, export_onnx, save_onnx
 from p2phd.export.parity import InputMaker, check_parity, fp16_psnr_db, measure_error
 from p2phd.train.input_encoding import encode_input
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.pix2pix_config import Pix2PixConfig
+from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.pix2pixhd.config import ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import torch
 
 from p2phd.common.atomic import atomic_path
 from p2phd.common.errors import CheckpointError
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.pix2pix_config import FAMILY as PIX2PIX
-from p2phd.train.pix2pix_config import Pix2PixConfig
+from p2phd.train.pix2pix.config import FAMILY as PIX2PIX
+from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.pix2pixhd.config import ModelConfig
 
 FORMAT = "p2phd-checkpoint"
 VERSION = 1

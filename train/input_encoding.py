@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from p2phd.common.errors import InputError
-from p2phd.train.model_config import ModelConfig
+from p2phd.train.pix2pixhd.config import ModelConfig
 
 
 def _check_map(name: str, t: torch.Tensor) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from p2phd.common.errors import ConfigError
-from p2phd.train.model_config import ModelConfig
+from p2phd.train.pix2pixhd.config import ModelConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 

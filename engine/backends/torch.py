@@ -70,11 +70,11 @@ class TorchBackend(Backend):
 def _build(architecture: dict):
     """The torch network `architecture` (a manifest's) describes: pix2pixHD or pix2pix."""
     if architecture.get("family") == "pix2pix":
-        from p2phd.train.pix2pix_config import Pix2PixConfig
-        from p2phd.train.pix2pix_networks import build_pix2pix_generator
+        from p2phd.train.pix2pix.config import Pix2PixConfig
+        from p2phd.train.pix2pix.networks import build_pix2pix_generator
 
         return build_pix2pix_generator(Pix2PixConfig.from_json(architecture))
-    from p2phd.train.model_config import ModelConfig
-    from p2phd.train.networks import build_generator
+    from p2phd.train.pix2pixhd.config import ModelConfig
+    from p2phd.train.pix2pixhd.networks import build_generator
 
     return build_generator(ModelConfig.from_json(architecture))

@@ -29,8 +29,8 @@ def bench_package(tmp_path_factory) -> Path:
     import torch
 
     from p2phd.export.package_writer import export_package
-    from p2phd.train.model_config import ModelConfig
-    from p2phd.train.networks import build_generator
+    from p2phd.train.pix2pixhd.config import ModelConfig
+    from p2phd.train.pix2pixhd.networks import build_generator
 
     torch.manual_seed(0)
     cfg = ModelConfig(label_nc=35, feat_num=3, ngf=4, n_downsample_global=2, n_blocks_global=1)

@@ -19,7 +19,7 @@ CLUSTERED = {7: 4, 24: 3, 26: 5}  # class id -> number of k-means centres (road,
 
 
 def tiny_config():
-    from p2phd.train.model_config import ModelConfig
+    from p2phd.train.pix2pixhd.config import ModelConfig
 
     return ModelConfig(
         label_nc=35,
@@ -39,7 +39,7 @@ def tiny_package_source(tmp_path_factory) -> Path:
     import torch
 
     from p2phd.export.package_writer import export_package
-    from p2phd.train.networks import build_encoder, build_generator
+    from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
 
     torch.manual_seed(0)
     cfg = tiny_config()

@@ -15,7 +15,7 @@ from p2phd.engine.core import compiled_cache
 from p2phd.engine.core.renderer import Renderer
 from p2phd.engine.core.style import Style
 from p2phd.export.package_writer import export_package
-from p2phd.train.networks import build_generator
+from p2phd.train.pix2pixhd.networks import build_generator
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
 from tests.engine.conftest import tiny_config
 

@@ -227,7 +227,7 @@ def test_changed_external_weights_rebuild_the_engine(trt_double, tiny_package_so
 
     from p2phd.engine.core.package import write_manifest
     from p2phd.export.package_writer import export_package
-    from p2phd.train.networks import build_generator
+    from p2phd.train.pix2pixhd.networks import build_generator
     from tests.engine.conftest import tiny_config
 
     def external(package):

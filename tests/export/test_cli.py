@@ -14,8 +14,8 @@ from p2phd.engine.apps.cli import main
 from p2phd.engine.core.package import ModelPackage
 from p2phd.export.package_writer import export_package
 from p2phd.train.checkpoint import Checkpoint, save_checkpoint
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.networks import build_encoder, build_generator
+from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
 
 ARCH = ["--ngf", "4", "--n-downsample-global", "2", "--n-blocks-global", "1", "--label-nc", "6"]
 

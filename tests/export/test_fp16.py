@@ -15,8 +15,8 @@ from p2phd.export.fp16 import to_fp16
 from p2phd.export.package_info import describe_package
 from p2phd.export.package_writer import export_package, generator_inputs
 from p2phd.export.parity import cpu_session
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.networks import build_generator
+from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.networks import build_generator
 
 CFG = ModelConfig(label_nc=5, ngf=8, n_downsample_global=2, n_blocks_global=2)
 

@@ -14,8 +14,8 @@ from p2phd.engine.core import compiled_cache
 from p2phd.engine.core.renderer import Renderer
 from p2phd.export.package_info import human_size
 from p2phd.export.package_writer import export_package
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.networks import build_generator
+from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.networks import build_generator
 
 USED = calendar.timegm((2026, 1, 2, 3, 4, 5))  # 2026-01-02 03:04:05 UTC
 

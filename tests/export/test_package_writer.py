@@ -16,8 +16,8 @@ from p2phd.engine.core.package import ModelPackage
 from p2phd.export import onnx_export, package_writer
 from p2phd.export.package_writer import FP16_WARN, export_package, random_generator_input
 from p2phd.export.parity import check_parity, cpu_session, relative_error
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.networks import build_encoder, build_generator
+from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
 
 CFG = ModelConfig(label_nc=5, ngf=4, n_downsample_global=2, n_blocks_global=2)
 FEAT = ModelConfig(label_nc=5, feat_num=2, ngf=4, n_downsample_global=2, n_blocks_global=1, nef=4)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from p2phd.train.pix2pix_config import Pix2PixConfig
-from p2phd.train.pix2pix_networks import build_pix2pix_generator
+from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.pix2pix.networks import build_pix2pix_generator
 
 
 def original_generator(cfg: Pix2PixConfig, seed: int = 0) -> nn.Module:

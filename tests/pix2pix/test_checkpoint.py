@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from p2phd.common.errors import CheckpointError
-from p2phd.train.pix2pix_checkpoint import load_pix2pix
-from p2phd.train.pix2pix_config import Pix2PixConfig
+from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.pix2pix.original_checkpoint import load_pix2pix
 
 from .conftest import original_generator, save_original
 

@@ -14,7 +14,7 @@ from PIL import Image
 from p2phd.engine.apps.cli import main
 from p2phd.engine.batch.render import is_complete_png
 from p2phd.engine.core.renderer import Renderer
-from p2phd.train.pix2pix_config import Pix2PixConfig
+from p2phd.train.pix2pix.config import Pix2PixConfig
 
 from .conftest import original_generator, random_images, save_original
 

@@ -11,8 +11,8 @@ from p2phd.common.errors import InputError
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
 from p2phd.export.checkpoint_export import export_pix2pix
-from p2phd.train.pix2pix_checkpoint import load_pix2pix
-from p2phd.train.pix2pix_config import Pix2PixConfig
+from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.pix2pix.original_checkpoint import load_pix2pix
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
 
 from .conftest import (
@@ -132,7 +132,7 @@ def test_equal_valued_parameters_keep_their_names(tmp_path):
     """Fresh BatchNorm layers all hold ones and zeros: each keeps its own ONNX initializer, so the
     torch reference backend (which reads weights by name) opens the package."""
     from p2phd.export.package_writer import export_package
-    from p2phd.train.pix2pix_networks import build_pix2pix_generator
+    from p2phd.train.pix2pix.networks import build_pix2pix_generator
 
     cfg = Pix2PixConfig(netG="unet_128", norm="batch", ngf=4, bn_mode="eval")
     package = export_package(tmp_path / "m", build_pix2pix_generator(cfg), cfg, fp16=False)

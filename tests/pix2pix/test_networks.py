@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from p2phd.train.pix2pix_config import Pix2PixConfig
-from p2phd.train.pix2pix_networks import NLayerDiscriminator, build_pix2pix_generator
+from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.pix2pix.networks import NLayerDiscriminator, build_pix2pix_generator
 
 
 def meta_state(**kw) -> dict[str, torch.Size]:

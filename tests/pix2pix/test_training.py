@@ -10,8 +10,8 @@ from PIL import Image
 from p2phd.common.errors import ConfigError, InputError
 from p2phd.engine.apps.cli import main
 from p2phd.engine.core.renderer import Renderer
-from p2phd.train.pix2pix_data import Pix2PixDataset
-from p2phd.train.pix2pix_trainer import Pix2PixTrainConfig, Pix2PixTrainer
+from p2phd.train.pix2pix.data import Pix2PixDataset
+from p2phd.train.pix2pix.trainer import Pix2PixTrainConfig, Pix2PixTrainer
 
 
 def test_synth_layouts_hold_the_same_pairs(tmp_path):

@@ -242,7 +242,7 @@ def test_a_manifest_naming_files_outside_the_package_is_refused(package_copy, na
 
 # The original pix2pixHD's feature clusters are a pickled .npy: they are unpickled only by this
 # converter, on a file the user names explicitly, and never at run time (engine/).
-EXPLICIT_PICKLE = {("train/pix2pixhd_checkpoint.py", "load_feature_clusters")}
+EXPLICIT_PICKLE = {("train/pix2pixhd/original_checkpoint.py", "load_feature_clusters")}
 
 
 def _load_calls(tree: ast.AST):

@@ -48,8 +48,8 @@ def test_a_0x0_map_is_an_input_error(renderers):
 def image_models(tmp_path_factory):
     """Tiny pix2pix packages: a ResNet generator (reflection-padded blocks) and a U-Net."""
     from p2phd.export.package_writer import export_package
-    from p2phd.train.pix2pix_config import Pix2PixConfig
-    from p2phd.train.pix2pix_networks import build_pix2pix_generator
+    from p2phd.train.pix2pix.config import Pix2PixConfig
+    from p2phd.train.pix2pix.networks import build_pix2pix_generator
 
     made = {}
     for net in ("resnet_6blocks", "unet_128"):

@@ -24,8 +24,8 @@ def server_package(tmp_path_factory):
     import torch
 
     from p2phd.export.package_writer import export_package
-    from p2phd.train.pix2pix_config import Pix2PixConfig
-    from p2phd.train.pix2pix_networks import build_pix2pix_generator
+    from p2phd.train.pix2pix.config import Pix2PixConfig
+    from p2phd.train.pix2pix.networks import build_pix2pix_generator
 
     torch.manual_seed(0)
     cfg = Pix2PixConfig(netG="resnet_6blocks", norm="batch", ngf=4)

@@ -15,8 +15,8 @@ from p2phd.common.atomic import TMP_PREFIX
 from p2phd.common.errors import CheckpointError
 from p2phd.train import checkpoint as checkpoint_module
 from p2phd.train.checkpoint import load_checkpoint, strip_checkpoint
-from p2phd.train.networks import build_generator
-from p2phd.train.trainer import Trainer, train
+from p2phd.train.pix2pixhd.networks import build_generator
+from p2phd.train.pix2pixhd.trainer import Trainer, train
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import pytest
 
 from p2phd.common.errors import CheckpointError
 from p2phd.train.cluster import cluster, encode_instance_features
+from p2phd.train.pix2pixhd.trainer import train
 from p2phd.train.synth import THING_CLASSES
-from p2phd.train.trainer import train
 
 
 @pytest.fixture

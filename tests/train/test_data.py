@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from p2phd.common.errors import InputError
-from p2phd.train.data import PairedDataset, collate, resize_nearest, round_to_multiple
+from p2phd.train.pix2pixhd.data import PairedDataset, collate, resize_nearest, round_to_multiple
 
 
 def test_sizes_round_to_the_generator_multiple():

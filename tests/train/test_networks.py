@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from p2phd.train.instance_pooling import instance_average
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.networks import build_discriminator, build_encoder, build_generator
+from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.networks import build_discriminator, build_encoder, build_generator
 
 
 def shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:

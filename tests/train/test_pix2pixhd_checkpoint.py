@@ -11,9 +11,9 @@ from p2phd.common.errors import CheckpointError
 from p2phd.engine.core.package import ModelPackage
 from p2phd.export.checkpoint_export import export_checkpoint
 from p2phd.export.parity import cpu_session
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.networks import build_encoder, build_generator
-from p2phd.train.pix2pixhd_checkpoint import infer_feat_num, load_pix2pixhd
+from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
+from p2phd.train.pix2pixhd.original_checkpoint import infer_feat_num, load_pix2pixhd
 
 GLOBAL = ModelConfig(label_nc=6, ngf=4, n_downsample_global=2, n_blocks_global=2)
 LOCAL = ModelConfig(

@@ -23,7 +23,7 @@ class OriginalPipeline:
     def __init__(self, package: ModelPackage, seed: int = 0):
         import torch
 
-        from p2phd.train.model_config import ModelConfig
+        from p2phd.train.pix2pixhd.config import ModelConfig
 
         self._torch = torch
         self.backend = TorchBackend(package, "fp32")

@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
         features = read_features_npz(args.features) if args.features else None
         source = args.checkpoint
     else:
-        from p2phd.train.model_config import ModelConfig
-        from p2phd.train.pix2pixhd_checkpoint import infer_feat_num, load_pix2pixhd
+        from p2phd.train.pix2pixhd.config import ModelConfig
+        from p2phd.train.pix2pixhd.original_checkpoint import infer_feat_num, load_pix2pixhd
 
         feat_num = args.feat_num
         if feat_num is None:
@@ -113,8 +113,8 @@ def run(args: argparse.Namespace) -> int:
 def _export_pix2pix(args: argparse.Namespace) -> int:
     from p2phd.common.errors import ConfigError
     from p2phd.export.checkpoint_export import export_pix2pix
-    from p2phd.train.pix2pix_checkpoint import load_pix2pix
-    from p2phd.train.pix2pix_config import Pix2PixConfig
+    from p2phd.train.pix2pix.config import Pix2PixConfig
+    from p2phd.train.pix2pix.original_checkpoint import load_pix2pix
 
     if args.netG not in NET_GS or args.norm is None:
         raise ConfigError(

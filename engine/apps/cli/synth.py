@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from p2phd.train.synth import parse_size, write_dataset
 
     if args.pix2pix:
-        from p2phd.train.pix2pix_data import write_pix2pix_dataset
+        from p2phd.train.pix2pix.data import write_pix2pix_dataset
 
         size = parse_size(args.size)
         keys = write_pix2pix_dataset(args.out, args.num, size, args.seed, args.phase, args.pix2pix)

@@ -37,14 +37,14 @@ def run(args: argparse.Namespace) -> int:
     raw = read_config_dict(args.config, args.overrides)
     if isinstance(raw.get("model"), dict) and raw["model"].get("family") == "pix2pix":
         from p2phd.common.errors import ConfigError
-        from p2phd.train.pix2pix_trainer import Pix2PixTrainConfig, Pix2PixTrainer
+        from p2phd.train.pix2pix.trainer import Pix2PixTrainConfig, Pix2PixTrainer
 
         if args.resume:
             raise ConfigError("--resume is not supported for pix2pix runs; start a new run")
         cfg = Pix2PixTrainConfig.from_json(raw)
         trainer = Pix2PixTrainer(cfg)
     else:
-        from p2phd.train.trainer import Trainer
+        from p2phd.train.pix2pixhd.trainer import Trainer
 
         cfg = load_train_config(args.config, args.overrides)
         trainer = Trainer(cfg, resume=args.resume)

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from p2phd.common.errors import CheckpointError
-from p2phd.train.model_config import ModelConfig
-from p2phd.train.networks import build_encoder, build_generator
+from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
 
 LEGACY_NORM_KEYS = ("running_mean", "running_var", "num_batches_tracked")
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from p2phd.train.instance_pooling import instance_average
-from p2phd.train.model_config import ModelConfig
+from p2phd.train.pix2pixhd.config import ModelConfig
 
 
 def _norm(channels: int) -> nn.InstanceNorm2d:

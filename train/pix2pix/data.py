@@ -19,7 +19,7 @@ from p2phd.common.classes import default_classes
 from p2phd.common.errors import ConfigError, InputError
 from p2phd.common.image_input import to_model_input
 from p2phd.common.pairing import IMAGE_EXTENSIONS
-from p2phd.train.data import read_photo
+from p2phd.train.pix2pixhd.data import read_photo
 from p2phd.train.synth import render_scene
 
 LAYOUTS = ("aligned", "split")

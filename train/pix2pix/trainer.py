@@ -24,10 +24,10 @@ from tqdm import tqdm
 from p2phd.common.atomic import atomic_path
 from p2phd.common.errors import ConfigError
 from p2phd.train.checkpoint import Checkpoint, save_checkpoint
-from p2phd.train.pix2pix_config import Pix2PixConfig
-from p2phd.train.pix2pix_data import Pix2PixDataset
-from p2phd.train.pix2pix_networks import NLayerDiscriminator, build_pix2pix_generator
-from p2phd.train.trainer import lr_at_epoch, resolve_device
+from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.pix2pix.data import Pix2PixDataset
+from p2phd.train.pix2pix.networks import NLayerDiscriminator, build_pix2pix_generator
+from p2phd.train.pix2pixhd.trainer import lr_at_epoch, resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from p2phd.train.pix2pix_config import RESNET_BLOCKS, UNET_DOWNS, Pix2PixConfig
+from p2phd.train.pix2pix.config import RESNET_BLOCKS, UNET_DOWNS, Pix2PixConfig
 
 NormFactory = Callable[[int], nn.Module]
 

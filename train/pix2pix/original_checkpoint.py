@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from p2phd.common.errors import CheckpointError
-from p2phd.train.pix2pix_config import Pix2PixConfig
-from p2phd.train.pix2pix_networks import build_pix2pix_generator
-from p2phd.train.pix2pixhd_checkpoint import check_state, read_state_dict
+from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.pix2pix.networks import build_pix2pix_generator
+from p2phd.train.pix2pixhd.original_checkpoint import check_state, read_state_dict
 
 UNET_FIRST = "model.model.0.weight"
 RESNET_FIRST = "model.1.weight"
