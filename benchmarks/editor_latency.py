@@ -18,7 +18,6 @@ import argparse
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,31 +26,19 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from _shared import REPO, RESULTS, free_port, latency_ms, write_result
 from PIL import Image
 
 from p2phd.common.atomic import atomic_write_bytes
 from p2phd.engine.apps.bench.machine import describe_machine
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "editor_latency.json"
+DEFAULT_OUT = RESULTS / "editor_latency.json"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 WIDTH, HEIGHT = 512, 256
 CAR = 26
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stats(ms: list[float]) -> dict[str, float]:
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {"n": len(ms), "p50_ms": round(float(p50), 1), "p90_ms": round(float(p90), 1),
-            "p99_ms": round(float(p99), 1), "max_ms": round(float(max(ms)), 1)}  # fmt: skip
 
 
 def start_editor(model: str, port: int) -> subprocess.Popen:
@@ -212,12 +199,13 @@ def main() -> int:
             "load_average_1m_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         },
         "target_ms": 300,
-        "http_round_trip": stats(http_ms),
-        "browser_round_trip": stats(browser_ms),
+        **{
+            name: {"n": len(ms), **latency_ms([m / 1e3 for m in ms])}
+            for name, ms in (("http_round_trip", http_ms), ("browser_round_trip", browser_ms))
+        },
         "command": "python benchmarks/editor_latency.py --model models/default",
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.output, json.dumps(result, indent=2).encode() + b"\n")
+    write_result(args.output, result)
     print(f"| {WIDTH}x{HEIGHT}, {result['renderer']['backend']} {result['renderer']['precision']}"
           " | n | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|")  # fmt: skip
     for name in ("http_round_trip", "browser_round_trip"):

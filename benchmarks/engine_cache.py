@@ -13,15 +13,14 @@ compiled models bounded by bytes ($P2PHD_ENGINE_MEMORY_MB).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _shared import write_result
 
-from p2phd.common.atomic import atomic_write_bytes
 from p2phd.engine.core import compiled_cache
 from p2phd.engine.core.quality import synthetic_maps
 from p2phd.engine.core.renderer import Renderer
@@ -94,8 +93,7 @@ def main() -> None:
             "churn": churn(args.model, args.churn),
             "large": large(args.model, args.large),
         }
-    print(json.dumps(result, indent=2))
-    atomic_write_bytes(args.output, json.dumps(result, indent=2).encode() + b"\n")
+    write_result(args.output, result, echo=True)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ N = 1024), which holds ~70% of the generator's MACs. Writes benchmarks/results/g
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _shared import RESULTS, write_result
+
 SHAPES = {
     "square 2048": (2048, 2048, 2048),
     "square 4096": (4096, 4096, 4096),
@@ -45,12 +44,11 @@ def gmacs(m: int, k: int, n: int, repeats: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("-o", "--output", default=str(REPO / "benchmarks/results/gemm_ceiling.json"))
+    p.add_argument("-o", "--output", default=str(RESULTS / "gemm_ceiling.json"))
     args = p.parse_args(argv)
 
     import torch
 
-    from p2phd.common.atomic import atomic_write_bytes
     from p2phd.engine.apps.bench.machine import cpu_peak, describe_machine
 
     peak = cpu_peak("bf16")
@@ -72,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": describe_machine(),
         "gemms": rows,
     }
-    atomic_write_bytes(args.output, json.dumps(result, indent=2).encode() + b"\n")
+    write_result(args.output, result)
     why = "; ".join(peak.assumptions)
     print(f"peak {peak.macs_per_s / 1e9:.0f} GMAC/s ({why}) -> {args.output}")
     return 0

@@ -11,7 +11,6 @@ benchmarks/results/kernels.json. Example:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,14 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _shared import REPO, RESULTS, write_result
 from PIL import Image
 
-from p2phd.common.atomic import atomic_write_bytes
 from p2phd.engine import kernels
 from p2phd.engine.apps.bench.machine import cpu_model
 from p2phd.engine.kernels import reference
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "data" / "cityscapes-sample"
 LABEL_NC, FEATURES = 35, 3
 
@@ -169,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=3, help="frames to time (median over frames)")
     p.add_argument("--repeat", type=int, default=15, help="timed runs per kernel and frame")
-    p.add_argument("-o", "--output", type=Path, default=REPO / "benchmarks/results/kernels.json")
+    p.add_argument("-o", "--output", type=Path, default=RESULTS / "kernels.json")
     args = p.parse_args(argv)
 
     load = os.getloadavg()[0]  # other work on the machine inflates the times; recorded
@@ -208,9 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             "preprocess_float16_ms": ms["preprocess-float16/native"],
         },
     }
-    text = json.dumps(result, indent=2) + "\n"
-    atomic_write_bytes(args.output, text.encode())
-    print(text)
+    write_result(args.output, result, echo=True)
     return 0
 
 

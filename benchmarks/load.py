@@ -16,13 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -31,23 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _shared import REPO, RESULTS, ServerProcess, free_port, latency_ms, machine, write_result
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "load.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    if not latencies:
-        return {"p50_ms": float("nan"), "p90_ms": float("nan"), "p99_ms": float("nan")}
-    p50, p90, p99 = np.percentile(np.asarray(latencies) * 1e3, [50, 90, 99])
-    return {"p50_ms": round(float(p50), 2), "p90_ms": round(float(p90), 2),
-            "p99_ms": round(float(p99), 2)}  # fmt: skip
+DEFAULT_OUT = RESULTS / "load.json"
 
 
 def engine_throughput(args, labels, instances, batch: int) -> dict:
@@ -75,7 +56,7 @@ def engine_throughput(args, labels, instances, batch: int) -> dict:
         "batch": batch,
         "images_per_s": round(batch / per_call, 2),
         "cpu_ms_per_image": round(1e3 * cpu / (batch * len(times)), 2),
-        **percentiles(times),
+        **latency_ms(times),
         "backend": describe.get("backend"),
         "precision": describe.get("precision"),
     }
@@ -182,7 +163,7 @@ async def drive(
         "images_per_s": round(len(latencies) / seconds, 2),
         # Server and client processes together: what a saturated dedicated machine divides.
         "cpu_ms_per_image": round(1e3 * cpu / images, 2) if images else float("nan"),
-        **percentiles(latencies),
+        **latency_ms(latencies),
         "errors": errors,
         "mean_batch": round(images / calls, 2) if calls else 0.0,
         # The engine's own speed inside the server (images per engine second), and the share of
@@ -192,38 +173,18 @@ async def drive(
     }
 
 
-def stop_server(proc: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM (the server finishes its work), then SIGKILL after `timeout` s; reaped either way."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def server_run(args, name: str, max_batch: int, delay_us: int, requests: list) -> dict:
     """Start `p2phd serve` with these batching knobs and load it with the clients."""
-    port, metrics_port = free_port(), free_port()
-    cmd = [
-        sys.executable, "-m", "p2phd.engine.apps.cli", "serve", str(args.model),
-        "--port", str(port), "--metrics-port", str(metrics_port),
-        "--backend", args.backend, "--precision", args.precision,
-        "--max-batch", str(max_batch), "--max-queue-delay-us", str(delay_us),
-        "--max-queue", str(4 * args.clients),
+    metrics_port = free_port()
+    serve_args = [
+        "--metrics-port", str(metrics_port), "--backend", args.backend,
+        "--precision", args.precision, "--max-batch", str(max_batch),
+        "--max-queue-delay-us", str(delay_us), "--max-queue", str(4 * args.clients),
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        import grpc
-
-        target = f"127.0.0.1:{port}"
-        grpc.channel_ready_future(grpc.insecure_channel(target)).result(timeout=120)
+    with ServerProcess(args.model, *serve_args) as server:
         url = f"http://127.0.0.1:{metrics_port}/metrics"
-        stats = asyncio.run(
-            drive(target, url, proc.pid, requests, args.clients, args.warmup, args.seconds)
-        )
-    finally:
-        stop_server(proc, 60)
+        stats = asyncio.run(drive(server.target, url, server.proc.pid, requests, args.clients,
+                                  args.warmup, args.seconds))  # fmt: skip
     return {
         "name": name,
         "batch": max_batch,
@@ -284,7 +245,6 @@ def parse_load_args(doc: str, default_out: Path, rounds: int, argv: list[str] | 
 def main(argv: list[str] | None = None) -> int:
     args = parse_load_args(__doc__, DEFAULT_OUT, 5, argv)
 
-    from p2phd.common.atomic import atomic_write_bytes
     from p2phd.engine.core.package import ModelPackage
     from p2phd.engine.core.quality import synthetic_maps
     from p2phd.engine.serving.client import RenderItem
@@ -326,19 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         "command": "benchmarks/load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": str(args.model),
         "size": [h, w],
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine(),
         "backend": engine_b["backend"],
         "precision": engine_b["precision"],
         "runs": rows,
         "target_met": on["cpu_vs_engine"] >= 0.9,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.output, json.dumps(result, indent=2).encode() + b"\n")
+    write_result(args.output, result)
     print(markdown(rows))
     print(f"\nbackend {result['backend']} {result['precision']}, {h}x{w}, {args.clients} clients; "
           f"wrote {args.output}")  # fmt: skip

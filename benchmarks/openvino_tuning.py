@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _shared import write_result
 
 
 def tuning_configs(cores: int) -> list[tuple[str, dict, int]]:
@@ -80,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import openvino as ov
 
-    from p2phd.common.atomic import atomic_write_bytes
     from p2phd.engine.apps.bench.harness import OtherLoad
     from p2phd.engine.apps.bench.machine import describe_machine
     from p2phd.engine.core.package import ModelPackage
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "openvino": ov.__version__,
         "results": results,
     }
-    atomic_write_bytes(out / "tuning.json", json.dumps(doc, indent=2).encode() + b"\n")
+    write_result(out / "tuning.json", doc)
     print(f"wrote {out / 'tuning.json'}")
     return 0
 

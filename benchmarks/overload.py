@@ -29,82 +29,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import random
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from _shared import REPO, RESULTS, ServerProcess, latency_ms, machine, shown, write_result
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mib(pid: int) -> float:
-    """A process's resident memory (MiB), from /proc (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-class ServerProcess:
-    """`p2phd serve` in its own process on 127.0.0.1, stopped with SIGTERM on exit."""
-
-    def __init__(self, model: Path, *serve_args: str, env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "serve", str(model),
-               "--port", str(self.port), *serve_args]  # fmt: skip
-        # The server's log goes to a file: a pipe nobody reads would block it once full.
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__)
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log,
-                                     env={**os.environ, **(env or {})})  # fmt: skip
-
-    def __enter__(self) -> ServerProcess:
-        import grpc
-
-        try:
-            with grpc.insecure_channel(self.target) as channel:
-                grpc.channel_ready_future(channel).result(timeout=120)
-        except grpc.FutureTimeoutError:
-            self.__exit__()
-            self.log.seek(0)
-            raise RuntimeError(f"server did not start: {self.log.read().decode()}") from None
-        return self
-
-    def rss(self) -> float:
-        return rss_mib(self.proc.pid)
-
-    def handles(self) -> dict[str, int]:
-        """Open file descriptors and threads of the server: a leak of either shows over time."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        threads = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("Threads:"))
-        return {"fds": len(os.listdir(f"/proc/{self.proc.pid}/fd")), "threads": threads}
-
-    def __exit__(self, *exc) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 def requests_for(model: Path, size: str, n: int = 16) -> list:
@@ -117,14 +51,6 @@ def requests_for(model: Path, size: str, n: int = 16) -> list:
     label_nc = ModelPackage(model).manifest.label_nc
     labels, instances = synthetic_maps(n, h, w, label_nc, seed=1)
     return [RenderItem(labels[i], instances[i], seed=i).request() for i in range(n)]
-
-
-def percentiles_ms(latencies: list[float]) -> dict[str, float | None]:
-    if not latencies:
-        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
-    p50, p99 = np.percentile(np.asarray(latencies) * 1e3, [50, 99])
-    return {"p50_ms": round(float(p50), 1), "p99_ms": round(float(p99), 1),
-            "max_ms": round(max(latencies) * 1e3, 1)}  # fmt: skip
 
 
 async def capacity(target: str, requests: list, clients: int, seconds: float) -> float:
@@ -172,7 +98,7 @@ class OpenLoopResult:
             "sent": self.sent,
             "statuses": dict(sorted(self.statuses.items())),
             "ok_per_s": round(ok / self.seconds, 2),
-            "ok_latency": percentiles_ms(self.latencies),
+            "ok_latency": latency_ms(self.latencies),
             "error_details": self.error_details,
         }
 
@@ -275,7 +201,7 @@ class HostileResult:
             "statuses": self.statuses,
             "unexpected": self.unexpected(mix),
             "health": {"serving": self.health_ok, "failed": self.health_failed,
-                       "latency": percentiles_ms(self.health_latencies)},
+                       "latency": latency_ms(self.health_latencies)},
         }  # fmt: skip
 
 
@@ -410,24 +336,10 @@ def recovered(server: ServerProcess, request) -> dict:
     }
 
 
-def shown(path: Path) -> str:
-    """A path as the result file shows it: relative to the repository when inside it."""
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
 def thinned(samples: list[tuple[float, float]], keep: int = 60) -> list[tuple[float, float]]:
     """At most about `keep` evenly spaced (t, MiB) samples, rounded, for the result file."""
     step = max(1, len(samples) // keep)
     return [(t, round(m, 1)) for t, m in samples[::step]]
-
-
-def write_result(path: Path, result: dict) -> None:
-    from p2phd.common.atomic import atomic_write_bytes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(result, indent=2).encode() + b"\n")
-    print(json.dumps(result, indent=2))
 
 
 def common_args(p: argparse.ArgumentParser) -> None:
@@ -469,13 +381,6 @@ def rss_halves(run: OpenLoopResult, seconds: float) -> tuple[float, float]:
     half = seconds / 2
     return (max(m for t, m in run.rss_samples if t <= half),
             max(m for t, m in run.rss_samples if t > half))  # fmt: skip
-
-
-def machine() -> dict:
-    from p2phd.engine.apps.bench.machine import cpu_model
-
-    return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
-            "load_average": [round(v, 2) for v in os.getloadavg()]}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -552,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "passed": all(checks.values()),
         "machine": {**machine(), "load_average_before": machine_before["load_average"]},
     })  # fmt: skip
-    write_result(args.output, result)
+    write_result(args.output, result, echo=True)
     return 0 if result["passed"] else 1
 
 

@@ -13,7 +13,6 @@ ratio (target: render >= 90% of the engine alone) go to benchmarks/results/rende
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,9 +21,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _shared import RESULTS, write_result
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "render_throughput.json"
+DEFAULT_OUT = RESULTS / "render_throughput.json"
 
 
 def engine_alone(renderer, labels: np.ndarray, instances: np.ndarray, batch: int) -> float:
@@ -66,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--output", default=str(DEFAULT_OUT))
     args = p.parse_args(argv)
 
-    from p2phd.common.atomic import atomic_write_bytes
     from p2phd.common.decode import decode_pair
     from p2phd.engine.apps.bench.harness import OtherLoad
     from p2phd.engine.apps.bench.machine import describe_machine
@@ -121,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "other_load": others.measure(),
         "machine": {"cpu": describe_machine()["cpu_model"], "cpus": os.cpu_count()},
     }
-    atomic_write_bytes(args.output, json.dumps(result, indent=2).encode() + b"\n")
+    write_result(args.output, result)
     print(
         f"engine alone {result['engine_alone_images_per_s']} images/s, p2phd render "
         f"{result['render_images_per_s']} images/s: {100 * result['render_vs_engine']:.1f}% "

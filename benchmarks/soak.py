@@ -22,22 +22,18 @@ import sys
 import time
 from pathlib import Path
 
+from _shared import RESULTS, ServerProcess, machine, shown, write_result
 from overload import (
-    RESULTS,
     HostileMix,
-    ServerProcess,
     capacity,
     common_args,
-    machine,
     open_loop,
     recovered,
     requests_for,
     serve_args,
     server_env,
-    shown,
     thinned,
     with_hostile,
-    write_result,
 )
 
 
@@ -117,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "passed": all(checks.values()),
         "machine": machine(),
     }
-    write_result(args.output, result)
+    write_result(args.output, result, echo=True)
     return 0 if result["passed"] else 1
 
 

@@ -17,10 +17,7 @@ Needs the tritonserver that `make test` installs (nvidia-pytriton, --no-deps).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,18 +25,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import (  # noqa: E402
-    closed_loop,
-    free_port,
-    median_run,
-    parse_load_args,
-    percentiles,
-    process_cpu_seconds,
-    stop_server,
-)
+from _shared import RESULTS, ServerProcess, latency_ms, machine, write_result  # noqa: E402
+from load import closed_loop, median_run, parse_load_args, process_cpu_seconds  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "triton_load.json"
+DEFAULT_OUT = RESULTS / "triton_load.json"
 SERVERS = ("p2phd serve", "p2phd triton")
 
 
@@ -124,7 +113,7 @@ async def drive(target: str, server_pid: int, requests: list, args) -> dict:
     return {
         "images_per_s": round(len(latencies) / args.seconds, 2),
         "cpu_ms_per_image": round(1e3 * (cpu1 - cpu0) / images, 2) if images else float("nan"),
-        **percentiles(latencies),
+        **latency_ms(latencies),
         "errors": errors,
         "mean_batch": round(images / calls, 2) if calls else 0.0,
         # The machine's CPU used by everything else, as a share of all its cores.
@@ -140,15 +129,12 @@ def run(args, server: str, max_batch: int, delay_us: int, requests: list) -> dic
 
     from p2phd.engine.serving.wire import grpc_service_pb2_grpc
 
-    port = free_port()
     command = "serve" if server == "p2phd serve" else "triton"
-    cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", command, str(args.model),
-           "--port", str(port), "--backend", args.backend, "--precision", args.precision,
-           "--max-batch", str(max_batch), "--max-queue-delay-us", str(delay_us)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = f"127.0.0.1:{port}"
-    try:
-        with grpc.insecure_channel(target) as channel:
+    knobs = ["--backend", args.backend, "--precision", args.precision,
+             "--max-batch", str(max_batch), "--max-queue-delay-us", str(delay_us)]  # fmt: skip
+    with ServerProcess(args.model, *knobs, command=command, start_timeout=300,
+                       stop_timeout=90) as process:  # fmt: skip
+        with grpc.insecure_channel(process.target) as channel:
             stub = grpc_service_pb2_grpc.GRPCInferenceServiceStub(channel)
             end = time.monotonic() + 300
             while True:  # ready means the model answers, for both servers
@@ -156,12 +142,10 @@ def run(args, server: str, max_batch: int, delay_us: int, requests: list) -> dic
                     stub.ModelInfer(requests[0], timeout=60)
                     break
                 except grpc.RpcError:
-                    if proc.poll() is not None or time.monotonic() > end:
-                        raise RuntimeError(f"{server} did not start: {' '.join(cmd)}") from None
+                    if process.proc.poll() is not None or time.monotonic() > end:
+                        raise RuntimeError(f"{server} did not start") from None
                     time.sleep(0.5)
-        stats = asyncio.run(drive(target, proc.pid, requests, args))
-    finally:
-        stop_server(proc, 90)
+        stats = asyncio.run(drive(process.target, process.proc.pid, requests, args))
     batching = "on" if max_batch > 1 else "off"
     return {"name": f"{server}, batching {batching}", "server": server, "batch": max_batch,
             "max_queue_delay_us": delay_us, "clients": args.clients, **stats}  # fmt: skip
@@ -183,9 +167,6 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_load_args(__doc__, DEFAULT_OUT, 3, argv)
 
-    from p2phd.common.atomic import atomic_write_bytes
-    from p2phd.engine.apps.bench.machine import cpu_model
-
     h, w = (int(v) for v in args.size.lower().split("x"))
     requests = requests_for(args.model, h, w, max(args.max_batch, 8))
     knobs = [(1, 0), (args.max_batch, args.max_queue_delay_us)]
@@ -204,11 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": str(args.model),
         "size": [h, w],
-        "machine": {
-            "cpu": cpu_model(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "note": f"shared, noisy machine: other processes used up to {others:.0%} of its CPU "
         "during a run; CPU ms/image is the robust comparison, images/s and latency moved with "
         "their load"
@@ -216,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         else "quiet machine: other processes used under 5% of its CPU",
         "runs": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.output, json.dumps(result, indent=2).encode() + b"\n")
+    write_result(args.output, result)
     print(markdown(rows))
     print(f"\n{h}x{w}, {args.clients} clients, {result['machine']['cpu']}; wrote {args.output}")
     return 0
