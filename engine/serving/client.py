@@ -67,10 +67,15 @@ def _map(value: MapLike | None, what: str) -> pb.Map | None:
             )
         data = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
         return pb.Map(raw=pb.RawArray(shape=list(value.shape), dtype=dtype, data=data))
+    return pb.Map(png=_encoded(value, what))
+
+
+def _encoded(value: bytes | str | os.PathLike, what: str) -> bytes:
+    """An encoded image given as its bytes or as a path to read."""
     if isinstance(value, bytes | bytearray):
-        return pb.Map(png=bytes(value))
+        return bytes(value)
     try:
-        return pb.Map(png=Path(value).read_bytes())
+        return Path(value).read_bytes()
     except OSError as e:
         raise InputError(f"{what} {value}: cannot be read ({e.strerror or e})") from e
 
@@ -87,12 +92,7 @@ def _input_image(value: MapLike | None) -> pb.InputImage | None:
             )
         raw = pb.RawArray(shape=list(value.shape), dtype=pb.DTYPE_UINT8, data=value.tobytes())
         return pb.InputImage(raw=raw)
-    if isinstance(value, bytes | bytearray):
-        return pb.InputImage(encoded=bytes(value))
-    try:
-        return pb.InputImage(encoded=Path(value).read_bytes())
-    except OSError as e:
-        raise InputError(f"input image {value}: cannot be read ({e.strerror or e})") from e
+    return pb.InputImage(encoded=_encoded(value, "input image"))
 
 
 @dataclass
