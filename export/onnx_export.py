@@ -2,8 +2,8 @@
 exactly like the module's state_dict keys, constant shape arithmetic folded away.
 
 We use torch's TorchScript-based exporter (`dynamo=False`): on these convolutional networks it
-keeps the state_dict names as initializer names, names the dynamic axes N/H/W, and is about ten
-times faster than the dynamo exporter (which matters for tests that export many tiny packages).
+keeps the state_dict names as initializer names, names the dynamic axes N/H/W, and is much
+faster than the dynamo exporter (which matters for tests that export many tiny packages).
 Its only blemish, the constant subgraphs it emits to compute reflection-pad amounts, is folded
 here, so the graph holds just Conv/ConvTranspose/InstanceNormalization/Pad/Relu/Add/AveragePool/
 Tanh. Models over 2 GB keep their weights in one `<name>.onnx.data` file beside the graph.

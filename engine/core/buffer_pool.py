@@ -2,10 +2,11 @@
 
 The dense input of a batch is tens of megabytes (4 x 39 x 256 x 512 fp32 is 80 MB). Above
 glibc's mmap threshold (32 MB at most) every fresh array is new pages, and the kernels that fill
-it then take one page fault per 4 KiB: 20 ms for 80 MB on a 2-core VM, as long as the small
-default model's whole inference. Arrays handed back after inference are handed out again; a
-smaller batch of the same image shape gets the leading part of a larger one, so a server's
-varying batch sizes share one array instead of holding one per size.
+it then take one page fault per 4 KiB, which for the small default model costs about as much as
+its inference (measured in the README's Kernels line, `benchmarks/kernels.py`). Arrays handed
+back after inference are handed out again; a smaller batch of the same image shape gets the
+leading part of a larger one, so a server's varying batch sizes share one array instead of
+holding one per size.
 """
 
 from __future__ import annotations

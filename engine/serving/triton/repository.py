@@ -85,8 +85,8 @@ def config_pbtxt(
 
     `bounded_queue` writes config.max_queue as Triton's max_queue_size. Off by default: with any
     queue policy, Triton 2.51's dynamic batcher cannot prefetch and notices a free model instance
-    only on its 500 ms poll (core's WaitForPayloadSlotAvailable), measured as ~505 ms stalls on
-    many requests once the instance is ever busy when one arrives.
+    only on its 500 ms poll (core's WaitForPayloadSlotAvailable), so a request that arrives while
+    the instance is busy can stall that long (measured in the README's Triton section).
     """
     b = config.batcher_config()
     inputs = kserve.inputs_of(manifest)
