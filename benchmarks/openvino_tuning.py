@@ -2,11 +2,18 @@
 
 Times the generator alone (compiled at one size, random dense input) for each configuration:
 performance hint LATENCY vs THROUGHPUT, the number of streams, inference threads, fp32 vs bf16,
-batch; with more than one stream, that many infer requests run at once (AsyncInferQueue), as a
-server with several requests in flight would. Writes benchmarks/results/<name>/tuning.json.
+batch, and a static batch dimension vs a dynamic one (-1, compiled once for every batch size, as
+the backend does for batches above 1); with more than one stream, that many infer requests run at
+once (AsyncInferQueue), as a server with several requests in flight would. Writes
+benchmarks/results/<name>/tuning.json.
 
     .venv/bin/python benchmarks/openvino_tuning.py /tmp/p2phd-512p --size 256x512 \
         -o benchmarks/results/bench-openvino-tuning
+
+Batch 1, static vs dynamic batch dimension (why the backend compiles batch 1 fully static):
+
+    .venv/bin/python benchmarks/openvino_tuning.py models/default --size 256x512 --batch 1 \
+        --configs 0 --batch-dim static,dynamic -o benchmarks/results/openvino-static-batch
 """
 
 from __future__ import annotations
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="256x512")
     p.add_argument("--batch", default="1,2,4")
     p.add_argument("--precision", default="bf16,fp32")
+    p.add_argument("--batch-dim", default="static", help="static, dynamic, or both: static,dynamic")
     p.add_argument("--seconds", type=float, default=8.0, help="timed seconds per configuration")
     p.add_argument(
         "--configs", default="all", help="'all', or comma-separated indices into tuning_configs()"
@@ -97,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     others = OtherLoad()
     results = []
     rng = np.random.default_rng(0)
-    for precision, batch in itertools.product(args.precision.split(","), args.batch.split(",")):
+    for precision, batch, batch_dim in itertools.product(
+        args.precision.split(","), args.batch.split(","), args.batch_dim.split(",")
+    ):
         b = int(batch)
         model = base.clone()
-        model.reshape({name: ov.PartialShape([b, package.manifest.input_channels, h, w])})
+        dim = b if batch_dim == "static" else -1
+        model.reshape({name: ov.PartialShape([dim, package.manifest.input_channels, h, w])})
         x = rng.uniform(0, 1, (b, package.manifest.input_channels, h, w)).astype(np.float32)
         for hint, extra, jobs in configs:
             config = {
@@ -109,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 **extra,
             }
             r = measure(core, model, config, x, jobs, args.seconds)
-            row = {"precision": precision, "batch": b, "hint": hint, "extra": extra, "jobs": jobs}
+            row = {"precision": precision, "batch": b, "batch_dim": batch_dim, "hint": hint,
+                   "extra": extra, "jobs": jobs}  # fmt: skip
             results.append(row | r)
             print(json.dumps(results[-1]), flush=True)
     out = Path(args.output)
