@@ -2,8 +2,9 @@
 
 One compiled model per input size (height and width static: static spatial shapes let the CPU
 plugin pick its fastest convolutions), each with one reused infer request; batch 1, the latency
-case, gets a fully static model (about 25% faster here than a dynamic batch), larger batches
-share one with a dynamic batch dimension, so a server's varying batch sizes compile nothing new.
+case, gets a fully static model (faster than a dynamic batch: `benchmarks/openvino_tuning.py
+--batch-dim static,dynamic` measures it), larger batches share one with a dynamic batch
+dimension, so a server's varying batch sizes compile nothing new.
 The performance hint is LATENCY: each call is one synchronous request (the server batches
 upstream), which THROUGHPUT's several CPU streams would each run with fewer cores.
 
