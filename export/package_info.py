@@ -8,6 +8,7 @@ generator.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 from p2phd.engine.core import compiled_cache, quality
@@ -71,6 +72,22 @@ def _cached_engines(package_key: str) -> list[str]:
     ]
 
 
+def _int8_line(record: dict | None, path) -> str:
+    """What the int8 graph was calibrated on, or how to make one."""
+    if record is None:
+        return (
+            f"not calibrated (p2phd build {path} --backend openvino --precision int8 "
+            "--calibration DIR)"
+        )
+    ops = Counter(k["op"] for k in record["kept_in_float"])
+    kept = ", ".join(f"{n} {op}" for op, n in sorted(ops.items()))
+    return (
+        f"generator.int8.onnx: calibrated on {len(record['calibration_maps'])} maps of "
+        f"{record['source']} at {record['size']}, {len(record['held_out_maps'])} held out for "
+        f"the gate; kept in float: {kept}"
+    )
+
+
 def describe_package(model_dir: str | Path) -> str:
     """The package's contents, engines and engine quality as aligned text tables."""
     package = ModelPackage(model_dir)  # verifies every file's sha256
@@ -113,6 +130,8 @@ def describe_package(model_dir: str | Path) -> str:
     if "fp16_psnr_db" in m.parity:
         psnr = m.parity["fp16_psnr_db"]
         lines.append(f"  fp16 in fp16  {psnr:.1f} dB PSNR vs fp32 (onnx.reference, all fp16)")
+    if not m.image_input:
+        lines.append(f"  int8          {_int8_line(m.calibration.get('int8'), package.path)}")
 
     lines += ["", "Files"]
     rows = [
@@ -132,6 +151,9 @@ def describe_package(model_dir: str | Path) -> str:
             err = entry.get("max_abs_err")
             ok, why = quality.allows(report, key, package.content_key)
             default = "yes (fp32)" if key.endswith(":fp32") else "yes" if ok else f"no: {why}"
+            if key.endswith(":int8"):  # a gate, never a default
+                ok, why = quality.allows_int8(report, key, package.content_key, str(package.path))
+                default = f"no, only when asked ({'gate passed' if ok else why})"
             rows.append((key, psnr, "-" if err is None else f"{err:.3g}", default))
         lines += _table(("engine", "PSNR dB", "max abs err", "chosen by default"), rows)
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
 from p2phd.engine.serving.client import RenderClient
 from p2phd.engine.serving.config import ServerConfig
+from p2phd.export.package_info import describe_package
 from tests.conftest import REPO
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401
 from tests.server.conftest import ThreadedServer
@@ -92,6 +93,9 @@ def test_int8_build_passes_the_gate_then_renders_on_request_only(
         if node.op_type in ("Conv", "ConvTranspose"):
             quantized = producer.get(node.input[1]) == "DequantizeLinear"
             assert quantized == (node.name not in names), node.name
+    info = describe_package(default_model)
+    assert "int8          generator.int8.onnx: calibrated on 24 maps of 32 synthetic" in info
+    assert f"{backend}:int8" in info and "no, only when asked (gate passed)" in info
     # The bf16 entry of the unchanged fp32 generator still counts for the new export.
     ok, _ = quality.allows(report(default_model), "openvino:bf16", package.content_key)
     assert ok
@@ -173,6 +177,7 @@ def test_tensorrt_int8_builds_a_signed_q_dq_network_from_the_same_graph(
 def test_int8_without_a_calibration_says_how_to_make_one(tiny_package, tmp_path, capsys):
     assert build(tiny_package, "onnxruntime") == 2
     assert "--precision int8 needs --calibration DIR" in capsys.readouterr().err
+    assert "int8          not calibrated (p2phd build" in describe_package(tiny_package)
     with pytest.raises(ConfigError, match="has no int8 calibration; make one with 'p2phd build"):
         Renderer(tiny_package, "onnxruntime", "int8")
     assert main(["build", str(tiny_package), "--backend", "onnxruntime", "--calibration", "x"]) == 2
