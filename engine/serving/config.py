@@ -1,7 +1,8 @@
 """Everything `p2phd serve` can set, each setting's default, help and flag stated once.
 
 `ServerConfig` is what the server takes; `p2phd serve`, `p2phd triton` and `p2phd export-triton`
-generate their flags from its fields, and a Triton model repository stores its `MODEL_SETTINGS`.
+generate their flags from its fields, and a Triton model repository stores its `MODEL_SETTINGS`
+(with `InstanceGroup`, where Triton runs the model's instances).
 The module is light (no gRPC) so that building the CLI's parser stays quick.
 """
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from p2phd.common.decode import DEFAULT_MAX_PIXELS
+from p2phd.common.errors import ConfigError
 from p2phd.common.options import flag_of, option
 from p2phd.engine.core.size_policy import DEFAULT_MAX_SIDE, SizePolicy
 from p2phd.engine.serving.batcher import BatcherConfig
@@ -114,3 +116,24 @@ class ServerConfig:
 MODEL_SETTINGS = tuple(
     f.name for f in fields(ServerConfig) if flag_of(f).group in (MODEL, BATCHING)
 )
+
+
+INSTANCE_KINDS = ("auto", "cpu", "gpu")
+
+
+@dataclass
+class InstanceGroup:
+    """Where Triton runs the model's instances (config.pbtxt's instance_group)."""
+
+    kind: str = option(
+        "auto",
+        "instance group kind; auto: KIND_GPU when a GPU is present",
+        choices=INSTANCE_KINDS,
+    )
+    count: int = option(1, "model instances per device, each its own Renderer", name="--instances")
+
+    def __post_init__(self) -> None:
+        if self.kind not in INSTANCE_KINDS:
+            raise ConfigError(f"instance kind {self.kind!r}: expected one of {INSTANCE_KINDS}")
+        if self.count < 1:
+            raise ConfigError(f"instances {self.count}: expected >= 1")

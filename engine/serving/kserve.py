@@ -48,8 +48,8 @@ class Tensor:
         return [-1, *self.dims]
 
     @property
-    def batched_dims(self) -> list[int]:
-        """Triton's dims (after its batch dim; a value per entry is [1] there)."""
+    def config_dims(self) -> list[int]:
+        """The dims in a ModelConfig, after its batch dim (a value per batch entry is [1])."""
         return list(self.dims) or [1]
 
     @property
@@ -270,7 +270,7 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                         mc.ModelInput(
                             name=t.name,
                             data_type=mc.DataType.Value(f"TYPE_{t.datatype}"),
-                            dims=t.batched_dims,
+                            dims=t.config_dims,
                             optional=t.optional,
                         )
                         for t in inputs_of(self.core.manifest)
@@ -279,7 +279,7 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                         mc.ModelOutput(
                             name=OUTPUT.name,
                             data_type=mc.DataType.Value(f"TYPE_{OUTPUT.datatype}"),
-                            dims=OUTPUT.batched_dims,
+                            dims=OUTPUT.config_dims,
                         )
                     ],
                     dynamic_batching=mc.ModelDynamicBatching(

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from p2phd.common.errors import ConfigError
 from p2phd.common.options import flag_of
 from p2phd.engine.apps.cli import edit, export_triton, serve, triton
 from p2phd.engine.apps.cli.config_flags import config_from_args
 from p2phd.engine.apps.editor.config import EditorConfig
-from p2phd.engine.serving.config import MODEL_SETTINGS, ServerConfig
+from p2phd.engine.serving.config import MODEL_SETTINGS, InstanceGroup, ServerConfig
 
 
 def parser_of(command) -> argparse.ArgumentParser:
@@ -22,7 +23,10 @@ def parser_of(command) -> argparse.ArgumentParser:
     return parser
 
 
-@pytest.mark.parametrize(("command", "config_class"), [(serve, ServerConfig), (edit, EditorConfig)])
+@pytest.mark.parametrize(
+    ("command", "config_class"),
+    [(serve, ServerConfig), (edit, EditorConfig), (export_triton, InstanceGroup)],
+)
 def test_every_field_has_a_flag_with_its_default_shown_in_help(command, config_class):
     parser = parser_of(command)
     actions = {a.dest: a for a in parser._actions}
@@ -73,6 +77,9 @@ def test_triton_commands_take_serves_model_flags_with_the_same_defaults(command)
         assert hasattr(args, name), f"{command.__name__}: no flag for {name}"
     bounded = triton.server_config(parser_of(command).parse_args([*argv, "--max-queue", "5"]))
     assert bounded.max_queue == 5
+    assert config_from_args(InstanceGroup, args) == InstanceGroup()
+    with pytest.raises(ConfigError, match="instances 0"):
+        config_from_args(InstanceGroup, parser_of(command).parse_args([*argv, "--instances", "0"]))
 
 
 def test_edit_flags_give_the_editor_config():

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 
+from p2phd.engine.apps.cli.config_flags import config_from_args
 from p2phd.engine.apps.cli.triton import add_repository_flags, server_config
+from p2phd.engine.serving.config import InstanceGroup
 
 HELP = "write a Triton Inference Server model repository (Python backend) for a model package"
 
@@ -42,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
         config.model_dir,
         Path(args.output),
         config,
-        kind=args.kind,
-        instances=args.instances,
+        config_from_args(InstanceGroup, args),
         bounded_queue=args.max_queue is not None,
         execution_env=args.execution_env,
     )

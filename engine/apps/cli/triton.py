@@ -13,7 +13,7 @@ import argparse
 
 from p2phd.engine.apps.cli.config_flags import add_config_flags, config_from_args
 from p2phd.engine.apps.cli.serve import ENGINE_FLAGS, add_engine_flags
-from p2phd.engine.serving.config import MODEL_SETTINGS, ServerConfig
+from p2phd.engine.serving.config import MODEL_SETTINGS, InstanceGroup, ServerConfig
 
 HELP = "serve a model package inside NVIDIA Triton Inference Server (Python backend, its batcher)"
 
@@ -37,18 +37,7 @@ def add_repository_flags(parser: argparse.ArgumentParser, server_flags=()) -> No
         notes={"max_queue": UNBOUNDED_QUEUE_HELP},
     )
     add_engine_flags(parser)
-    parser.add_argument(
-        "--kind",
-        default="auto",
-        choices=("auto", "cpu", "gpu"),
-        help="instance group kind: KIND_GPU when a GPU is present (default auto)",
-    )
-    parser.add_argument(
-        "--instances",
-        type=int,
-        default=1,
-        help="model instances per device (each its own Renderer; default 1)",
-    )
+    add_config_flags(parser, InstanceGroup)
 
 
 def server_config(args: argparse.Namespace) -> ServerConfig:
@@ -89,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
             config.model_dir,
             repo,
             config,
-            kind=args.kind,
-            instances=args.instances,
+            config_from_args(InstanceGroup, args),
             copy=False,
             bounded_queue=args.max_queue is not None,
         )

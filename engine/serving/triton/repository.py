@@ -23,13 +23,12 @@ from p2phd.common.errors import ConfigError
 from p2phd.engine.core import platform
 from p2phd.engine.core.package import Manifest, ModelPackage
 from p2phd.engine.serving import kserve
-from p2phd.engine.serving.config import MODEL_SETTINGS, ServerConfig
+from p2phd.engine.serving.config import MODEL_SETTINGS, InstanceGroup, ServerConfig
 
 VERSION = kserve.VERSION
 PACKAGE = "package"
 SETTINGS_KEY = "p2phd_settings"
 PACKAGE_KEY = "package"
-KINDS = ("auto", "cpu", "gpu")
 
 MODEL_PY = '''"""Triton Python-backend entry point of a p2phd package (p2phd export-triton)."""
 
@@ -59,7 +58,7 @@ def _tensor(t: kserve.Tensor, tail: str = "") -> str:
     opt = " optional: true" if t.optional else ""
     return (
         f"{{ name: {_quote(t.name)} data_type: TYPE_{t.datatype} "
-        f"dims: {_list(t.batched_dims)}{opt} }}{tail}"
+        f"dims: {_list(t.config_dims)}{opt} }}{tail}"
     )
 
 
@@ -126,30 +125,28 @@ def export_repository(
     package: Path,
     repo: Path,
     config: ServerConfig,
+    instances: InstanceGroup | None = None,
     *,
-    kind: str = "auto",
-    instances: int = 1,
     copy: bool = True,
     bounded_queue: bool = False,
     execution_env: str | None = None,
 ) -> Path:
-    """Write REPO/<model_name>/ for `package` and return it. `copy=False` refers to the package
-    where it is (a local server's repository) instead of copying it beside model.py."""
+    """Write REPO/<model_name>/ for `package`, its `instances` (default: one, on a GPU if there
+    is one), and return it. `copy=False` refers to the package where it is (a local server's
+    repository) instead of copying it beside model.py."""
     manifest = ModelPackage(package).manifest  # a broken package fails here, not in Triton
     name = config.model_name
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise ConfigError(f"model name {name!r}: use letters, digits, '_', '.', '-' only")
-    if kind not in KINDS:
-        raise ConfigError(f"instance kind {kind!r}: expected one of {', '.join(KINDS)}")
-    if instances < 1:
-        raise ConfigError(f"instances {instances}: expected >= 1")
+    instances = instances or InstanceGroup()
+    kind = instances.kind
     if kind == "auto":
         kind = "gpu" if platform.nvidia_smi() else "cpu"  # nvidia-smi lists a GPU
     text = config_pbtxt(
         manifest,
         config,
         kind=kind,
-        instances=instances,
+        instances=instances.count,
         package=PACKAGE if copy else str(Path(package).resolve()),
         bounded_queue=bounded_queue,
         execution_env=execution_env,
