@@ -71,7 +71,7 @@ def _map(value: MapLike | None, what: str) -> pb.Map | None:
 
 
 def _encoded(value: bytes | str | os.PathLike, what: str) -> bytes:
-    """An encoded image given as its bytes or as a path to read."""
+    """A file's contents (an encoded image, a PEM) given as bytes or as a path to read."""
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     try:
@@ -235,12 +235,7 @@ class RenderClient:
 
 
 def _pem(value: bytes | str | os.PathLike | None, what: str) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    try:
-        return Path(value).read_bytes()
-    except OSError as e:
-        raise InputError(f"TLS {what} {value}: cannot be read ({e.strerror or e})") from e
+    return None if value is None else _encoded(value, f"TLS {what}")
 
 
 def remote_batch_renderer(target: str, **client_options):
