@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import urllib.request
 
 from p2phd.engine.apps.cli import main
+from tests.server.conftest import free_port
 
 
 def test_edit_serves_the_page_for_a_package(default_model):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "edit", str(default_model),
            "--port", str(port), "--backend", "onnxruntime"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -23,6 +23,7 @@ from p2phd.engine.apps.cli import build_parser
 from p2phd.engine.apps.editor.app import create_app
 from p2phd.engine.core.package import ModelPackage
 from tests.editor.conftest import DEFAULT_MODEL
+from tests.server.conftest import free_port
 
 
 def png(array: np.ndarray) -> bytes:
@@ -244,9 +245,7 @@ def test_idle_connections_do_not_start_a_thread_each(default_model):
     """`p2phd edit`: 40 idle connections start at most --max-connections threads (before the
     fix: one each), and the page answers again once they go."""
     bound = build_parser().parse_args(["edit", "m"]).max_connections
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "p2phd.engine.apps.cli", "edit", str(default_model), "--port",
            str(port), "--backend", "onnxruntime"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

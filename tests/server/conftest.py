@@ -8,6 +8,7 @@ their own event loop and bind port 0 (a free port picked by the OS).
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def server_package(tmp_path_factory) -> Path:
                       n_downsample_global=2, n_blocks_global=1)  # fmt: skip
     out = tmp_path_factory.mktemp("server-pkg") / "tiny"
     return export_package(out, build_generator(cfg), cfg, fp16=False)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server started in another process."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_maps(h: int = 32, w: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,8 @@ from PIL import Image
 from p2phd.engine.apps.cli import main
 from p2phd.engine.serving.client import RenderItem
 from p2phd.engine.serving.wire import renderer_pb2_grpc
-from tests.server.conftest import make_maps
+from tests.server.conftest import free_port, make_maps
 from tests.server.test_load import metric
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def save_png(path, a: np.ndarray):

@@ -5,7 +5,6 @@ share a process with them: see tests/server/test_kserve.py)."""
 
 from __future__ import annotations
 
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,18 +16,12 @@ from p2phd.common.errors import ConfigError
 from p2phd.engine.apps.cli import main
 from p2phd.engine.serving.wire import grpc_service_pb2 as pb
 from p2phd.engine.serving.wire import grpc_service_pb2_grpc
-from tests.server.conftest import server_package, start_server  # noqa: F401  (fixtures)
+from tests.server.conftest import free_port, server_package, start_server  # noqa: F401
 
 MAX_BATCH = 4
 # Long enough that requests sent together meet in one batch even on a loaded 2-core machine.
 QUEUE_DELAY_US = 50_000
 DATATYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def triton_unavailable() -> str | None:
