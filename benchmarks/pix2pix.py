@@ -44,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     from p2phd.engine.core.package import ModelPackage
     from p2phd.engine.core.quality import synthetic_images
     from p2phd.engine.core.renderer import Renderer
-    from p2phd.export.checkpoint_export import export_pix2pix
+    from p2phd.export.checkpoint_export import export_checkpoint
     from p2phd.train.pix2pix.config import Pix2PixConfig
-    from p2phd.train.pix2pix.networks import build_pix2pix_generator
+    from p2phd.train.pix2pix.networks import build_generator
     from p2phd.train.pix2pix.original_checkpoint import load_pix2pix
 
     others = OtherLoad()
@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         for net_g, norm, bn_mode in MODELS:
             torch.manual_seed(0)
             cfg = Pix2PixConfig(netG=net_g, norm=norm, bn_mode=bn_mode)
-            net = build_pix2pix_generator(cfg, "eval")
+            net = build_generator(cfg, "eval")
             for m in net.modules():
                 if isinstance(m, nn.BatchNorm2d):
                     m.running_mean.uniform_(-0.3, 0.3)
                     m.running_var.uniform_(0.5, 2.0)
             torch.save(net.state_dict(), tmp / f"{net_g}.pth")
             start = time.perf_counter()
-            package = export_pix2pix(load_pix2pix(cfg, tmp / f"{net_g}.pth"), tmp / net_g)
+            package = export_checkpoint(load_pix2pix(cfg, tmp / f"{net_g}.pth"), tmp / net_g)
             entry = {
                 "norm": norm,
                 "bn_mode": bn_mode,

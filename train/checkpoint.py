@@ -1,9 +1,9 @@
 """Our checkpoint format: one .pt holding the architecture, weights and everything to resume.
 
 It stores only tensors, plain dicts, lists, numbers and strings, so it loads with
-`torch.load(weights_only=True)` (nothing unpickled), and it carries its ModelConfig, so nothing
-about the architecture is repeated on the command line. Written atomically: a run killed
-mid-save leaves the previous file intact.
+`torch.load(weights_only=True)` (nothing unpickled), and it carries its model config (which
+names the family), so nothing about the architecture is repeated on the command line. Written
+atomically: a run killed mid-save leaves the previous file intact.
 """
 
 from __future__ import annotations
@@ -11,15 +11,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from p2phd.common.atomic import atomic_path
 from p2phd.common.errors import CheckpointError
-from p2phd.train.pix2pix.config import FAMILY as PIX2PIX
-from p2phd.train.pix2pix.config import Pix2PixConfig
-from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.families import config_from_json
 
 FORMAT = "p2phd-checkpoint"
 VERSION = 1
@@ -29,7 +28,7 @@ VERSION = 1
 class Checkpoint:
     """A loaded checkpoint; training state is empty in a weights-only one."""
 
-    model_config: ModelConfig | Pix2PixConfig
+    model_config: Any  # a config of one of the families (families.py)
     generator_state: dict[str, torch.Tensor]
     encoder_state: dict[str, torch.Tensor] | None = None
     train_config: dict | None = None
@@ -126,7 +125,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path}: checkpoint version {payload.get('version')}, expected {VERSION}"
         )
     return Checkpoint(
-        model_config=model_config_from_json(payload["model_config"]),
+        model_config=config_from_json(payload["model_config"]),
         generator_state=payload["generator"],
         encoder_state=payload.get("encoder"),
         train_config=payload.get("train_config"),
@@ -137,13 +136,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         epoch_iter=int(payload.get("epoch_iter", 0)),
         rng=payload.get("rng"),
     )
-
-
-def model_config_from_json(d: dict) -> ModelConfig | Pix2PixConfig:
-    """The architecture a checkpoint records: pix2pixHD's ModelConfig, or a Pix2PixConfig."""
-    if d.get("family") == PIX2PIX:
-        return Pix2PixConfig.from_json(d)
-    return ModelConfig.from_json(d)
 
 
 def strip_checkpoint(src: str | Path, dst: str | Path) -> Checkpoint:

@@ -1,4 +1,5 @@
-"""The training configuration: one dataclass, read from YAML with `key=value` overrides.
+"""pix2pixHD's training configuration, one dataclass, and the YAML reader (`key=value`
+overrides applied) that reads every family's training config.
 
 Field names follow the original pix2pixHD options where one exists (niter, niter_decay,
 lambda_feat, num_D, niter_fix_global, load_global ~ load_pretrain).
@@ -12,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from p2phd.common.errors import ConfigError
+from p2phd.train.epochs import check_epochs
 from p2phd.train.pix2pixhd.config import ModelConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -61,8 +63,7 @@ class TrainConfig:
         for name in ("batch_size", "checkpoint_every", "sample_every", "num_D"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.niter < 0 or self.niter_decay < 0 or self.niter + self.niter_decay < 1:
-            raise ConfigError("niter and niter_decay must be >= 0 with at least one epoch in all")
+        check_epochs(self.niter, self.niter_decay)
         if self.niter_fix_global and self.model.netG != "local":
             raise ConfigError("niter_fix_global only applies to model.netG 'local'")
         if self.use_vgg and not self.vgg_weights:
@@ -81,17 +82,16 @@ class TrainConfig:
         unknown = set(d) - names
         if unknown:
             raise ConfigError(f"unknown train config field(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ConfigError(f"train config: {e}") from None
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """A TrainConfig from a YAML file (or the defaults) with `key=value` overrides applied;
     dotted keys reach into the model (`model.ngf=8`), values parse as YAML scalars."""
-    raw = read_config_dict(path, overrides)
-    try:
-        return TrainConfig.from_json(raw)
-    except TypeError as e:
-        raise ConfigError(f"{path or 'config'}: {e}") from None
+    return TrainConfig.from_json(read_config_dict(path, overrides))
 
 
 def read_config_dict(path: str | Path | None, overrides: list[str] = ()) -> dict:

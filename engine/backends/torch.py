@@ -1,6 +1,6 @@
 """PyTorch eager fp32: the reference every other engine is measured against.
 
-The network is rebuilt from `manifest.architecture` by the training code's `build_generator` and
+The network is rebuilt from `manifest.architecture` by its model family's `build_generator` and
 its weights are read from generator.onnx's initializers by name, so the reference computes what
 the package holds, not what some checkpoint on disk might hold. Imported only when chosen: the
 engine needs no PyTorch otherwise.
@@ -68,13 +68,8 @@ class TorchBackend(Backend):
 
 
 def _build(architecture: dict):
-    """The torch network `architecture` (a manifest's) describes: pix2pixHD or pix2pix."""
-    if architecture.get("family") == "pix2pix":
-        from p2phd.train.pix2pix.config import Pix2PixConfig
-        from p2phd.train.pix2pix.networks import build_pix2pix_generator
+    """The torch network `architecture` (a manifest's) describes, built by its model family."""
+    from p2phd.train import families
 
-        return build_pix2pix_generator(Pix2PixConfig.from_json(architecture))
-    from p2phd.train.pix2pixhd.config import ModelConfig
-    from p2phd.train.pix2pixhd.networks import build_generator
-
-    return build_generator(ModelConfig.from_json(architecture))
+    config = families.config_from_json(architecture)
+    return families.of(config).build_generator(config)

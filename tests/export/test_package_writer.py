@@ -14,9 +14,10 @@ from p2phd.common.errors import ExportError
 from p2phd.engine.backends.torch import TorchBackend
 from p2phd.engine.core.package import ModelPackage
 from p2phd.export import onnx_export, package_writer
-from p2phd.export.package_writer import FP16_WARN, export_package, random_generator_input
+from p2phd.export.package_writer import FP16_WARN, export_package
 from p2phd.export.parity import check_parity, cpu_session, relative_error
 from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.family import example_input
 from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
 
 CFG = ModelConfig(label_nc=5, ngf=4, n_downsample_global=2, n_blocks_global=2)
@@ -49,7 +50,7 @@ def test_generator_onnx_is_clean_dynamic_and_named_like_the_state_dict(tmp_path)
         "Conv", "ConvTranspose", "InstanceNormalization", "Pad", "Relu", "Add", "Tanh"
     }  # fmt: skip
 
-    x = random_generator_input(CFG, 3, 24, 40).numpy()  # batch and size unlike the parity check
+    x = example_input(CFG, 3, 24, 40).numpy()  # batch and size unlike the parity check
     got = cpu_session(pkg.generator_path).run(None, {"input": x})[0]
     assert got.shape == (3, 3, 24, 40)
     assert relative_error(got, run_torch(g, x)) <= 1e-4
@@ -66,7 +67,7 @@ def test_torch_reference_backend_rebuilds_from_manifest_and_onnx_initializers(tm
                       n_blocks_local=1)  # fmt: skip
     g = tiny(cfg, seed=1)
     pkg = ModelPackage(export_package(tmp_path / "m", g, cfg, fp16=False))
-    x = random_generator_input(cfg, 2, 16, 24).numpy()
+    x = example_input(cfg, 2, 16, 24).numpy()
     backend = TorchBackend(pkg, "fp32")
     np.testing.assert_allclose(backend.infer(x), run_torch(g, x), rtol=0, atol=1e-6)
 
@@ -87,7 +88,7 @@ def test_fp16_variant_keeps_io_float32_norms_fp32_and_error_within_bound(tmp_pat
             cast = produced_by[node.input[0]]
             assert cast.op_type == "Cast" and cast.attribute[0].i == TensorProto.FLOAT
 
-    x = random_generator_input(CFG, 2, 32, 48).numpy()
+    x = example_input(CFG, 2, 32, 48).numpy()
     err = relative_error(cpu_session(path).run(None, {"input": x})[0], run_torch(g, x))
     assert 0 < err <= FP16_WARN  # nonzero: it really computes in fp16
     assert 0 < pkg.manifest.parity["fp16"] <= FP16_WARN
@@ -126,7 +127,7 @@ def test_check_parity_rejects_a_mismatched_model(tmp_path):
     g = tiny(CFG)
     path = onnx_export.export_onnx(g, torch.zeros(1, CFG.input_nc, 16, 16), tmp_path / "g.onnx",
                                    "input", "image")  # fmt: skip
-    make = lambda b, h, w: random_generator_input(CFG, b, h, w)  # noqa: E731
+    make = lambda b, h, w: example_input(CFG, b, h, w)  # noqa: E731
     assert check_parity(g, path, make, [(16, 16)]) <= 1e-4
     with pytest.raises(ExportError, match="limit is 0.0001"):
         check_parity(tiny(CFG, seed=5), path, make, [(16, 16), (16, 32)])
@@ -152,7 +153,7 @@ def test_models_over_the_protobuf_limit_use_one_external_data_file(tmp_path, mon
     graph = onnx.load(str(pkg.generator_path), load_external_data=False).graph
     stored = {i.name: i.data_location for i in graph.initializer}
     assert all(stored[k] == TensorProto.EXTERNAL for k in g.state_dict() if k.endswith("weight"))
-    x = random_generator_input(CFG, 1, 16, 16).numpy()
+    x = example_input(CFG, 1, 16, 16).numpy()
     assert relative_error(TorchBackend(pkg, "fp32").infer(x), run_torch(g, x)) <= 1e-6
 
 

@@ -12,14 +12,14 @@ import torch
 from torch import nn
 
 from p2phd.train.pix2pix.config import Pix2PixConfig
-from p2phd.train.pix2pix.networks import build_pix2pix_generator
+from p2phd.train.pix2pix.networks import build_generator
 
 
 def original_generator(cfg: Pix2PixConfig, seed: int = 0) -> nn.Module:
     """A generator with the original's modules (plain BatchNorm2d) and random weights: affine
     parameters and running statistics far from their defaults, so each mode is distinguishable."""
     torch.manual_seed(seed)
-    net = build_pix2pix_generator(cfg, "eval")
+    net = build_generator(cfg, "eval")
     g = torch.Generator().manual_seed(seed)
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):

@@ -10,7 +10,7 @@ import pytest
 from p2phd.common.errors import InputError
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
-from p2phd.export.checkpoint_export import export_pix2pix
+from p2phd.export.checkpoint_export import export_checkpoint
 from p2phd.train.pix2pix.config import Pix2PixConfig
 from p2phd.train.pix2pix.original_checkpoint import load_pix2pix
 from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
@@ -41,7 +41,7 @@ def export(tmp_path, net_g, norm, bn_mode, dropout, fp16=False):
     net = original_generator(trained, seed=len(net_g))
     path = save_original(net, tmp_path / "latest_net_G.pth", prefix="module.")
     cfg = Pix2PixConfig(netG=net_g, norm=norm, ngf=4, bn_mode=bn_mode)
-    package = export_pix2pix(load_pix2pix(cfg, path), tmp_path / "model", fp16=fp16)
+    package = export_checkpoint(load_pix2pix(cfg, path), tmp_path / "model", fp16=fp16)
     return net, package
 
 
@@ -132,10 +132,10 @@ def test_equal_valued_parameters_keep_their_names(tmp_path):
     """Fresh BatchNorm layers all hold ones and zeros: each keeps its own ONNX initializer, so the
     torch reference backend (which reads weights by name) opens the package."""
     from p2phd.export.package_writer import export_package
-    from p2phd.train.pix2pix.networks import build_pix2pix_generator
+    from p2phd.train.pix2pix.networks import build_generator
 
     cfg = Pix2PixConfig(netG="unet_128", norm="batch", ngf=4, bn_mode="eval")
-    package = export_package(tmp_path / "m", build_pix2pix_generator(cfg), cfg, fp16=False)
+    package = export_package(tmp_path / "m", build_generator(cfg), cfg, fp16=False)
     images = random_images(1, 128, 128)
     with Renderer(package, "torch", "fp32") as ref, Renderer(package, "onnxruntime") as ort:
         assert np.abs(ref.render_images(images).astype(int) - ort.render_images(images)).max() <= 1

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from p2phd.train.pix2pix.config import Pix2PixConfig
-from p2phd.train.pix2pix.networks import NLayerDiscriminator, build_pix2pix_generator
+from p2phd.train.pix2pix.networks import NLayerDiscriminator, build_generator
 
 
 def meta_state(**kw) -> dict[str, torch.Size]:
     with torch.device("meta"):
-        net = build_pix2pix_generator(Pix2PixConfig(**kw), "eval")
+        net = build_generator(Pix2PixConfig(**kw), "eval")
     return {k: v.shape for k, v in net.state_dict().items()}
 
 

@@ -49,13 +49,13 @@ def image_models(tmp_path_factory):
     """Tiny pix2pix packages: a ResNet generator (reflection-padded blocks) and a U-Net."""
     from p2phd.export.package_writer import export_package
     from p2phd.train.pix2pix.config import Pix2PixConfig
-    from p2phd.train.pix2pix.networks import build_pix2pix_generator
+    from p2phd.train.pix2pix.networks import build_generator
 
     made = {}
     for net in ("resnet_6blocks", "unet_128"):
         cfg = Pix2PixConfig(netG=net, norm="batch", ngf=4, bn_mode="eval")
         out = tmp_path_factory.mktemp(net) / "m"
-        made[net] = export_package(out, build_pix2pix_generator(cfg), cfg, fp16=False)
+        made[net] = export_package(out, build_generator(cfg), cfg, fp16=False)
     return made
 
 

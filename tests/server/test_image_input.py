@@ -25,12 +25,12 @@ def server_package(tmp_path_factory):
 
     from p2phd.export.package_writer import export_package
     from p2phd.train.pix2pix.config import Pix2PixConfig
-    from p2phd.train.pix2pix.networks import build_pix2pix_generator
+    from p2phd.train.pix2pix.networks import build_generator
 
     torch.manual_seed(0)
     cfg = Pix2PixConfig(netG="resnet_6blocks", norm="batch", ngf=4)
     out = tmp_path_factory.mktemp("pix2pix-server") / "model"
-    return export_package(out, build_pix2pix_generator(cfg), cfg, fp16=False)
+    return export_package(out, build_generator(cfg), cfg, fp16=False)
 
 
 def photos(n: int, h: int = 24, w: int = 40) -> np.ndarray:

@@ -11,7 +11,8 @@ from PIL import Image
 
 from p2phd.common.errors import CheckpointError, ConfigError
 from p2phd.train.checkpoint import load_checkpoint
-from p2phd.train.pix2pixhd.trainer import Trainer, lr_at_epoch, train
+from p2phd.train.epochs import lr_at_epoch
+from p2phd.train.pix2pixhd.trainer import Trainer, train
 
 
 def test_a_short_run_lowers_the_generator_loss(tiny_config):

@@ -9,11 +9,12 @@ statistics); it is ignored for `norm="instance"`. Dropout is never active at inf
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 from p2phd.common.errors import ConfigError
+from p2phd.train.family import config_from_json
 
-FAMILY = "pix2pix"
 UNET_DOWNS = {"unet_128": 7, "unet_256": 8}
 RESNET_BLOCKS = {"resnet_6blocks": 6, "resnet_9blocks": 9}
 NET_GS = (*UNET_DOWNS, *RESNET_BLOCKS)
@@ -23,6 +24,8 @@ BN_MODES = ("image-stats", "eval")
 
 @dataclass
 class Pix2PixConfig:
+    family: ClassVar[str] = "pix2pix"
+
     netG: str = "unet_256"  # noqa: N815  (the original option's name)
     norm: str = "batch"
     ngf: int = 64
@@ -53,14 +56,8 @@ class Pix2PixConfig:
         return 2 ** UNET_DOWNS[self.netG] if self.is_unet else 4
 
     def to_json(self) -> dict:
-        return {"family": FAMILY, **asdict(self)}
+        return {"family": self.family, **asdict(self)}
 
     @classmethod
     def from_json(cls, d: dict) -> Pix2PixConfig:
-        names = {f.name for f in fields(cls)}
-        if d.get("family", FAMILY) != FAMILY:
-            raise ConfigError(f"architecture family {d.get('family')!r} is not {FAMILY!r}")
-        unknown = set(d) - names - {"family"}
-        if unknown:
-            raise ConfigError(f"unknown pix2pix config field(s): {', '.join(sorted(unknown))}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return config_from_json(cls, d, "pix2pix config")

@@ -187,7 +187,7 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
-def build_pix2pix_generator(cfg: Pix2PixConfig, bn_mode: str | None = None) -> nn.Module:
+def build_generator(cfg: Pix2PixConfig, bn_mode: str | None = None) -> nn.Module:
     """The generator `cfg` describes; BatchNorm per `bn_mode` (default: the config's). Call
     `.eval()` for inference: dropout is off, and "eval" BatchNorm uses its running statistics."""
     norm = norm_factory(cfg.norm, bn_mode or cfg.bn_mode)

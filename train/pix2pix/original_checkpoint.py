@@ -2,10 +2,10 @@
 CycleGAN's `latest_net_G_A.pth` / `latest_net_G_B.pth`).
 
 Our pix2pix networks share the original's parameter names, so loading is a strict state_dict
-load through the pix2pixHD loader's helpers (`module.` prefix, legacy InstanceNorm running
-statistics); what this module adds is what BatchNorm files carry (running statistics, kept; a
-`num_batches_tracked` that pre-0.4.1 files lack, filled in), the dropout layout of ResNet blocks
-(read from the file), and messages that name the pix2pix option that disagrees with the file.
+load (`train/state_dict.py`: `module.` prefix, legacy InstanceNorm running statistics); what this
+module adds is what BatchNorm files carry (running statistics, kept; a `num_batches_tracked` that
+pre-0.4.1 files lack, filled in), the dropout layout of ResNet blocks (read from the file), and
+messages that name the pix2pix option that disagrees with the file.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from p2phd.common.errors import CheckpointError
 from p2phd.train.pix2pix.config import Pix2PixConfig
-from p2phd.train.pix2pix.networks import build_pix2pix_generator
-from p2phd.train.pix2pixhd.original_checkpoint import check_state, read_state_dict
+from p2phd.train.pix2pix.networks import build_generator
+from p2phd.train.state_dict import check_state, load_strict, read_state_dict
 
 UNET_FIRST = "model.model.0.weight"
 RESNET_FIRST = "model.1.weight"
@@ -86,19 +87,30 @@ def load_pix2pix(cfg: Pix2PixConfig, generator_path: str | Path) -> Pix2PixCheck
             f"--input-nc {first.shape[1]} (got {cfg.input_nc})"
         )
     with torch.device("meta"):  # shapes only, no memory
-        module = build_pix2pix_generator(cfg, "eval")
-    check_state(
-        module,
-        state,
-        source,
-        keys_hint=f"{layout}; you asked for {cfg.netG}, norm {cfg.norm}: check --netG and --norm",
-        shapes_hint=f"{layout}: check --ngf, --input-nc and --output-nc",
-    )
+        module = build_generator(cfg, "eval")
+    check_state(module, state, source, *_hints(cfg, state))
     return Pix2PixCheckpoint(cfg, state)
+
+
+def load_into(
+    module: nn.Module, cfg: Pix2PixConfig, state: dict[str, torch.Tensor], source: str
+) -> None:
+    """Strictly load `state` into the pix2pix generator of `cfg`, naming the options to check if
+    it differs."""
+    load_strict(module, state, source, *_hints(cfg, state))
+
+
+def _hints(cfg: Pix2PixConfig, state: dict[str, torch.Tensor]) -> tuple[str, str]:
+    """What to check when the keys, or the shapes, of `state` differ from `cfg`'s generator."""
+    layout = describe_layout(state)
+    return (
+        f"{layout}; you asked for {cfg.netG}, norm {cfg.norm}: check --netG and --norm",
+        f"{layout}: check --ngf, --input-nc and --output-nc",
+    )
 
 
 def _keys(cfg: Pix2PixConfig, use_dropout: bool) -> set[str]:
     """The state_dict keys of `cfg`'s generator with or without dropout layers."""
     with torch.device("meta"):
-        net = build_pix2pix_generator(dataclasses.replace(cfg, use_dropout=use_dropout), "eval")
+        net = build_generator(dataclasses.replace(cfg, use_dropout=use_dropout), "eval")
     return set(net.state_dict())

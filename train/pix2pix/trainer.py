@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import csv
 import logging
-import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
@@ -24,10 +22,10 @@ from tqdm import tqdm
 from p2phd.common.atomic import atomic_path
 from p2phd.common.errors import ConfigError
 from p2phd.train.checkpoint import Checkpoint, save_checkpoint
+from p2phd.train.epochs import EpochTrainer, check_epochs
 from p2phd.train.pix2pix.config import Pix2PixConfig
 from p2phd.train.pix2pix.data import Pix2PixDataset
-from p2phd.train.pix2pix.networks import NLayerDiscriminator, build_pix2pix_generator
-from p2phd.train.pix2pixhd.trainer import lr_at_epoch, resolve_device
+from p2phd.train.pix2pix.networks import NLayerDiscriminator, build_generator
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +74,7 @@ class Pix2PixTrainConfig:
         for name in ("batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.niter < 0 or self.niter_decay < 0 or self.niter + self.niter_decay < 1:
-            raise ConfigError("niter and niter_decay must be >= 0 with at least one epoch in all")
+        check_epochs(self.niter, self.niter_decay)
 
     def to_json(self) -> dict:
         return {**asdict(self), "model": self.model.to_json()}
@@ -114,39 +111,21 @@ def gan_loss(pred: torch.Tensor, target_is_real: bool, mode: str) -> torch.Tenso
     return F.binary_cross_entropy_with_logits(pred, target)
 
 
-class Pix2PixTrainer:
+class Pix2PixTrainer(EpochTrainer):
     """One pix2pix training run in `cfg.output`."""
 
     def __init__(self, cfg: Pix2PixTrainConfig) -> None:
-        if not cfg.data:
-            raise ConfigError("data: the dataset directory is not set")
-        self.cfg = cfg
-        self.out = Path(cfg.output)
-        self.device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        random.seed(cfg.seed)
+        super().__init__(cfg)
         m = cfg.model
         self.dataset = Pix2PixDataset(cfg.data, cfg.phase, tuple(cfg.size), cfg.direction)
         # Training BatchNorm uses batch statistics (train mode); bn_mode applies at inference.
-        self.G = build_pix2pix_generator(m, "eval").to(self.device)
+        self.G = build_generator(m, "eval").to(self.device)
         self.D = NLayerDiscriminator(m.input_nc + m.output_nc, cfg.ndf, cfg.n_layers_D, m.norm)
         self.D.to(self.device)
         self.G.apply(init_weights)
         self.D.apply(init_weights)
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
-        self.iteration = self.epoch = 0
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return -(-len(self.dataset) // self.cfg.batch_size)
-
-    @property
-    def total_iters(self) -> int:
-        total = (self.cfg.niter + self.cfg.niter_decay) * self.batches_per_epoch
-        return min(total, self.cfg.max_iters) if self.cfg.max_iters else total
+        self.opt_G = self.adam(self.G.parameters())
+        self.opt_D = self.adam(self.D.parameters())
 
     def step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
         """One D update then one G update (the original's order); returns the losses."""
@@ -183,10 +162,7 @@ class Pix2PixTrainer:
             writer = csv.DictWriter(log_file, ["iteration", "epoch", "lr", *LOSS_NAMES])
             writer.writeheader()
             while self.iteration < self.total_iters:
-                lr = lr_at_epoch(self.cfg, self.epoch)
-                for opt in (self.opt_G, self.opt_D):
-                    for group in opt.param_groups:
-                        group["lr"] = lr
+                lr = self.begin_epoch()
                 order = torch.randperm(n, generator=gen).tolist()
                 flips = (torch.rand(n, generator=gen) < 0.5).tolist()
                 for start in range(0, n, bs):

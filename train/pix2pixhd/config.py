@@ -6,13 +6,17 @@ user of the original code recognises them; `instance` is the positive of its `no
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 from p2phd.common.errors import ConfigError
+from p2phd.train.family import config_from_json
 
 
 @dataclass
 class ModelConfig:
+    family: ClassVar[str] = "pix2pixhd"
+
     label_nc: int = 35
     instance: bool = True
     feat_num: int = 0
@@ -47,12 +51,8 @@ class ModelConfig:
         return 2 ** (self.n_downsample_global + local)
 
     def to_json(self) -> dict:
-        return {"family": "pix2pixhd", **asdict(self)}
+        return {"family": self.family, **asdict(self)}
 
     @classmethod
     def from_json(cls, d: dict) -> ModelConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names - {"family"}
-        if unknown:
-            raise ConfigError(f"unknown model config field(s): {', '.join(sorted(unknown))}")
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return config_from_json(cls, d, "model config")

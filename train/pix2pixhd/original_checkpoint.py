@@ -1,15 +1,13 @@
 """Load checkpoints of NVIDIA's original pix2pixHD code: `*_net_G.pth`, `*_net_E.pth` and the
 pickled `features_clustered_*.npy`.
 
-Our networks share the original's parameter names, so loading is a strict state_dict load; what
-this module adds is tolerance for what old files carry (a DataParallel `module.` prefix, running
-statistics that pre-0.4 PyTorch stored for affine-free InstanceNorm) and error messages that say
-which option disagrees with the file, instead of a wall of key names.
+Our networks share the original's parameter names, so loading is a strict state_dict load
+(`train/state_dict.py`, which also forgives what old files carry); what this module adds is the
+original's file kinds and error messages that say which pix2pixHD option disagrees with a file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +18,7 @@ from torch import nn
 from p2phd.common.errors import CheckpointError
 from p2phd.train.pix2pixhd.config import ModelConfig
 from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
-
-LEGACY_NORM_KEYS = ("running_mean", "running_var", "num_batches_tracked")
+from p2phd.train.state_dict import check_state, load_strict, read_state_dict
 
 
 @dataclass
@@ -35,70 +32,19 @@ class Pix2PixHDCheckpoint:
     features: dict[int, np.ndarray] | None = None
 
 
-def read_state_dict(path: str | Path, keep: Collection[str] = ()) -> dict[str, torch.Tensor]:
-    """The tensors of a .pth state_dict (never unpickling anything else), without a `module.`
-    prefix and without the legacy running statistics of affine-free InstanceNorm layers (running
-    statistics whose key is in `keep`, e.g. a BatchNorm network's own, are kept)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises assorted types for corrupt or non-weights files
-        raise CheckpointError(f"{path}: not a PyTorch weights file ({e})") from e
-    if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
-        raw = raw["state_dict"]
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(f"{path}: expected a state_dict of tensors")
-    state = {}
-    for key, value in raw.items():
-        key = key.removeprefix("module.")
-        if key.rsplit(".", 1)[-1] in LEGACY_NORM_KEYS and key not in keep:
-            continue
-        state[key] = value
-    return state
+SHAPES_HINT = "check --ngf, --label-nc and --feat-num"
+
+
+def keys_hint(state: dict[str, torch.Tensor]) -> str:
+    return (
+        f"{describe_layout(state)}: check --netG, --n-downsample-global, --n-blocks-global and "
+        "--n-blocks-local"
+    )
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Strictly load `state` into `module`, naming the first disagreeing key and its shapes."""
-    check_state(module, state, source)
-    module.load_state_dict(state, strict=True)
-
-
-def check_state(
-    module: nn.Module,
-    state: dict[str, torch.Tensor],
-    source: str | Path,
-    keys_hint: str | None = None,
-    shapes_hint: str = "check --ngf, --label-nc and --feat-num",
-) -> None:
-    """Raise CheckpointError unless `state` has exactly `module`'s keys and shapes (works on a
-    module built on the meta device, so nothing is allocated). The hints name the options to
-    check (default: pix2pixHD's)."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {_few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {_few(unexpected)}")
-        if keys_hint is None:
-            keys_hint = (
-                f"{describe_layout(state)}: check --netG, --n-downsample-global, "
-                "--n-blocks-global and --n-blocks-local"
-            )
-        raise CheckpointError(
-            f"{source}: keys do not match the architecture ({'; '.join(parts)}); {keys_hint}"
-        )
-    for key, want in expected.items():
-        found = state[key].shape
-        if found != want.shape:
-            raise CheckpointError(
-                f"{source}: {key} has shape {list(found)}, the architecture expects "
-                f"{list(want.shape)}; {shapes_hint}"
-            )
+    """Strictly load `state` into a pix2pixHD network, naming the option to check if it differs."""
+    load_strict(module, state, source, keys_hint(state), SHAPES_HINT)
 
 
 def describe_layout(state: dict[str, torch.Tensor]) -> str:
@@ -112,11 +58,6 @@ def describe_layout(state: dict[str, torch.Tensor]) -> str:
     if any(k.startswith("model1_") for k in state):
         text += f" and {blocks('model1_2.')} local ones"
     return text
-
-
-def _few(keys: list[str], n: int = 4) -> str:
-    shown = ", ".join(keys[:n])
-    return shown + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
 def check_input_channels(state: dict[str, torch.Tensor], cfg: ModelConfig, source: str) -> None:
@@ -207,13 +148,13 @@ def load_pix2pixhd(
     check_input_channels(g_state, cfg, str(generator_path))
     with torch.device("meta"):  # shapes only, no memory
         generator = build_generator(cfg)
-    check_state(generator, g_state, generator_path)
+    check_state(generator, g_state, generator_path, keys_hint(g_state), SHAPES_HINT)
     e_state = None
     if encoder_path:
         e_state = read_state_dict(encoder_path)
         with torch.device("meta"):
             encoder = build_encoder(cfg)
-        check_state(encoder, e_state, encoder_path)
+        check_state(encoder, e_state, encoder_path, keys_hint(e_state), SHAPES_HINT)
     features = load_feature_clusters(features_path, cfg.feat_num) if features_path else None
     for cls in features or {}:
         if not 0 <= cls < cfg.label_nc:

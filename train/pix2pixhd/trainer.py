@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import csv
 import logging
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -27,6 +25,7 @@ from p2phd.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from p2phd.train.epochs import EpochTrainer
 from p2phd.train.input_encoding import encode_input
 from p2phd.train.losses import VGGLoss, feature_matching_loss, load_vgg19, lsgan_loss
 from p2phd.train.pix2pixhd.data import PairedDataset, collate
@@ -39,27 +38,10 @@ LOSS_NAMES = ("G_GAN", "G_GAN_Feat", "G_VGG", "D_real", "D_fake", "L1")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' is the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
-    return device
-
-
 def init_weights(module: nn.Module) -> None:
     """pix2pixHD's initialisation: conv weights from N(0, 0.02)."""
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0.0, 0.02)
-
-
-def lr_at_epoch(cfg: TrainConfig, epoch: int) -> float:
-    """`lr` for `niter` epochs, then linear decay over `niter_decay` epochs (as the original)."""
-    if epoch < cfg.niter or cfg.niter_decay == 0:
-        return cfg.lr
-    return cfg.lr * max(0.0, 1.0 - (epoch - cfg.niter) / cfg.niter_decay)
 
 
 def colourise(label: torch.Tensor, label_nc: int) -> torch.Tensor:
@@ -77,20 +59,13 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
     )
 
 
-class Trainer:
+class Trainer(EpochTrainer):
     """One training run in `cfg.output`: builds the networks, optionally resumes, trains."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False) -> None:
-        self.cfg = cfg
-        self.out = Path(cfg.output)
-        self.device = resolve_device(cfg.device)
+        super().__init__(cfg)
         if cfg.precision == "fp16" and self.device.type != "cuda":
             raise ConfigError("precision fp16 needs a CUDA device; use bf16 on the CPU")
-        if not cfg.data:
-            raise ConfigError("data: the dataset directory is not set")
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
-        random.seed(cfg.seed)
         m = cfg.model
         self.dataset = PairedDataset(
             cfg.data,
@@ -108,11 +83,10 @@ class Trainer:
                 net.apply(init_weights)
         self.vgg = VGGLoss(load_vgg19(cfg.vgg_weights)).to(self.device) if cfg.use_vgg else None
         g_params = list(self.G.parameters()) + (list(self.E.parameters()) if self.E else [])
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_G = torch.optim.Adam(g_params, lr=cfg.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_G = self.adam(g_params)
+        self.opt_D = self.adam(self.D.parameters())
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
-        self.iteration = self.epoch = self.epoch_iter = 0
+        self.epoch_iter = 0
         if resume:
             self._resume()
         elif cfg.load_global:
@@ -198,15 +172,6 @@ class Trainer:
         flips = (torch.rand(n, generator=gen) < 0.5).tolist() if self.cfg.flip else [False] * n
         return order, flips
 
-    @property
-    def batches_per_epoch(self) -> int:
-        return -(-len(self.dataset) // self.cfg.batch_size)
-
-    @property
-    def total_iters(self) -> int:
-        total = (self.cfg.niter + self.cfg.niter_decay) * self.batches_per_epoch
-        return min(total, self.cfg.max_iters) if self.cfg.max_iters else total
-
     def run(self) -> list[dict]:
         """Train until the epochs (or max_iters) are done; return the losses of each iteration."""
         self.out.mkdir(parents=True, exist_ok=True)
@@ -221,10 +186,7 @@ class Trainer:
             if log_file.tell() == 0:
                 writer.writeheader()
             while self.iteration < self.total_iters:
-                lr = lr_at_epoch(self.cfg, self.epoch)
-                for opt in (self.opt_G, self.opt_D):
-                    for group in opt.param_groups:
-                        group["lr"] = lr
+                lr = self.begin_epoch()
                 self._freeze_global(self.epoch < self.cfg.niter_fix_global)
                 order, flips = self.epoch_plan(self.epoch)
                 bs = self.cfg.batch_size

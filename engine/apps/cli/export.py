@@ -70,12 +70,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from p2phd.common.errors import ConfigError
     from p2phd.export.checkpoint_export import export_checkpoint, read_features_npz
+    from p2phd.train import families
 
+    features = None
     if args.pix2pix_g:
-        return _export_pix2pix(args)
-    if args.netG in NET_GS:
+        cfg, source = _pix2pix_config(args), args.pix2pix_g
+    elif args.netG in NET_GS:
         raise ConfigError(f"--netG {args.netG} is a pix2pix generator: use it with --pix2pix-g")
-    if args.checkpoint:
+    elif args.checkpoint:
         if args.pix2pixhd_e:
             raise ConfigError("--pix2pixhd-e goes with --pix2pixhd-g, not --checkpoint")
         from p2phd.train.checkpoint import load_checkpoint
@@ -84,37 +86,38 @@ def run(args: argparse.Namespace) -> int:
         features = read_features_npz(args.features) if args.features else None
         source = args.checkpoint
     else:
-        from p2phd.train.pix2pixhd.config import ModelConfig
-        from p2phd.train.pix2pixhd.original_checkpoint import infer_feat_num, load_pix2pixhd
-
-        feat_num = args.feat_num
-        if feat_num is None:
-            feat_num = infer_feat_num(args.pix2pixhd_e, args.features)
-        cfg = ModelConfig(
-            label_nc=args.label_nc,
-            instance=not args.no_instance,
-            feat_num=feat_num,
-            netG=args.netG or "global",
-            ngf=args.ngf,
-            n_downsample_global=args.n_downsample_global,
-            n_blocks_global=args.n_blocks_global,
-            n_local_enhancers=args.n_local_enhancers,
-            n_blocks_local=args.n_blocks_local,
-            nef=args.nef,
-            n_downsample_E=args.n_downsample_E,
-        )
-        ckpt = load_pix2pixhd(cfg, args.pix2pixhd_g, args.pix2pixhd_e, args.features)
-        features = None
-        source = args.pix2pixhd_g
+        cfg, source = _pix2pixhd_config(args), args.pix2pixhd_g
+    if not args.checkpoint:  # the original code's files, read by the family's loader
+        ckpt = families.of(cfg).load_original(cfg, source, args.pix2pixhd_e, args.features)
     out = export_checkpoint(ckpt, args.output, features, source=source, fp16=not args.no_fp16)
     return _report(out)
 
 
-def _export_pix2pix(args: argparse.Namespace) -> int:
+def _pix2pixhd_config(args: argparse.Namespace):
+    from p2phd.train.pix2pixhd.config import ModelConfig
+    from p2phd.train.pix2pixhd.original_checkpoint import infer_feat_num
+
+    feat_num = args.feat_num
+    if feat_num is None:
+        feat_num = infer_feat_num(args.pix2pixhd_e, args.features)
+    return ModelConfig(
+        label_nc=args.label_nc,
+        instance=not args.no_instance,
+        feat_num=feat_num,
+        netG=args.netG or "global",
+        ngf=args.ngf,
+        n_downsample_global=args.n_downsample_global,
+        n_blocks_global=args.n_blocks_global,
+        n_local_enhancers=args.n_local_enhancers,
+        n_blocks_local=args.n_blocks_local,
+        nef=args.nef,
+        n_downsample_E=args.n_downsample_E,
+    )
+
+
+def _pix2pix_config(args: argparse.Namespace):
     from p2phd.common.errors import ConfigError
-    from p2phd.export.checkpoint_export import export_pix2pix
     from p2phd.train.pix2pix.config import Pix2PixConfig
-    from p2phd.train.pix2pix.original_checkpoint import load_pix2pix
 
     if args.netG not in NET_GS or args.norm is None:
         raise ConfigError(
@@ -122,7 +125,7 @@ def _export_pix2pix(args: argparse.Namespace) -> int:
         )
     if args.features or args.pix2pixhd_e:
         raise ConfigError("--features and --pix2pixhd-e do not apply to a pix2pix generator")
-    cfg = Pix2PixConfig(
+    return Pix2PixConfig(
         netG=args.netG,
         norm=args.norm,
         ngf=args.ngf,
@@ -130,8 +133,6 @@ def _export_pix2pix(args: argparse.Namespace) -> int:
         output_nc=args.output_nc,
         bn_mode=args.bn_mode,
     )
-    ckpt = load_pix2pix(cfg, args.pix2pix_g)
-    return _report(export_pix2pix(ckpt, args.output, args.pix2pix_g, fp16=not args.no_fp16))
 
 
 def _report(out) -> int:

@@ -1,5 +1,5 @@
-"""`p2phd train`: train a pix2pixHD model (or, with `model.family: pix2pix` in the config, a
-pix2pix model) from a YAML config with command-line overrides."""
+"""`p2phd train`: train a model of the family the config's `model.family` names (pix2pixHD when
+it names none, or pix2pix) from a YAML config with command-line overrides."""
 
 from __future__ import annotations
 
@@ -31,25 +31,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from p2phd.train import families
     from p2phd.train.checkpoint import strip_checkpoint
-    from p2phd.train.train_config import load_train_config, read_config_dict
+    from p2phd.train.train_config import read_config_dict
 
     raw = read_config_dict(args.config, args.overrides)
-    if isinstance(raw.get("model"), dict) and raw["model"].get("family") == "pix2pix":
-        from p2phd.common.errors import ConfigError
-        from p2phd.train.pix2pix.trainer import Pix2PixTrainConfig, Pix2PixTrainer
-
-        if args.resume:
-            raise ConfigError("--resume is not supported for pix2pix runs; start a new run")
-        cfg = Pix2PixTrainConfig.from_json(raw)
-        trainer = Pix2PixTrainer(cfg)
-    else:
-        from p2phd.train.pix2pixhd.trainer import Trainer
-
-        cfg = load_train_config(args.config, args.overrides)
-        trainer = Trainer(cfg, resume=args.resume)
+    trainer = families.of_training_config(raw).make_trainer(raw, args.resume)
     trainer.run()
-    latest = Path(cfg.output) / "latest.pt"
+    latest = Path(trainer.cfg.output) / "latest.pt"
     print(f"trained {trainer.iteration} iterations; checkpoint {latest}")
     if args.weights_only:
         strip_checkpoint(latest, args.weights_only)
