@@ -31,7 +31,13 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "
 
 
 def _architecture(arch: dict) -> str:
-    if arch.get("family") == "pix2pix":
+    """The architecture in words, for our two families by name (without importing their code,
+    which needs torch); any other family's fields as they are."""
+    family = arch.get("family", "pix2pixhd")
+    if family not in ("pix2pix", "pix2pixhd"):
+        fields = ", ".join(f"{k} {v}" for k, v in arch.items() if k != "family")
+        return f"{family} generator: {fields}"
+    if family == "pix2pix":
         norm = arch.get("norm")
         if norm == "batch":
             how = (

@@ -19,6 +19,7 @@ from p2phd.engine.apps.cli import main
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
 from p2phd.export.checkpoint_export import export_checkpoint
+from p2phd.export.package_info import describe_package
 from p2phd.train import families
 from p2phd.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from p2phd.train.family import Family, config_from_json, image_input_fields, random_image
@@ -107,6 +108,7 @@ def test_a_registered_family_trains_exports_and_renders_with_the_torch_backend(t
     package = ModelPackage(out)
     assert package.manifest.architecture == {"family": "toy", "input_nc": 2}
     assert package.manifest.input_kind == "image" and package.manifest.parity["generator"] < 1e-5
+    assert "architecture  toy generator: input_nc 2" in describe_package(out)
 
     images = np.random.default_rng(0).integers(0, 256, (2, 8, 12, 2), dtype=np.uint8)
     generator = load_toy(ckpt, "test")[0]
