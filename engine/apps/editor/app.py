@@ -188,7 +188,7 @@ def create_app(
     engine: RendererLike,
     package: ModelPackage,
     *,
-    host: str = "127.0.0.1",
+    host: str = EditorConfig.host,
     allow_hosts: Iterable[str] = (),
     max_renders: int = EditorConfig.max_renders,
     render_wait: float = RENDER_WAIT_S,
