@@ -40,7 +40,7 @@ def encode_instance_features(
     covering more than `min_area` of its image. `size` defaults to the training size."""
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt.model_config
-    if cfg.feat_num < 1 or ckpt.encoder_state is None:
+    if ckpt.encoder_state is None or cfg.feat_num < 1:  # a pix2pix model has neither
         raise CheckpointError(f"{checkpoint}: the model has no feature encoder (feat_num 0)")
     encoder = build_encoder(cfg)
     encoder.load_state_dict(ckpt.encoder_state)

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from p2phd.common.errors import CheckpointError
+from p2phd.train.checkpoint import Checkpoint, save_checkpoint
 from p2phd.train.cluster import cluster, encode_instance_features
+from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.pix2pix.networks import build_generator
 from p2phd.train.pix2pixhd.trainer import train
 from p2phd.train.synth import THING_CLASSES
 
@@ -41,3 +44,11 @@ def test_a_model_without_encoder_cannot_be_clustered(tiny_config, synth_data, tm
     train(cfg)
     with pytest.raises(CheckpointError, match="no feature encoder"):
         cluster(f"{cfg.output}/latest.pt", synth_data, out=tmp_path / "f.npz")
+
+
+def test_a_pix2pix_checkpoint_cannot_be_clustered(synth_data, tmp_path):
+    cfg = Pix2PixConfig(netG="resnet_6blocks", ngf=4)
+    path = tmp_path / "pix2pix.pt"
+    save_checkpoint(path, Checkpoint(cfg, build_generator(cfg).state_dict()))
+    with pytest.raises(CheckpointError, match="no feature encoder"):
+        cluster(path, synth_data, out=tmp_path / "f.npz")
