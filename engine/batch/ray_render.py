@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from p2phd.common.errors import BackendUnavailable
-from p2phd.engine.batch.render import BatchRenderer, Job, Summary, is_complete_png
+from p2phd.engine.batch.render import BATCH, BatchRenderer, Job, Summary, is_complete_png
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class RayRenderer:
         address: str | None = None,
         backend: str = "auto",
         precision: str = "auto",
-        batch: int = 4,
+        batch: int = BATCH,
         actors: int | None = None,
     ):
         self.model_dir = str(Path(model_dir).resolve())

@@ -34,6 +34,7 @@ from p2phd.engine.core.style import Style
 
 log = logging.getLogger(__name__)
 
+BATCH = 4  # images per engine call, the batch renderers' default
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
@@ -200,7 +201,7 @@ class BatchRenderer:
         render_batch: RenderBatch,
         label_nc: int,
         *,
-        batch: int = 4,
+        batch: int = BATCH,
         workers: int = 2,
         queue: int | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,

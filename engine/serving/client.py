@@ -29,7 +29,7 @@ from p2phd.common.errors import (
     Overloaded,
     P2PHDError,
 )
-from p2phd.engine.serving.config import DEFAULT_MAX_MESSAGE_BYTES
+from p2phd.engine.serving.config import CLIENT_TIMEOUT_S, DEFAULT_MAX_MESSAGE_BYTES
 from p2phd.engine.serving.wire import renderer_pb2 as pb
 from p2phd.engine.serving.wire import renderer_pb2_grpc
 
@@ -146,7 +146,7 @@ class RenderClient:
         self,
         target: str,
         *,
-        timeout: float = 60.0,
+        timeout: float = CLIENT_TIMEOUT_S,
         ca: bytes | str | os.PathLike | None = None,
         cert: bytes | str | os.PathLike | None = None,
         key: bytes | str | os.PathLike | None = None,

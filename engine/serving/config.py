@@ -19,6 +19,7 @@ from p2phd.engine.serving.batcher import BatcherConfig
 
 # 2048x1024 raw int32 maps (~10 MB) fit, in and out.
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
+CLIENT_TIMEOUT_S = 60.0  # p2phd client / RenderClient: each call's deadline
 # --help sections; the first two are the model's own settings (see MODEL_SETTINGS).
 MODEL, BATCHING, LIMITS, TLS = "model", "dynamic batching", "limits and lifecycle", "TLS"
 

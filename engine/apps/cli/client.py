@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from p2phd.engine.serving.config import CLIENT_TIMEOUT_S
+
 HELP = "render a label/instance PNG pair on a running p2phd server"
 
 
@@ -16,7 +18,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance", default=None, help="instance map PNG (optional)")
     parser.add_argument("-o", "--output", required=True, help="output image PNG")
     parser.add_argument("--seed", type=int, default=None, help="style seed")
-    parser.add_argument("--timeout", type=float, default=60.0, help="deadline in seconds")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=CLIENT_TIMEOUT_S,
+        help=f"deadline in seconds (default {CLIENT_TIMEOUT_S:g})",
+    )
     parser.add_argument("--tls-ca", default=None, help="CA certificate (PEM): use TLS")
     parser.add_argument("--tls-cert", default=None, help="client certificate (PEM) for mTLS")
     parser.add_argument("--tls-key", default=None, help="client private key (PEM) for mTLS")

@@ -9,6 +9,7 @@ import os
 import sys
 
 from p2phd.engine.backends import backend_choices, precision_choices
+from p2phd.engine.batch.render import BATCH
 
 HELP = "render a directory, glob or list of label maps or images into photos (resumable)"
 
@@ -40,7 +41,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--backend", default="auto", choices=backend_choices())
     parser.add_argument("--precision", default="auto", choices=precision_choices())
-    parser.add_argument("--batch", type=int, default=4, help="images per engine call (default 4)")
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help=f"images per engine call (default {BATCH})"
+    )
     parser.add_argument(
         "--workers", type=int, default=min(4, os.cpu_count() or 1), help="decode/encode threads"
     )
@@ -80,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.ray:
         renderer, uses_instances = _ray(args)
     else:
-        engine, label_nc, uses_instances = _engine(args)
-        renderer = BatchRenderer(engine, label_nc, batch=args.batch, workers=args.workers)
+        render_batch, label_nc, uses_instances = _label_renderer(args)
+        renderer = BatchRenderer(render_batch, label_nc, batch=args.batch, workers=args.workers)
     if instances is None and not args.no_instance and uses_instances:
         raise ConfigError("this model uses instance maps: pass --instances DIR or --no-instance")
     jobs, failures = plan_jobs(
@@ -130,10 +133,10 @@ def _run_images(args: argparse.Namespace) -> int:
     else:
         from p2phd.engine.core.renderer import Renderer
 
-        engine = Renderer(args.model_dir, backend=args.backend, precision=args.precision)
-        m = engine.manifest
+        local = Renderer(args.model_dir, backend=args.backend, precision=args.precision)
+        m = local.manifest
         image_model, input_nc, label_nc = m.image_input, m.input_nc, m.label_nc
-        render_batch = lambda images, _instances, _styles: engine.render_images(images)  # noqa: E731
+        render_batch = lambda images, _instances, _styles: local.render_images(images)  # noqa: E731
     if not image_model:
         raise ConfigError(
             f"{where} takes label maps (label_nc {label_nc}): use --labels, not --images"
@@ -164,7 +167,7 @@ def _ray(args: argparse.Namespace):
     return renderer, manifest.instance
 
 
-def _engine(args: argparse.Namespace):
+def _label_renderer(args: argparse.Namespace):
     """(render function, label_nc, uses instance maps) of a local Renderer or a running server."""
     if args.server:
         from p2phd.common.errors import ConfigError
