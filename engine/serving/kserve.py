@@ -259,7 +259,7 @@ class KServeService(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         async def handle():
             self._check_model(request.name, request.version)
             b = self.core.batching
-            backend = self.core.engine.describe().get("backend", "")
+            backend = self.core.renderer.describe().get("backend", "")
             return pb.ModelConfigResponse(
                 config=mc.ModelConfig(
                     name=self.core.model_name,

@@ -121,7 +121,7 @@ class RenderCore:
 
     def __init__(
         self,
-        engine: RendererLike,
+        renderer: RendererLike,
         batching: BatcherConfig,
         metrics: ServerMetrics,
         *,
@@ -130,8 +130,8 @@ class RenderCore:
         model_name: str = ServerConfig.model_name,
         stream_idle_seconds: float = ServerConfig.stream_idle_seconds,
     ):
-        self.engine = engine
-        self.manifest = engine.manifest
+        self.renderer = renderer
+        self.manifest = renderer.manifest
         self.metrics = metrics
         self.model_name = model_name
         self.max_image_pixels = max_image_pixels
@@ -155,7 +155,7 @@ class RenderCore:
         finished = await self.batcher.close(timeout)
         self._io.shutdown(wait=finished)
         if finished:
-            self.engine.close()
+            self.renderer.close()
         return finished
 
     async def in_io(self, fn: Callable[..., T], *args: Any) -> T:
@@ -211,7 +211,7 @@ class RenderCore:
                 f"{what}: {w}x{h} = {w * h} pixels exceeds the server's limit of "
                 f"{self.max_image_pixels}"
             )
-        self.engine.fitted_size(h, w, what)
+        self.renderer.fitted_size(h, w, what)
 
     async def render(self, item: Item, context: grpc.aio.ServicerContext) -> np.ndarray:
         """Queue a validated item and wait for its uint8 [H, W, 3] image."""
@@ -221,10 +221,10 @@ class RenderCore:
 
     def _render(self, items: list[Item]) -> list[np.ndarray]:
         if items[0].image is not None:
-            return list(self.engine.render_images(np.stack([it.image for it in items])))
+            return list(self.renderer.render_images(np.stack([it.image for it in items])))
         labels = np.stack([it.label for it in items])
         instances = None if items[0].instance is None else np.stack([it.instance for it in items])
-        return list(self.engine.render(labels, instances, [it.style for it in items]))
+        return list(self.renderer.render(labels, instances, [it.style for it in items]))
 
     def run_batch(self, items: list[Item]) -> list[np.ndarray | P2PHDError]:
         """Render a batch; if the engine rejects one item's input (a style choosing a cluster

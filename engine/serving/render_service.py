@@ -242,7 +242,7 @@ def model_info(core: RenderCore) -> pb.ModelInfo:
         has_encoder=m.encoder,
         max_batch_size=core.batching.max_batch_size,
         max_image_pixels=core.max_image_pixels,
-        describe_json=json.dumps(core.engine.describe(), default=str),
+        describe_json=json.dumps(core.renderer.describe(), default=str),
         input_kind=m.input_kind,
         input_nc=m.input_nc,
     )

@@ -89,7 +89,7 @@ def server_version() -> str:
 class P2PHDServer:
     """One serving process's server. Use from an event loop: `await start()`, `await stop()`.
 
-    `renderer_factory(config)` builds the engine (tests pass one wrapping the real Renderer to
+    `renderer_factory(config)` builds the renderer (tests pass one wrapping the real Renderer to
     count or slow its calls); by default the package's Renderer.
     """
 
@@ -113,9 +113,9 @@ class P2PHDServer:
         cfg = self.config
         credentials = server_credentials(cfg)
         batching = cfg.batcher_config()
-        engine = self._factory(cfg)
+        renderer = self._factory(cfg)
         self.core = RenderCore(
-            engine,
+            renderer,
             batching,
             self.metrics,
             max_image_pixels=cfg.max_image_pixels,
@@ -160,7 +160,7 @@ class P2PHDServer:
             self.metrics_port = self.metrics.serve_http(cfg.host, cfg.metrics_port)
         log.info(
             "serving %s on %s:%d (%s) %s",
-            engine.describe().get("backend", "?"),
+            renderer.describe().get("backend", "?"),
             cfg.host,
             self.port,
             "TLS" if credentials else "plaintext",

@@ -55,7 +55,7 @@ class Busy(P2PHDError):
     grpc_status = "RESOURCE_EXHAUSTED"
 
 
-def model_info(package: ModelPackage, engine: RendererLike) -> dict[str, Any]:
+def model_info(package: ModelPackage, renderer: RendererLike) -> dict[str, Any]:
     """What the page needs: the palette (names, colours, thing or stuff, clusters) and sizes."""
     m = package.manifest
     clusters = package.feature_clusters()
@@ -78,7 +78,7 @@ def model_info(package: ModelPackage, engine: RendererLike) -> dict[str, Any]:
         "max_pixels": EDITOR_MAX_PIXELS,
         "scene_sizes": [list(s) for s in SCENE_SIZES],
         "classes": classes,
-        "renderer": engine.describe(),
+        "renderer": renderer.describe(),
         "model_dir": str(package.path),
     }
 
@@ -185,7 +185,7 @@ def _uploads(label_nc: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, st
 
 
 def create_app(
-    engine: RendererLike,
+    renderer: RendererLike,
     package: ModelPackage,
     *,
     host: str = EditorConfig.host,
@@ -193,12 +193,12 @@ def create_app(
     max_renders: int = EditorConfig.max_renders,
     render_wait: float = RENDER_WAIT_S,
 ) -> Flask:
-    """The editor's Flask app for `engine` (a Renderer or RemoteRenderer) and its package,
+    """The editor's Flask app for `renderer` (a Renderer or RemoteRenderer) and its package,
     served at `host` (and reached by the names in `allow_hosts`). A decode or render waits up
     to `render_wait` seconds for one of `max_renders` slots."""
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
-    info = model_info(package, engine)
+    info = model_info(package, renderer)
     label_nc = info["label_nc"]
     hosts = allowed_hosts(host, allow_hosts)
     slots = threading.BoundedSemaphore(max(1, max_renders))
@@ -278,7 +278,7 @@ def create_app(
         style = style_from_json(request.form.get("style"))
         with work_slot():
             labels, instances, _ = _uploads(label_nc)
-            image = np.asarray(engine.render(labels, instances, style))
+            image = np.asarray(renderer.render(labels, instances, style))
         image = image.reshape(labels.shape + (3,))
         # Uncompressed: on this local link encoding time, not bytes, is the editor's latency.
         return Response(encode_png(image, compress_level=0), mimetype="image/png")

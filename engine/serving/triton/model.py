@@ -116,7 +116,7 @@ class TritonPythonModel:
             model_name=config.model_name,
         )
         self.inputs = kserve.inputs_of(self.core.manifest)
-        log.info("p2phd model %s: %s", config.model_name, self.core.engine.describe())
+        log.info("p2phd model %s: %s", config.model_name, self.core.renderer.describe())
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
@@ -162,4 +162,4 @@ class TritonPythonModel:
         return results
 
     def finalize(self) -> None:
-        self.core.engine.close()
+        self.core.renderer.close()
