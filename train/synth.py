@@ -2,7 +2,9 @@
 
 Tests, the demo and the default model train on these instead of real data. Every instance gets
 its own colour and a dark outline in the photo, and cars park bumper to bumper, so a generator
-measurably needs the instance edges and features. Deterministic per seed; numpy only.
+measurably needs the instance edges and features. Each building block is an instance of its own
+(its facade colour is its own), so every outline the photo draws is in the instance map and the
+instance features can carry each facade's colour. Deterministic per seed; numpy only.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from p2phd.common.atomic import atomic_path
 from p2phd.common.errors import ConfigError
 
 ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, CAR = 7, 8, 11, 17, 21, 23, 24, 26
-THING_CLASSES = (PERSON, CAR)
+THING_CLASSES = (BUILDING, PERSON, CAR)
 
 # Base photo colour per class (RGB, 0..1), varied per scene and per instance.
 _BASE = {
@@ -90,7 +92,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
         period_x, period_y = rng.uniform(6, 12) * w / 256, rng.uniform(7, 12) * h / 128
         window = ((xx - x) % period_x < period_x * 0.5) & ((yy - top) % period_y < period_y * 0.5)
         colour = facade * (1 - 0.35 * window[..., None]) + c.smooth_noise(8, 0.03)
-        c.paint(mask, BUILDING, colour, BUILDING)
+        c.paint(mask, BUILDING, colour, c.new_instance(BUILDING))
         x += bw
 
     # Road (perspective trapezoid) with sidewalks either side, below the horizon.
