@@ -9,7 +9,9 @@ For the trained default model (models/default, copied) and the full-size 512p ge
 2. speed: the real Cityscapes maps (shared/data/cityscapes-sample, resized to 256x512) through
    the batch renderer (`p2phd render`'s pipeline: decode threads, batching, inference, PNG encode
    and writes) with a warm bf16 and a warm int8 Renderer, rounds alternating so a slow spell on
-   the shared machine hits both; the ratio of the medians is the result.
+   the shared machine hits both; the ratio of the medians is the result (and the same for
+   Renderer.render alone over the decoded maps, without file I/O); on the default model also
+   ONNX Runtime int8 against its fp32 (Renderer.render alone).
 Random weights are not a quality test: the 512p generator's gate numbers say how int8 error
 accumulates through an untrained network, not how a trained one fares. Where the gate refuses
 int8 (so `p2phd render --precision int8` would), the int8 engine is opened directly (as
@@ -91,34 +93,75 @@ def renderer(model: Path, precision: str, options):
         return r, str(e)
 
 
+def decoded(data: Path, label_nc: int, count: int | None = None):
+    """The first `count` label and instance maps of `data` (all by default), decoded and stacked."""
+    from p2phd.common.decode import decode_pair
+
+    files = zip(*(sorted((data / d).iterdir()) for d in ("train_label", "train_inst")), strict=True)
+    maps = [decode_pair(lab, inst, label_nc) for lab, inst in list(files)[:count]]
+    return tuple(np.stack([m[i] for m in maps]) for i in (0, 1))
+
+
 def speed(model: Path, data: Path, rounds: int, batch: int, workers: int) -> dict:
-    from render_throughput import batch_render  # benchmarks/ is this script's folder
+    """images/s of bf16 and int8 through `p2phd render`'s pipeline over the files, and of
+    Renderer.render alone over the decoded maps (no file I/O), all four alternating."""
+    from render_throughput import batch_render, engine_alone  # benchmarks/: this script's folder
 
     from p2phd.engine.backends.base import EngineOptions
 
     options = EngineOptions((1, batch, batch), [SIZE])
     renderers = {p: renderer(model, p, options) for p in ("bf16", "int8")}
-    runs: dict[str, list[float]] = {p: [] for p in renderers}
+    labels, instances = decoded(data, renderers["bf16"][0].manifest.label_nc)
+    runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="p2phd-int8-out-") as tmp:
         for p, (r, _) in renderers.items():  # warm: compile both shapes
             batch_render(r, data, Path(tmp) / f"warm-{p}", batch, workers)
         for k in range(rounds):
             for p, (r, _) in renderers.items():
-                runs[p].append(batch_render(r, data, Path(tmp) / f"{p}{k}", batch, workers))
-            done = ", ".join(f"{p} {v[-1]:.2f} img/s" for p, v in runs.items())
-            print(f"  round {k + 1}: {done}", flush=True)
+                out = Path(tmp) / f"{p}{k}"
+                render = batch_render(r, data, out, batch, workers)
+                runs.setdefault(f"render {p}", []).append(render)
+                runs.setdefault(f"engine {p}", []).append(engine_alone(r, labels, instances, batch))
+            done = ", ".join(f"{p} {v[-1]:.2f}" for p, v in runs.items())
+            print(f"  round {k + 1} (images/s): {done}", flush=True)
     median = {p: float(np.median(v)) for p, v in runs.items()}
     for r, _ in renderers.values():
         r.close()
     return {
         "batch": batch,
         "workers": workers,
-        "images_per_round": len(list((data / "train_label").iterdir())),
+        "images_per_round": len(labels),
         "images_per_s": {p: round(v, 3) for p, v in median.items()},
         "ms_per_image": {p: round(1e3 / v, 1) for p, v in median.items()},
-        "int8_vs_bf16": round(median["int8"] / median["bf16"], 3),
+        "int8_vs_bf16": {
+            how: round(median[f"{how} int8"] / median[f"{how} bf16"], 3)
+            for how in ("render", "engine")
+        },
         "rounds_images_per_s": {p: [round(x, 3) for x in v] for p, v in runs.items()},
         "int8_gate_refused": renderers["int8"][1],
+    }
+
+
+def onnxruntime_speed(model: Path, data: Path, rounds: int, batch: int) -> dict:
+    """ONNX Runtime fp32 against int8, Renderer.render alone over the decoded maps, alternating:
+    int8 there is for parity, and this says what it costs."""
+    from render_throughput import engine_alone
+
+    from p2phd.engine.backends.base import EngineOptions
+    from p2phd.engine.core.renderer import Renderer
+
+    options = EngineOptions((1, batch, batch), [SIZE])
+    renderers = {p: Renderer(model, "onnxruntime", p, options=options) for p in ("fp32", "int8")}
+    labels, instances = decoded(data, renderers["fp32"].manifest.label_nc, 2 * batch)
+    runs: dict[str, list[float]] = {p: [] for p in renderers}
+    for _ in range(rounds + 1):  # the first round warms up
+        for p, r in renderers.items():
+            runs[p].append(engine_alone(r, labels, instances, batch))
+    median = {p: float(np.median(v[1:])) for p, v in runs.items()}
+    return {
+        "batch": batch,
+        "ms_per_image": {p: round(1e3 / v, 1) for p, v in median.items()},
+        "int8_vs_fp32": round(median["int8"] / median["fp32"], 3),
     }
 
 
@@ -162,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         default = Path(shutil.copytree(REPO / "models" / "default", Path(tmp) / "default"))
         cases = {
             "default (trained)": (default, [("synthetic", "openvino"), ("synthetic", "onnxruntime"),
-                                            (str(CITYSCAPES), "openvino")]),
+                                            (str(CITYSCAPES), "openvino"),
+                                            (str(CITYSCAPES), "onnxruntime")]),
             "512p (random weights)": (full, [(str(CITYSCAPES), "openvino")]),
         }  # fmt: skip
         for name, (model, gates) in cases.items():
@@ -170,13 +214,18 @@ def main(argv: list[str] | None = None) -> int:
             entry = {"gates": [gate(model, b, cal) for cal, b in gates]}
             print(f"{name}: speed (calibrated on {gates[-1][0]})", flush=True)
             entry["speed"] = speed(model, data, args.rounds, args.batch, args.workers)
+            if any(b == "onnxruntime" for _, b in gates):
+                entry["onnxruntime_engine_alone"] = onnxruntime_speed(
+                    model, data, args.rounds, args.batch
+                )
             result["models"][name] = entry
     result["other_load"] = others.measure()
     atomic_write_bytes(Path(args.output), json.dumps(result, indent=2).encode() + b"\n")
     for name, entry in result["models"].items():
         s = entry["speed"]
-        print(f"{name}: int8 {s['ms_per_image']['int8']} ms/image vs bf16 "
-              f"{s['ms_per_image']['bf16']}: {s['int8_vs_bf16']}x; gates: "
+        print(f"{name}: p2phd render int8 {s['ms_per_image']['render int8']} ms/image vs bf16 "
+              f"{s['ms_per_image']['render bf16']}: {s['int8_vs_bf16']['render']}x "
+              f"(engine alone {s['int8_vs_bf16']['engine']}x); gates: "
               + "; ".join(f"{g['backend']}/{Path(g['calibration']).name} {g['gate']}"
                           for g in entry["gates"]))  # fmt: skip
     print(f"-> {args.output}")
