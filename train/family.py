@@ -25,8 +25,8 @@ Networks = tuple[nn.Module, nn.Module | None]  # (generator, encoder or None)
 
 @dataclass(frozen=True)
 class Family:
-    """One model family: its config class and the functions that know its networks. Every
-    `config` argument below is an instance of `config`."""
+    """One model family: its config class and the functions that know its networks (each
+    function's config argument is an instance of that class)."""
 
     name: str
     config: type
