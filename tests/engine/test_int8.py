@@ -83,8 +83,8 @@ def test_int8_build_passes_the_gate_then_renders_on_request_only(
     record = package.manifest.calibration["int8"]
     assert record["held_out_maps"][:2] == ["synth_003", "synth_007"]
     assert len(record["calibration_maps"]) == 24 and record["size"] == "64x128"
-    kept = {k["op"] for k in record["kept_in_float"]}
-    assert kept == {"ConvTranspose", "Conv"} and all(k["why"] for k in record["kept_in_float"])
+    kept = {k["op"] for k in record["kept_in_float"]}  # the last conv passed the check
+    assert kept == {"ConvTranspose"} and all(k["why"] for k in record["kept_in_float"])
     # ... and the graph matches the record: the kept layers read float weights, the others int8.
     graph = onnx.load(str(package.int8_path())).graph
     producer = {o: n.op_type for n in graph.node for o in n.output}
@@ -211,3 +211,21 @@ def test_calibration_maps_must_pair_and_be_enough(tiny_package, tmp_path, capsys
 def test_int8_peak_per_instruction_set(flags, vendor, family, expected):
     width, why = fma_per_cycle("int8", frozenset(flags), vendor, family)
     assert width == expected and why
+
+
+def test_the_last_convolution_stays_in_float_where_the_check_fails_it(
+    default_model, monkeypatch, capsys
+):
+    from p2phd.export import int8
+
+    checked = []
+
+    def failing_once(fp32, quantized, samples):
+        checked.append(len(samples))
+        return len(checked) > 1, "worst 39.0 dB (a stand-in for a failed check)"
+
+    monkeypatch.setattr(int8, "check", failing_once)
+    int8.calibrate(default_model, "synthetic", (64, 128))
+    kept = ModelPackage(default_model).manifest.calibration["int8"]["kept_in_float"]
+    (last,) = [k for k in kept if k["op"] == "Conv"]
+    assert "stand-in for a failed check" in last["why"] and checked == [int8.CHECK_MAPS]
