@@ -45,6 +45,10 @@ SYNTHETIC = "synthetic"
 SYNTHETIC_SCENES = 32
 HOLD_OUT_EVERY = 4  # map i is held out of calibration when i % 4 == 3
 MIN_MAPS = 2  # at least one to calibrate on and one to hold out
+RECIPE = (
+    "convolution inputs only, per-channel symmetric weights, symmetric activations, overflow "
+    "fix off (VNNI/AMX), transposed convolutions in float, the last convolution checked"
+)
 CHECK_MAPS = 4  # calibration maps the recipe is checked on before the last conv is quantized
 QUANTIZED_OPS = ("Conv",)
 
@@ -165,7 +169,7 @@ def calibration_set(model_dir: str | Path, source: str, size: tuple[int, int]) -
         )
     held = {i for i in range(len(maps)) if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1}
     held = held or {len(maps) - 1}
-    digest = hashlib.sha256(f"{size}".encode())
+    digest = hashlib.sha256(f"{RECIPE} {size}".encode())  # a changed recipe re-calibrates
     sets: dict[bool, list[Sample]] = {False: [], True: []}
     for i, (key, labels, instances) in enumerate(maps):
         for part in (key.encode(), labels, instances):
@@ -228,8 +232,7 @@ def _record(package: ModelPackage, cal: CalibrationSet, kept: dict[str, str], mo
     m.variants[VARIANT] = GENERATOR_INT8
     m.calibration[VARIANT] = {
         "tool": f"nncf {_nncf().__version__}",
-        "recipe": "convolution inputs only, per-channel symmetric weights, symmetric "
-        "activations, overflow fix off (VNNI/AMX)",
+        "recipe": RECIPE,
         "source": cal.source,
         "size": f"{size[0]}x{size[1]}",
         "calibration_maps": [s.key for s in cal.calibrate],
