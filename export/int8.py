@@ -14,7 +14,8 @@ weights per output channel, activations symmetric; the overflow fix is off (it h
 range for pre-VNNI CPUs; the backends refuse int8 on CPUs without VNNI or AMX instead). The
 transposed convolutions stay in float (quantized, they measured no faster). The last convolution
 (to the 3 image channels) is quantized too, 18% faster on the default model, unless `check` on a
-few calibration maps fails the gate, then it stays in float (its error is the image's error).
+few calibration maps misses the gate by less than a margin, then it stays in float (its error is
+the image's error).
 Layers are found by op type and weight shape, never by name.
 """
 
@@ -50,6 +51,7 @@ RECIPE = (
     "fix off (VNNI/AMX), transposed convolutions in float, the last convolution checked"
 )
 CHECK_MAPS = 4  # calibration maps the recipe is checked on before the last conv is quantized
+CHECK_MARGIN = (3.0, 2)  # dB above the gate's PSNR floor, levels below its percentile bound
 QUANTIZED_OPS = ("Conv",)
 
 
@@ -199,7 +201,7 @@ def calibrate(model_dir: str | Path, source: str, size: tuple[int, int]) -> Cali
     quantized = quantize(model, samples, input_name, kept)
     passed, numbers = check(package.generator_path, quantized, samples[:CHECK_MAPS])
     if not passed:  # the last convolution's error goes straight into the image: keep it float
-        why = f"quantized, {CHECK_MAPS} calibration maps measured {numbers}"
+        why = f"quantized, {CHECK_MAPS} calibration maps measured {numbers}, short of the margin"
         kept = float_layers(model, output_nc, last=why)
         quantized = quantize(model, samples, input_name, kept)
     with atomic_path(package.path / GENERATOR_INT8) as tmp:
@@ -209,8 +211,10 @@ def calibrate(model_dir: str | Path, source: str, size: tuple[int, int]) -> Cali
 
 
 def check(fp32: Path, quantized: onnx.ModelProto, samples: list[np.ndarray]) -> tuple[bool, str]:
-    """The int8 gate on calibration maps, run by ONNX Runtime on the CPU: whether the fastest
-    recipe is close enough, before the backends measure the gate on the held-out maps."""
+    """Whether the fastest recipe passes the int8 gate with a margin (CHECK_MARGIN) on
+    calibration maps, run by ONNX Runtime on the CPU, and the numbers. The margin because the
+    quantizer saw these maps, which flatters it: with the last convolution quantized, the
+    default model measured 99.9th-percentile errors of 8-9 levels on held-out maps."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -220,7 +224,13 @@ def check(fp32: Path, quantized: onnx.ModelProto, samples: list[np.ndarray]) -> 
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         outputs.append(np.concatenate([session.run(None, {name: x})[0] for x in samples]))
-    return quality.int8_gate(quality.local_error(*outputs))
+    entry = quality.local_error(*outputs)
+    psnr_margin, levels_margin = CHECK_MARGIN
+    psnr = entry["worst_image_psnr_db"]
+    passed = entry["p999_levels"] <= quality.INT8_MAX_P999_LEVELS - levels_margin and (
+        psnr is None or psnr >= quality.MIN_PSNR_DB + psnr_margin
+    )
+    return passed, quality.int8_gate(entry)[1]
 
 
 def _record(package: ModelPackage, cal: CalibrationSet, kept: dict[str, str], model, size):
