@@ -5,6 +5,7 @@ a plan that was run anyway shows as wrong images."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -94,6 +95,7 @@ def test_without_a_usable_cache_the_engine_is_built_and_run(
     blocker = tmp_path / "not-a-directory"
     blocker.write_bytes(b"")
     monkeypatch.setenv(compiled_cache.CACHE_ENV, str(blocker / "cache"))
+    caplog.set_level(logging.WARNING)  # whatever level an earlier test left the handler at
     got, trt = render(tiny_package, tiny_maps)
     assert (
         "tensorrt: engine cache" in caplog.text
