@@ -97,7 +97,9 @@ def _nncf():
         import nncf
     except ImportError as e:
         raise ConfigError(f"int8 calibration needs NNCF ({e}): pip install 'p2phd[train]'") from e
-    nncf.set_log_level(logging.ERROR)
+    # Its progress bars stay; its INFO lines (a line per node) do not. The logger's level only:
+    # nncf.set_log_level also sets the level of every handler on that logger.
+    logging.getLogger("nncf").setLevel(logging.ERROR)
     return nncf
 
 
