@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from p2phd.common.atomic import atomic_path
-from p2phd.common.errors import CheckpointError
+from p2phd.common.errors import CheckpointError, ConfigError
 from p2phd.train.families import config_from_json
 
 FORMAT = "p2phd-checkpoint"
@@ -124,8 +124,12 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(
             f"{path}: checkpoint version {payload.get('version')}, expected {VERSION}"
         )
+    try:
+        model_config = config_from_json(payload["model_config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     return Checkpoint(
-        model_config=config_from_json(payload["model_config"]),
+        model_config=model_config,
         generator_state=payload["generator"],
         encoder_state=payload.get("encoder"),
         train_config=payload.get("train_config"),

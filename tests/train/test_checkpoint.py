@@ -14,7 +14,8 @@ import torch
 from p2phd.common.atomic import TMP_PREFIX
 from p2phd.common.errors import CheckpointError
 from p2phd.train import checkpoint as checkpoint_module
-from p2phd.train.checkpoint import load_checkpoint, strip_checkpoint
+from p2phd.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, strip_checkpoint
+from p2phd.train.pix2pixhd.config import ModelConfig
 from p2phd.train.pix2pixhd.networks import build_generator
 from p2phd.train.pix2pixhd.trainer import Trainer, train
 
@@ -115,3 +116,13 @@ def test_foreign_files_are_clear_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="junk.pt"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_a_checkpoint_of_an_unknown_family_names_the_file(tmp_path):
+    cfg = ModelConfig(label_nc=3, ngf=2, n_downsample_global=1, n_blocks_global=0)
+    save_checkpoint(tmp_path / "c.pt", Checkpoint(cfg, build_generator(cfg).state_dict()))
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    payload["model_config"]["family"] = "bogus"
+    torch.save(payload, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match=r"c\.pt: .*unknown model family 'bogus'"):
+        load_checkpoint(tmp_path / "c.pt")
