@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from _shared import write_result
 from default_model_quality import HELD_OUT_SEED
 from tqdm import tqdm
 
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "instance_mean_colour_psnr_db": round(oracle_db, 2),
         "curve": curve,
     }
-    text = json.dumps(result, indent=2) + "\n"
-    atomic_write_bytes(args.output, text.encode())
+    write_result(args.output, result)
     plot(curve, oracle_db, args.plot)
     print("\n".join(f"{p['iteration']:>7} {p['psnr_db']:6.2f} dB" for p in curve))
     print(f"instance mean colours: {oracle_db:.2f} dB")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _shared import write_result
 from PIL import Image
 
-from p2phd.common.atomic import atomic_write_bytes
 from p2phd.common.decode import decode_pair
 from p2phd.common.pairing import find_pairs
 from p2phd.engine.core.quality import psnr_db
@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "psnr_db": {k: round(float(np.mean(v)), 2) for k, v in rows.items()},
         "psnr_db_std": {k: round(float(np.std(v)), 2) for k, v in rows.items()},
     }
-    text = json.dumps(result, indent=2) + "\n"
-    atomic_write_bytes(args.output, text.encode())
-    print(text, end="")
+    write_result(args.output, result, echo=True)
     return 0
 
 

@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from _shared import write_result
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     if not CITYSCAPES.is_dir():
         raise SystemExit(f"{CITYSCAPES}: the real Cityscapes sample is needed (see shared/README)")
 
-    from p2phd.common.atomic import atomic_write_bytes
     from p2phd.engine.apps.bench.harness import OtherLoad
     from p2phd.engine.apps.bench.machine import cpu_peak, describe_machine
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             result["models"][name] = entry
     result["other_load"] = others.measure()
-    atomic_write_bytes(Path(args.output), json.dumps(result, indent=2).encode() + b"\n")
+    write_result(Path(args.output), result)
     for name, entry in result["models"].items():
         s = entry["speed"]
         print(f"{name}: p2phd render int8 {s['ms_per_image']['render int8']} ms/image vs bf16 "

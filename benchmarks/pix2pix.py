@@ -13,13 +13,14 @@ benchmark's own threads).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from _shared import write_result
 
 MODELS = (("unet_256", "batch", "image-stats"), ("resnet_9blocks", "instance", "image-stats"))
 ENGINES = (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("torch", "fp32"))
@@ -36,7 +37,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch import nn
 
-    from p2phd.common.atomic import atomic_write_bytes
     from p2phd.common.errors import P2PHDError
     from p2phd.engine.apps.bench.harness import OtherLoad
     from p2phd.engine.backends.base import EngineOptions
@@ -100,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     results["other_load"] = others.measure()
     results["provisional"] = (results["other_load"]["other_cpu_share"] or 0) > 0.1
-    atomic_write_bytes(args.output, json.dumps(results, indent=2).encode() + b"\n")
-    print(json.dumps(results, indent=2))
+    write_result(args.output, results, echo=True)
     return 0
 
 
