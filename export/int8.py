@@ -156,11 +156,17 @@ def calibration_set(model_dir: str | Path, source: str, size: tuple[int, int]) -
     with their instance maps, or "synthetic"), each rendered at `size` with style seed i."""
     from p2phd.engine.core.renderer import Renderer
 
-    renderer = Renderer(model_dir, "onnxruntime", "fp32")
+    with Renderer(model_dir, "onnxruntime", "fp32") as renderer:
+        return _render_inputs(renderer, source, size)
+
+
+def _render_inputs(renderer, source: str, size: tuple[int, int]) -> CalibrationSet:
+    """`calibration_set` on an open fp32 renderer of the package."""
     m = renderer.manifest
     if m.image_input:
         raise ConfigError(
-            f"{model_dir}: int8 calibration takes label maps; this is an image-input model"
+            f"{renderer.package.path}: int8 calibration takes label maps; this is an image-input "
+            "model"
         )
     if source == SYNTHETIC:
         maps, where = list(_synthetic_maps(size)), f"{SYNTHETIC_SCENES} synthetic street scenes"
@@ -182,7 +188,6 @@ def calibration_set(model_dir: str | Path, source: str, size: tuple[int, int]) -
             labels[None], instances[None] if m.instance else None, [Style(seed=i)]
         ).copy()
         sets[i in held].append(Sample(key, dense))
-    renderer.close()
     return CalibrationSet(where, sets[False], sets[True], digest.hexdigest())
 
 
@@ -206,9 +211,15 @@ def calibrate(model_dir: str | Path, source: str, size: tuple[int, int]) -> Cali
         why = f"quantized, {CHECK_MAPS} calibration maps measured {numbers}, short of the margin"
         kept = float_layers(model, output_nc, last=why)
         quantized = quantize(model, samples, input_name, kept)
+    # The manifest drops the old graph before it is replaced: a crash in between leaves a package
+    # without int8, not one whose hashes no longer match (which ModelPackage refuses whole).
+    m = package.manifest
+    m.variants.pop(VARIANT, None)
+    m.calibration.pop(VARIANT, None)
+    _write(package, m)
     with atomic_path(package.path / GENERATOR_INT8) as tmp:
         onnx.save(quantized, str(tmp))
-    _record(package, cal, kept, quantized, size)
+    _record(ModelPackage(model_dir), cal, kept, quantized, size)
     return cal
 
 
@@ -255,6 +266,11 @@ def _record(package: ModelPackage, cal: CalibrationSet, kept: dict[str, str], mo
         ],
         "maps_digest": cal.digest,
     }
+    _write(package, m)
+
+
+def _write(package: ModelPackage, m) -> None:
+    """Write manifest `m` into `package`; the quality entries of its fp32 generator carry over."""
     old_key = package.content_key
     write_manifest(package.path, m)
     quality.carry_over(package.engines_dir, old_key, ModelPackage(package.path).content_key)

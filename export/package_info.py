@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from p2phd.engine.backends.base import int8_how
 from p2phd.engine.core import compiled_cache, quality
 from p2phd.engine.core.package import ENGINES, ModelPackage
 
@@ -78,14 +79,17 @@ def _cached_engines(package_key: str) -> list[str]:
     ]
 
 
+_RECORD_FIELDS = ("kept_in_float", "calibration_maps", "source", "size", "held_out_maps")
+
+
 def _int8_line(record: dict | None, path) -> str:
     """What the int8 graph was calibrated on, or how to make one."""
     if record is None:
-        return (
-            f"not calibrated (p2phd build {path} --backend openvino --precision int8 "
-            "--calibration DIR)"
-        )
-    ops = Counter(k["op"] for k in record["kept_in_float"])
+        return f"not calibrated: {int8_how(path)}"
+    missing = [f for f in _RECORD_FIELDS if f not in record]
+    if missing:
+        return f"generator.int8.onnx: its calibration record lacks {', '.join(missing)}"
+    ops = Counter(k.get("op", "?") for k in record["kept_in_float"])
     kept = ", ".join(f"{n} {op}" for op, n in sorted(ops.items()))
     return (
         f"generator.int8.onnx: calibrated on {len(record['calibration_maps'])} maps of "

@@ -59,6 +59,12 @@ def backend_names(device_kind: str | None = None) -> tuple[str, ...]:
     )
 
 
+def built_names() -> tuple[str, ...]:
+    """The backends `p2phd build` builds and measures: all but torch, the fp32 reference they
+    are measured against."""
+    return tuple(name for name in BACKENDS if name != "torch")
+
+
 def precisions() -> tuple[str, ...]:
     """Every precision some backend offers, fp32 first."""
     offered = (p for name in BACKENDS for p in backend_class(name).precisions)

@@ -30,11 +30,14 @@ from p2phd.engine.core.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
-INT8_HOW = (
-    "make one with 'p2phd build {model} --backend {backend} --precision int8 --calibration DIR' "
-    "(DIR: label maps *_labelIds.png with their *_instanceIds.png, as p2phd render pairs them; "
-    "'synthetic' for a model trained on p2phd synth scenes)"
-)
+
+def int8_how(model, backend: str = "BACKEND") -> str:
+    """How to make `model`'s int8 graph (said wherever one is missing)."""
+    return (
+        f"make one with 'p2phd build {model} --backend {backend} --precision int8 "
+        "--calibration DIR' (DIR: label maps *_labelIds.png with their *_instanceIds.png, as "
+        "p2phd render pairs them; 'synthetic' for a model trained on p2phd synth scenes)"
+    )
 
 
 @dataclass
@@ -93,7 +96,7 @@ class Backend(ABC):
             return package.generator_path
         path = package.variant_path(precision)
         if path is None:
-            how = INT8_HOW.format(model=package.path, backend=cls.name)
+            how = int8_how(package.path, cls.name)
             fix = how if precision == "int8" else "re-export it"
             raise PackageError(f"{package.path}: has no {precision} generator variant; {fix}")
         return path
@@ -158,8 +161,11 @@ class Backend(ABC):
     def _int8_allowed(cls, package: ModelPackage) -> str:
         """Why int8 may run (its gate passed on this export), else ConfigError saying why not
         and how to make it: int8 is never a default, and never runs ungated."""
+        unsupported = cls.reduced_unsupported("int8")
+        if unsupported:
+            raise ConfigError(f"precision int8 refused: {unsupported}")
         if package.variant_path("int8") is None:
-            how = INT8_HOW.format(model=package.path, backend=cls.name)
+            how = int8_how(package.path, cls.name)
             raise ConfigError(f"{package.path}: has no int8 calibration; {how}")
         report = quality.read_report(package.engines_dir)
         key = f"{cls.name}:int8"

@@ -28,7 +28,12 @@ def signed_activations(model: onnx.ModelProto) -> onnx.ModelProto:
         for name in node.input:
             readers.setdefault(name, []).append(node)
     for node in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
-        zero = inits[node.input[2]]
+        zero = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if zero is None:
+            raise PackageError(
+                f"{node.name}: a QuantizeLinear without an initializer zero point; expected "
+                "the Q/DQ graph p2phd build writes"
+            )
         if zero.data_type != TensorProto.UINT8:
             continue
         if numpy_helper.to_array(zero).any():

@@ -122,7 +122,10 @@ class TensorRTBackend(Backend):
     reduced = "fp16"
     device_kind = "gpu"
     auto = True
-    requires = {"tensorrt": "pip install -e '.[gpu]': its CUDA 12 build"}
+    requires = {
+        "tensorrt": "pip install -e '.[gpu]': its CUDA 12 build",
+        "onnx": "pip install onnx",
+    }
     variant_precisions = ("fp16", "int8")
 
     def __init__(self, package: ModelPackage, precision: str, options: EngineOptions | None = None):

@@ -134,7 +134,12 @@ def build_engine(
                 "precision int8 is measured on held-out calibration maps: pass --calibration DIR"
             )
         return build_int8(model_dir, backend, options, held_out)
-    renderer = Renderer(model_dir, backend, precision, "reject", options=options)
+    with Renderer(model_dir, backend, precision, "reject", options=options) as renderer:
+        return _build_and_measure(renderer, options)
+
+
+def _build_and_measure(renderer: Renderer, options: EngineOptions) -> BuildResult:
+    """Build `renderer`'s engine and measure it against the fp32 reference on synthetic input."""
     m = renderer.manifest
     _check_sizes(options, m.size_multiple)
     files = renderer.backend.build()
@@ -151,10 +156,11 @@ def build_engine(
         x = renderer.dense_input(labels, instances if m.instance else None, [Style(seed=0)] * batch)
         inputs = f"synthetic_maps(seed=2018) {batch}x{h}x{w}, style seed 0"
     reference = _reference(renderer.package)
-    entry = quality.measure(reference.infer(x), renderer.backend.infer(x))
-    result = _record(renderer.backend, reference, files, inputs, entry)
-    renderer.close()
-    return result
+    try:
+        entry = quality.measure(reference.infer(x), renderer.backend.infer(x))
+        return _record(renderer.backend, reference, files, inputs, entry)
+    finally:
+        reference.close()
 
 
 def build_int8(
@@ -168,13 +174,17 @@ def build_int8(
     name, _ = choose_backend(backend)
     _check_sizes(options, package.manifest.size_multiple)
     engine = backend_class(name)(package, "int8", options)
-    files = engine.build()
-    x = held_out.dense
-    reference = _reference(package)
-    ref, out = _in_batches(reference, x), _in_batches(engine, x)
-    entry = quality.measure(ref, out) | quality.local_error(ref, out)
-    passed, numbers = quality.int8_gate(entry)
-    entry |= {"gate": "passed" if passed else "failed", "gate_numbers": numbers}
-    result = _record(engine, reference, files, held_out.description, entry)
-    engine.close()
-    return result
+    try:
+        files = engine.build()
+        x = held_out.dense
+        reference = _reference(package)
+        try:
+            ref, out = _in_batches(reference, x), _in_batches(engine, x)
+            entry = quality.measure(ref, out) | quality.local_error(ref, out)
+            passed, numbers = quality.int8_gate(entry)
+            entry |= {"gate": "passed" if passed else "failed", "gate_numbers": numbers}
+            return _record(engine, reference, files, held_out.description, entry)
+        finally:
+            reference.close()
+    finally:
+        engine.close()

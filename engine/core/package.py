@@ -310,16 +310,6 @@ class ModelPackage:
         file = self.manifest.variants.get(name)
         return self.path / file if file else None
 
-    def int8_path(self) -> Path:
-        """The int8 Q/DQ generator, or PackageError saying how to make one."""
-        path = self.variant_path("int8")
-        if path is None:
-            raise PackageError(
-                f"{self.path}: has no int8 calibration; make one with 'p2phd build {self.path} "
-                "--backend BACKEND --precision int8 --calibration DIR'"
-            )
-        return path
-
     @property
     def engines_dir(self) -> Path:
         """MODEL_DIR/engines/, where `p2phd build` writes quality.json (it may not exist)."""

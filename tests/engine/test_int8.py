@@ -87,7 +87,7 @@ def test_int8_build_passes_the_gate_then_renders_on_request_only(
     assert "ConvTranspose" in kept and set(kept) <= {"ConvTranspose", "Conv"}
     assert "Conv" not in kept or "short of the margin" in kept["Conv"]
     # ... and the graph matches the record: the kept layers read float weights, the others int8.
-    graph = onnx.load(str(package.int8_path())).graph
+    graph = onnx.load(str(package.variant_path("int8"))).graph
     producer = {o: n.op_type for n in graph.node for o in n.output}
     names = {k["node"] for k in record["kept_in_float"]}
     for node in graph.node:
@@ -168,7 +168,7 @@ def test_tensorrt_int8_builds_a_signed_q_dq_network_from_the_same_graph(
     assert "tensorrt:int8" in out and "int8 gate" in out
     assert trt_double.trt.builds == 1  # the double's parser takes signed int8 quantizers only
     # The package's graph keeps NNCF's unsigned quantizers (for the CPUs); TensorRT's is derived.
-    graph = onnx.load(str(ModelPackage(default_model).int8_path())).graph
+    graph = onnx.load(str(ModelPackage(default_model).variant_path("int8"))).graph
     assert any(t.data_type == onnx.TensorProto.UINT8 for t in graph.initializer)
     entry = report(default_model)["tensorrt:int8"]
     assert entry["gate"] == ("passed" if code == 0 else "failed")
@@ -178,7 +178,9 @@ def test_tensorrt_int8_builds_a_signed_q_dq_network_from_the_same_graph(
 def test_int8_without_a_calibration_says_how_to_make_one(tiny_package, tmp_path, capsys):
     assert build(tiny_package, "onnxruntime") == 2
     assert "--precision int8 needs --calibration DIR" in capsys.readouterr().err
-    assert "int8          not calibrated (p2phd build" in describe_package(tiny_package)
+    assert "int8          not calibrated: make one with 'p2phd build" in describe_package(
+        tiny_package
+    )
     with pytest.raises(ConfigError, match="has no int8 calibration; make one with 'p2phd build"):
         Renderer(tiny_package, "onnxruntime", "int8")
     assert main(["build", str(tiny_package), "--backend", "onnxruntime", "--calibration", "x"]) == 2
@@ -230,3 +232,121 @@ def test_the_last_convolution_stays_in_float_where_the_check_fails_it(
     kept = ModelPackage(default_model).manifest.calibration["int8"]["kept_in_float"]
     (last,) = [k for k in kept if k["op"] == "Conv"]
     assert "stand-in for a failed check" in last["why"] and checked == [int8.CHECK_MAPS]
+
+
+def test_int8_build_refuses_a_backend_without_int8_before_calibrating(
+    tiny_package, monkeypatch, capsys
+):
+    from p2phd.engine.backends import openvino
+    from p2phd.export import int8
+
+    def calibrate(*args):
+        raise AssertionError("calibrated for a backend that cannot run int8")
+
+    monkeypatch.setattr(int8, "calibrate", calibrate)
+    monkeypatch.setattr(openvino, "int8_unsupported", lambda: "this CPU has no VNNI or AMX")
+    manifest = (tiny_package / "manifest.json").read_text()
+    assert build(tiny_package, "openvino", "--calibration", "synthetic") == 2
+    assert "backend openvino: this CPU has no VNNI or AMX" in capsys.readouterr().err
+    assert (tiny_package / "manifest.json").read_text() == manifest
+    # torch is the reference the others are measured against: there is nothing to build.
+    with pytest.raises(SystemExit):
+        build(tiny_package, "torch", "--calibration", "synthetic")
+    assert "invalid choice: 'torch'" in capsys.readouterr().err
+
+
+def test_int8_on_a_backend_without_it_says_so_not_how_to_calibrate(tiny_package, monkeypatch):
+    from p2phd.engine.backends import choose_precision, openvino
+
+    package = ModelPackage(tiny_package)
+    with pytest.raises(ConfigError, match="torch has no int8 mode") as e:
+        choose_precision(package, "torch", "int8")
+    assert "p2phd build" not in str(e.value)
+    monkeypatch.setattr(openvino, "int8_unsupported", lambda: "this CPU has no VNNI or AMX")
+    with pytest.raises(ConfigError, match="int8 refused: this CPU has no VNNI or AMX"):
+        choose_precision(package, "openvino", "int8")
+
+
+def test_build_closes_the_engine_and_the_reference(tiny_package, engine_cache_dir, monkeypatch):
+    from p2phd.engine.backends.base import EngineOptions
+    from p2phd.engine.backends.onnxruntime import OnnxRuntimeBackend
+    from p2phd.engine.backends.torch import TorchBackend
+    from p2phd.engine.core.build import build_engine
+
+    closed = []
+    for cls in (OnnxRuntimeBackend, TorchBackend):
+        close = cls.close
+        monkeypatch.setattr(cls, "close", lambda self, c=close: closed.append(self.name) or c(self))
+    build_engine(tiny_package, "onnxruntime", "fp32", EngineOptions(sizes=[(32, 64)]))
+    assert sorted(closed) == sorted(["onnxruntime", "torch"])
+
+
+def fake_calibration(monkeypatch, doc: str) -> None:
+    """NNCF replaced by a copy of the fp32 graph (marked `doc`, so each differs): what is
+    tested is how the package is rewritten, not the quantizer."""
+    from p2phd.export import int8
+
+    def quantize(model, samples, input_name, kept):
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        out.doc_string = doc
+        return out
+
+    monkeypatch.setattr(int8, "quantize", quantize)
+    monkeypatch.setattr(int8, "check", lambda *args: (True, "checked"))
+
+
+def test_a_crash_while_recording_int8_leaves_the_package_usable_at_fp32(
+    tiny_package, tiny_maps, tmp_path, monkeypatch
+):
+    from p2phd.export import int8
+
+    labels, instances = tiny_maps
+    fake_calibration(monkeypatch, "first")
+    int8.calibrate(tiny_package, str(write_maps(tmp_path / "a", labels, instances)), (32, 64))
+    assert ModelPackage(tiny_package).variant_path("int8") is not None
+
+    def crash(*args):
+        raise RuntimeError("killed between the graph and the manifest")
+
+    fake_calibration(monkeypatch, "second")
+    monkeypatch.setattr(int8, "_record", crash)
+    other = write_maps(tmp_path / "b", labels[::-1], instances[::-1])
+    with pytest.raises(RuntimeError, match="killed"):
+        int8.calibrate(tiny_package, str(other), (32, 64))
+    package = ModelPackage(tiny_package)  # verifies every listed file's sha256
+    assert package.variant_path("int8") is None and "int8" not in package.manifest.calibration
+    with Renderer(tiny_package, "onnxruntime", "fp32") as renderer:
+        assert renderer.render(labels, instances).shape == (*labels.shape, 3)
+
+
+def test_info_names_what_an_incomplete_calibration_record_lacks(
+    tiny_package, tiny_maps, tmp_path, monkeypatch
+):
+    from p2phd.engine.core.package import write_manifest
+    from p2phd.export import int8
+
+    fake_calibration(monkeypatch, "first")
+    int8.calibrate(tiny_package, str(write_maps(tmp_path / "a", *tiny_maps)), (32, 64))
+    m = ModelPackage(tiny_package).manifest
+    del m.calibration["int8"]["kept_in_float"]
+    write_manifest(tiny_package, m)
+    assert "calibration record lacks kept_in_float" in describe_package(tiny_package)
+
+
+def test_a_quantizer_without_an_initializer_zero_point_is_named():
+    from onnx import TensorProto, helper
+
+    from p2phd.common.errors import PackageError
+    from p2phd.engine.backends.qdq import signed_activations
+
+    node = helper.make_node("QuantizeLinear", ["x", "scale"], ["q"], name="q_no_zero")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("q", TensorProto.UINT8, [1])],
+        [helper.make_tensor("scale", TensorProto.FLOAT, [], [0.1])],
+    )
+    with pytest.raises(PackageError, match="q_no_zero: a QuantizeLinear without"):
+        signed_activations(helper.make_model(graph))

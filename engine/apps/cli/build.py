@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from p2phd.common.errors import ConfigError
-from p2phd.engine.backends import backend_names, precisions
+from p2phd.common.errors import BackendUnavailable, ConfigError
+from p2phd.engine.backends import built_names, precisions
 
 HELP = "build and cache a backend's engine and measure its quality against fp32"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="the model package")
-    parser.add_argument("--backend", required=True, choices=backend_names())
+    parser.add_argument("--backend", required=True, choices=built_names())
     parser.add_argument("--precision", default="fp32", choices=precisions())
     parser.add_argument(
         "--calibration",
@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from p2phd.engine.core.build import build_engine, parse_batch, parse_size
 
     options = EngineOptions(parse_batch(args.batch), [parse_size(s) for s in args.size])
+    if args.precision == "int8":
+        _check_int8_runs(args.backend)
     held_out = _calibrate(args, options) if args.precision == "int8" else None
     if args.calibration and held_out is None:
         raise ConfigError("--calibration is for --precision int8")
@@ -53,6 +55,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"int8 gate {q['gate']}: {q['gate_numbers']}")
     return 0 if q["gate"] == "passed" else 1
+
+
+def _check_int8_runs(backend: str) -> None:
+    """BackendUnavailable when `backend` cannot run int8 here, before calibration rewrites the
+    package's int8 graph and manifest for nothing."""
+    from p2phd.engine.backends import backend_class
+
+    cls = backend_class(backend)
+    reason = cls.availability() or cls.reduced_unsupported("int8")
+    if reason:
+        raise BackendUnavailable(f"backend {backend}: {reason}")
 
 
 def _calibrate(args: argparse.Namespace, options):
