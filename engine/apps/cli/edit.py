@@ -6,8 +6,8 @@ import argparse
 import logging
 
 from p2phd.engine.apps.cli.config_flags import add_config_flags, config_from_args
+from p2phd.engine.apps.cli.serve import add_engine_flags
 from p2phd.engine.apps.editor.config import EditorConfig
-from p2phd.engine.backends import backend_choices, precision_choices
 
 HELP = "edit label maps in the browser and see them rendered live (serves a local page)"
 
@@ -16,15 +16,7 @@ log = logging.getLogger("p2phd.edit")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, EditorConfig)
-    parser.add_argument(
-        "--backend", default="auto", choices=backend_choices(), help="local backend (default auto)"
-    )
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=precision_choices(),
-        help="local precision (default auto)",
-    )
+    add_engine_flags(parser)  # the local renderer's; unused with --server
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,23 +33,23 @@ def run(args: argparse.Namespace) -> int:
     if config.server:
         from p2phd.engine.apps.editor.remote import RemoteRenderer
 
-        engine = RemoteRenderer(config.server)
-        if engine.label_nc != package.manifest.label_nc:
-            engine.close()
+        renderer = RemoteRenderer(config.server)
+        if renderer.label_nc != package.manifest.label_nc:
+            renderer.close()
             raise ConfigError(
-                f"--server {config.server} serves a model with label_nc {engine.label_nc}; "
+                f"--server {config.server} serves a model with label_nc {renderer.label_nc}; "
                 f"{config.model_dir} has {package.manifest.label_nc}: pass the served package"
             )
     else:
         from p2phd.engine.core.renderer import Renderer
 
-        engine = Renderer(config.model_dir, backend=args.backend, precision=args.precision)
+        renderer = Renderer(config.model_dir, backend=args.backend, precision=args.precision)
     try:
         # The first render at a size compiles the backend's plan: do it before the page asks.
         warm = np.zeros((256, 512), np.uint8)
-        engine.render(warm, warm.astype(np.int32), Style())
+        renderer.render(warm, warm.astype(np.int32), Style())
         app = create_app(
-            engine,
+            renderer,
             package,
             host=config.host,
             allow_hosts=config.allow_host,
@@ -69,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except OSError as e:
             raise ConfigError(f"--port {config.port}: cannot listen on {config.host} ({e})") from e
-        d = engine.describe()
+        d = renderer.describe()
         log.info(
             "rendering on %s",
             " ".join(str(d[k]) for k in ("backend", "precision", "server") if k in d),
@@ -79,5 +71,5 @@ def run(args: argparse.Namespace) -> int:
         )
         http.serve_forever()
     finally:
-        engine.close()
+        renderer.close()
     return 0
