@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+from p2phd.common.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,25 @@ def default_classes(label_nc: int) -> tuple[SemanticClass, ...]:
     if label_nc == len(CITYSCAPES):
         return CITYSCAPES
     return tuple(SemanticClass(i, f"class {i}", _palette_color(i)) for i in range(label_nc))
+
+
+def parse_class_ids(spec: str, label_nc: int) -> frozenset[int]:
+    """Class ids written "11,24,26" (empty: none), each checked to be below `label_nc`."""
+    ids = set()
+    for item in spec.split(",") if spec.strip() else ():
+        if not item.strip().isdigit() or int(item) >= label_nc:
+            raise ConfigError(
+                f"class id {item.strip()!r}: expected an integer 0..{label_nc - 1} "
+                '(comma-separated, e.g. "11,24,26")'
+            )
+        ids.add(int(item))
+    return frozenset(ids)
+
+
+def with_things(classes, thing_ids) -> tuple[SemanticClass, ...]:
+    """`classes` with exactly `thing_ids` marked as things (classes whose regions are instances,
+    each with its own instance id), as the model was trained."""
+    return tuple(replace(c, is_thing=c.id in thing_ids) for c in classes)
 
 
 def _palette_color(i: int) -> tuple[int, int, int]:

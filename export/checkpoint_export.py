@@ -44,10 +44,14 @@ def export_checkpoint(
     features: dict[int, np.ndarray] | None = None,
     source: str = "checkpoint",
     fp16: bool = True,
+    classes=None,
 ) -> Path:
-    """Rebuild the networks of `ckpt`, load its weights strictly and export the package."""
+    """Rebuild the networks of `ckpt`, load its weights strictly and export the package (with
+    `classes`, a class table; None: the default one)."""
     cfg = ckpt.model_config
     generator, encoder = families.of(cfg).load_networks(ckpt, source)
     if features is None:
         features = getattr(ckpt, "features", None)
-    return export_package(out_dir, generator, cfg, encoder=encoder, features=features, fp16=fp16)
+    return export_package(
+        out_dir, generator, cfg, encoder=encoder, features=features, fp16=fp16, classes=classes
+    )

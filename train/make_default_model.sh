@@ -19,7 +19,9 @@ resume=$([ -f "$RUN/latest.pt" ] && echo --resume || true)
 "$P2PHD" train --config configs/default.yaml $resume --weights-only "$RUN/default.pt"
 "$P2PHD" cluster --checkpoint "$RUN/default.pt" --data "$RUN/data" -k 10 -o "$RUN/features.npz" \
   --min-area 0.002  # 128x256 scenes: keep people and far cars (the original 1/64 drops them)
-"$P2PHD" export --checkpoint "$RUN/default.pt" --features "$RUN/features.npz" -o "$OUT"
+# Buildings, people and cars are instances in the synthetic scenes (train/synth.py THING_CLASSES).
+"$P2PHD" export --checkpoint "$RUN/default.pt" --features "$RUN/features.npz" -o "$OUT" \
+  --thing-classes 11,24,26
 
 # Held-out example inputs for the demo (a seed the training data never used).
 "$P2PHD" synth -o "$RUN/examples" -n 4 --size 128x256 --seed 1000 --phase example

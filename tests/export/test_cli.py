@@ -91,3 +91,17 @@ def test_info_on_a_tampered_package_says_so(tmp_path):
         f.write(b"\0")
     r = p2phd("info", str(out))
     assert r.returncode == 2 and "does not match the manifest" in r.stderr
+
+
+def test_thing_classes_mark_exactly_those_classes_as_instances(tmp_path, capsys):
+    cfg = ModelConfig(label_nc=6, ngf=4, n_downsample_global=2, n_blocks_global=1)
+    save_checkpoint(tmp_path / "ckpt.pt", Checkpoint(cfg, build_generator(cfg).state_dict()))
+    argv = ["export", "--checkpoint", str(tmp_path / "ckpt.pt"), "-o", str(tmp_path / "m")]
+    assert main([*argv, "--thing-classes", "1,4"]) == 0
+    classes = ModelPackage(tmp_path / "m").manifest.semantic_classes()
+    assert [c.id for c in classes if c.is_thing] == [1, 4]
+
+    for bad in ("6", "car", "-1"):
+        assert main([*argv, "--thing-classes", f"1,{bad}"]) == 2
+        err = capsys.readouterr().err
+        assert repr(bad) in err and "0..5" in err

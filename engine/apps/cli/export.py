@@ -30,6 +30,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "features_clustered_010.npy (a pickle, loaded only because you name it) with --pix2pixhd-g",
     )
     parser.add_argument("--no-fp16", action="store_true", help="skip the fp16 generator variant")
+    parser.add_argument(
+        "--thing-classes",
+        metavar="IDS",
+        help="the class ids the model was trained with as instances, comma-separated (e.g. "
+        "11,24,26); the manifest marks exactly these as things, which the editor and "
+        "GetModelInfo read (default: the class table's own, Cityscapes' for label_nc 35)",
+    )
     orig = parser.add_argument_group("original pix2pixHD options (with --pix2pixhd-g)")
     orig.add_argument("--pix2pixhd-e", metavar="NET_E", help="original encoder (latest_net_E.pth)")
     orig.add_argument(
@@ -89,8 +96,24 @@ def run(args: argparse.Namespace) -> int:
         cfg, source = _pix2pixhd_config(args), args.pix2pixhd_g
     if not args.checkpoint:  # the original code's files, read by the family's loader
         ckpt = families.of(cfg).load_original(cfg, source, args.pix2pixhd_e, args.features)
-    out = export_checkpoint(ckpt, args.output, features, source=source, fp16=not args.no_fp16)
+    classes = _classes(ckpt.model_config, args.thing_classes)
+    out = export_checkpoint(
+        ckpt, args.output, features, source=source, fp16=not args.no_fp16, classes=classes
+    )
     return _report(out)
+
+
+def _classes(cfg, thing_classes: str | None):
+    """The class table with --thing-classes applied; None (the default table) without it."""
+    from p2phd.common.classes import default_classes, parse_class_ids, with_things
+    from p2phd.common.errors import ConfigError
+
+    if thing_classes is None:
+        return None
+    label_nc = getattr(cfg, "label_nc", None)
+    if label_nc is None:
+        raise ConfigError("--thing-classes applies to label-map models, not an image-input one")
+    return with_things(default_classes(label_nc), parse_class_ids(thing_classes, label_nc))
 
 
 def _pix2pixhd_config(args: argparse.Namespace):
