@@ -350,3 +350,12 @@ def test_a_quantizer_without_an_initializer_zero_point_is_named():
     )
     with pytest.raises(PackageError, match="q_no_zero: a QuantizeLinear without"):
         signed_activations(helper.make_model(graph))
+
+
+def test_tensorrt_without_onnx_says_how_to_install_it(trt_double, monkeypatch):
+    import sys
+
+    from p2phd.engine.backends.tensorrt import TensorRTBackend
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # its import raises ImportError
+    assert TensorRTBackend.availability() == "onnx is not installed (pip install onnx)"
