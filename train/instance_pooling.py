@@ -19,8 +19,11 @@ def instance_average(features: torch.Tensor, instance_ids: torch.Tensor) -> torc
     _, compact = torch.unique(ids, return_inverse=True)  # [B, HW] in 0..K-1, shared across batch
     k = int(compact.max()) + 1
     slot = (compact + torch.arange(b, device=ids.device).unsqueeze(1) * k).reshape(-1)  # [B*HW]
-    flat = features.permute(0, 2, 3, 1).reshape(b * h * w, c)
+    # Sums and counts in fp32 whatever the features' dtype: under bf16 autocast a bf16 count
+    # stops at 256 (256 + 1 rounds to 256) and a bf16 sum drifts, so every region larger than
+    # 256 pixels got a wrong mean feature.
+    flat = features.permute(0, 2, 3, 1).reshape(b * h * w, c).float()
     sums = flat.new_zeros(b * k, c).index_add_(0, slot, flat)
     counts = flat.new_zeros(b * k).index_add_(0, slot, flat.new_ones(b * h * w))
-    means = sums / counts.clamp_min(1).unsqueeze(1)
+    means = (sums / counts.clamp_min(1).unsqueeze(1)).to(features.dtype)
     return means[slot].reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()

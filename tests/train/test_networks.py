@@ -155,3 +155,18 @@ def test_instance_average_matches_a_per_instance_loop():
             mask = ids[b, 0] == i
             want = feats[b][:, mask].mean(dim=1, keepdim=True)
             assert torch.allclose(got[b][:, mask], want.expand(-1, int(mask.sum())), atol=1e-6)
+
+
+def test_instance_average_of_bf16_features_is_the_mean_of_large_regions():
+    """Under bf16 autocast the encoder's features are bf16: the pooled mean of a 128x256 region
+    (sky, road) must still be its mean, not a sum over a count that stopped at 256."""
+    g = torch.Generator().manual_seed(4)
+    feats = (torch.rand(1, 3, 128, 256, generator=g) * 0.5 + 0.25).bfloat16()
+    ids = torch.zeros(1, 1, 128, 256, dtype=torch.int64)
+    ids[..., :, 200:] = 26000  # a second, smaller instance
+    got = instance_average(feats, ids)
+    assert got.dtype == torch.bfloat16
+    for i in (0, 26000):
+        mask = ids[0, 0] == i
+        want = feats[0].float()[:, mask].mean(dim=1)
+        assert torch.allclose(got[0].float()[:, mask][:, 0], want, atol=4e-3), (i, want)
