@@ -63,11 +63,17 @@ cuda-check:
 	@echo "cuda-check: CUDA kernels compiled with warnings as errors"
 
 # On a machine with an NVIDIA GPU (driver R535+), one command: the CUDA 12 GPU stack (the `gpu`
-# extra and ONNX Runtime's CUDA build), `p2phd doctor`, the gpu tests, and TensorRT FP16 on the
-# full-size 512p generator at 1024x512 (batches 1-16, latency percentiles, images/s, per-layer
-# profile) into $(GPU_RESULTS). Stops at the first failure: a broken stack is an error here.
+# extra and ONNX Runtime's CUDA build), then every check, each report into $(GPU_RESULTS):
+# `p2phd doctor` (doctor.txt), the gpu tests (tests.txt), the CUDA kernels against the CPU kernels
+# on real frames, timed (cuda-kernels.json), and TensorRT FP16 on the full-size 512p generator at
+# 1024x512 (batches 1-16, latency percentiles, images/s, per-layer profile; bench-512p-tensorrt/).
+# Every check runs even when one fails; the exit status is 1 if any failed, naming them.
+# Offline, where a Python already holds a CUDA stack (the lent H100/H200 machines: torch cu130,
+# cuda-bindings 13, NVRTC 13, no TensorRT), `make gpu-check GPU_PYTHON=python3` installs p2phd
+# into that Python (--no-deps) and runs the same checks there instead of building .venv.
 GPU_FULL    ?= /tmp/p2phd-512p-fp16
-GPU_RESULTS ?= benchmarks/results/bench-512p-tensorrt
+GPU_RESULTS ?= benchmarks/results/gpu-check
+SAMPLES     ?= ../shared/data/cityscapes-sample
 GPU_ENV     := $(VENV)/.installed-train+dev+bench+gpu
 ORT_GPU     := $(VENV)/.installed-onnxruntime-gpu
 # PyPI's torch 2.13.0 is a CUDA 13 build: it requires cuda-bindings 13, which the CUDA 12 stack
@@ -75,14 +81,35 @@ ORT_GPU     := $(VENV)/.installed-onnxruntime-gpu
 # it) with torch's CUDA 12.8 build from PyTorch's own index; where that index lacks it, set
 # TORCH_INDEX to .../whl/cu126, or to .../whl/cpu (then only training on the GPU fails).
 TORCH_INDEX ?= https://download.pytorch.org/whl/cu128
+ifdef GPU_PYTHON
+GPU_PY    := $(GPU_PYTHON)
+GPU_STACK := gpu-python
+else
+GPU_PY    := $(BIN)/python
+GPU_STACK := $(GPU_ENV) $(ORT_GPU)
+endif
 
-gpu-check: $(GPU_ENV) $(ORT_GPU)
-	$(BIN)/p2phd doctor --require-gpu
-	$(BIN)/python -m pytest -m gpu -v
-	[ -f $(GPU_FULL)/generator.fp16.onnx ] || $(BIN)/python benchmarks/make_package.py \
-		-o $(GPU_FULL) --ngf 64 --n-downsample 4 --n-blocks 9 --label-nc 35 --fp16
-	$(BIN)/p2phd bench $(GPU_FULL) --backends tensorrt --precision fp16 --batch 1,2,4,8,16 \
-		--size 512x1024 --no-baseline -o $(GPU_RESULTS)
+gpu-check: $(GPU_STACK)
+	@mkdir -p $(GPU_RESULTS); failed=; \
+	$(GPU_PY) -m p2phd.engine.apps.cli doctor --require-gpu > $(GPU_RESULTS)/doctor.txt 2>&1 \
+		|| failed="$$failed doctor"; cat $(GPU_RESULTS)/doctor.txt; \
+	$(GPU_PY) -m pytest -m gpu -v -rfE -p no:cacheprovider > $(GPU_RESULTS)/tests.txt 2>&1 \
+		|| failed="$$failed tests"; tail -n 3 $(GPU_RESULTS)/tests.txt; \
+	$(GPU_PY) benchmarks/cuda_kernels.py --samples $(SAMPLES) \
+		-o $(GPU_RESULTS)/cuda-kernels.json > /dev/null || failed="$$failed cuda-kernels"; \
+	if $(GPU_PY) -c "import tensorrt" 2> /dev/null; then \
+		{ [ -f $(GPU_FULL)/generator.fp16.onnx ] || $(GPU_PY) benchmarks/make_package.py \
+			-o $(GPU_FULL) --ngf 64 --n-downsample 4 --n-blocks 9 --label-nc 35 --fp16; } && \
+		$(GPU_PY) -m p2phd.engine.apps.cli bench $(GPU_FULL) --backends tensorrt \
+			--precision fp16 --batch 1,2,4,8,16 --size 512x1024 --no-baseline \
+			-o $(GPU_RESULTS)/bench-512p-tensorrt || failed="$$failed tensorrt-bench"; \
+	else echo "TensorRT bench: not run, TensorRT is not installed"; failed="$$failed tensorrt-bench"; fi; \
+	echo "reports in $(GPU_RESULTS)/"; \
+	if [ -n "$$failed" ]; then echo "gpu-check failed:$$failed"; exit 1; fi
+
+.PHONY: gpu-python
+gpu-python:
+	$(GPU_PYTHON) -m pip install -q --no-build-isolation --no-deps -e .
 
 # Redone after any other install of the extras (`make test`'s brings PyPI's torch and the CPU
 # onnxruntime back), and so is $(ORT_GPU) after it.

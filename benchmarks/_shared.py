@@ -17,6 +17,29 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+SAMPLES = REPO.parent / "shared" / "data" / "cityscapes-sample"
+LABEL_NC, FEATURES = 35, 3  # Cityscapes classes; the pooled encoder features the kernels time
+
+
+def cityscapes_frames(count: int, samples: Path = SAMPLES) -> tuple[str, list]:
+    """(source, [(instances [1,H,W], labels uint8 [1,H,W])]): the first `count` real frames in
+    `samples`, else synthetic blocky maps with ~25 instances of Cityscapes-style ids."""
+    from PIL import Image
+
+    paths = sorted((samples / "test_inst").glob("*_instanceIds.png"))[:count]
+    if paths:
+        pairs = []
+        for path in paths:
+            label = samples / "test_label" / path.name.replace("instanceIds", "labelIds")
+            pairs.append((np.asarray(Image.open(path))[None], np.asarray(Image.open(label))[None]))
+        return f"cityscapes ({samples})", pairs
+    rng = np.random.default_rng(0)
+    pairs = []
+    for _ in range(count):  # ~25 instances in 64x64 blocks
+        ids = rng.choice(rng.integers(0, 34000, size=25), size=(1, 16, 32))
+        big = ids.repeat(64, 1).repeat(64, 2).astype(np.int32)
+        pairs.append((big, (big // 1000 % LABEL_NC).astype(np.uint8)))
+    return "synthetic (samples absent)", pairs
 
 
 def free_port() -> int:

@@ -20,33 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _shared import REPO, RESULTS, write_result
-from PIL import Image
+from _shared import FEATURES, LABEL_NC, RESULTS, SAMPLES, cityscapes_frames, write_result
 
 from p2phd.engine import kernels
 from p2phd.engine.apps.bench.machine import cpu_model
 from p2phd.engine.kernels import reference
-
-SAMPLES = REPO.parent / "shared" / "data" / "cityscapes-sample"
-LABEL_NC, FEATURES = 35, 3
-
-
-def frames(count: int) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """(source, [(instances uint16/int32 [1,H,W], labels uint8 [1,H,W])])."""
-    paths = sorted((SAMPLES / "test_inst").glob("*_instanceIds.png"))[:count]
-    if paths:
-        pairs = []
-        for path in paths:
-            label = SAMPLES / "test_label" / path.name.replace("instanceIds", "labelIds")
-            pairs.append((np.asarray(Image.open(path))[None], np.asarray(Image.open(label))[None]))
-        return f"cityscapes ({SAMPLES})", pairs
-    rng = np.random.default_rng(0)
-    pairs = []
-    for _ in range(count):  # ~25 instances in 64x64 blocks, Cityscapes-style ids and classes
-        ids = rng.choice(rng.integers(0, 34000, size=25), size=(1, 16, 32))
-        big = ids.repeat(64, 1).repeat(64, 2).astype(np.int32)
-        pairs.append((big, (big // 1000 % LABEL_NC).astype(np.uint8)))
-    return "synthetic (samples absent)", pairs
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
@@ -167,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=3, help="frames to time (median over frames)")
     p.add_argument("--repeat", type=int, default=15, help="timed runs per kernel and frame")
+    p.add_argument("--samples", type=Path, default=SAMPLES, help="Cityscapes sample folder")
     p.add_argument("-o", "--output", type=Path, default=RESULTS / "kernels.json")
     args = p.parse_args(argv)
 
     load = os.getloadavg()[0]  # other work on the machine inflates the times; recorded
-    source, pairs = frames(args.frames)
+    source, pairs = cityscapes_frames(args.frames, args.samples)
     rows: dict = {}
     counts = []
     for i, (instances, labels) in enumerate(pairs):

@@ -1,8 +1,9 @@
 """Shared fixtures: the GPU marker's rule and the optional real Cityscapes samples.
 
 `gpu` tests skip where no NVIDIA GPU is visible, and FAIL, with `p2phd doctor`'s reason and fix,
-where one is visible but CUDA, TensorRT or the CUDA kernels cannot initialise: a GPU machine
-with a broken stack must not report green having tested nothing.
+where one is visible but what the test needs cannot initialise: a GPU machine with a broken
+stack must not report green having tested nothing. `@pytest.mark.gpu("TensorRT", ...)` names
+the doctor's facts a test needs beyond the GPU, driver and CUDA runtime.
 """
 
 from __future__ import annotations
@@ -16,16 +17,25 @@ REPO = Path(__file__).resolve().parents[1]
 CITYSCAPES_SAMPLE = REPO.parent / "shared" / "data" / "cityscapes-sample"
 
 
+BASE_NEEDS = ("GPU", "driver", "CUDA runtime")  # what every `gpu` test needs
+
+
 @functools.cache
-def gpu_verdict() -> tuple[str, str] | None:
-    """None: the gpu tests run; ("skip" | "fail", why) otherwise."""
+def gpu_verdict(needs: tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """None: a gpu test needing the doctor's facts `needs` (beyond BASE_NEEDS) runs;
+    ("skip" | "fail", why) otherwise. A test that needs only the CUDA kernels runs on a
+    machine without TensorRT; one that needs TensorRT fails there, naming it."""
     from p2phd.engine.apps import doctor
     from p2phd.engine.core import platform
 
     visible = platform.gpu_visible()
     if visible is None:
         return "skip", "needs an NVIDIA GPU; none visible (no nvidia-smi, no /dev/nvidia*)"
-    problems = doctor.gpu_problems()
+    facts = {f.name: f for f in doctor.collect(doctor.GPU_PROBES)}
+    unknown = set(needs) - facts.keys()
+    if unknown:
+        raise ValueError(f"gpu marker: no doctor fact named {sorted(unknown)}; see {list(facts)}")
+    problems = [facts[name] for name in BASE_NEEDS + needs if facts[name].status != doctor.OK]
     if not problems:
         return None
     why = "; ".join(f"{f.name}: {f.found}" + (f.fix and f" (fix: {f.fix})") for f in problems)
@@ -34,9 +44,10 @@ def gpu_verdict() -> tuple[str, str] | None:
 
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures are set up
 def pytest_runtest_setup(item):
-    if "gpu" not in item.keywords:
+    marker = item.get_closest_marker("gpu")
+    if marker is None:
         return
-    verdict = gpu_verdict()
+    verdict = gpu_verdict(tuple(marker.args))
     if verdict is not None:
         action, why = verdict
         (pytest.skip if action == "skip" else pytest.fail)(why)

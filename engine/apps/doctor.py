@@ -2,8 +2,9 @@
 
 One probe per layer of the stack: the GPU and its driver, the CUDA runtime (cuda-python),
 TensorRT, ONNX Runtime and its CUDA execution provider, OpenVINO, the CPU's bf16/int8
-instructions and the CUDA kernels. `p2phd doctor` prints them, and the test suite's `gpu`
-marker fails (rather than skips) when a GPU is visible but a GPU check is broken. The machine
+instructions, the CUDA kernels and PyTorch's CUDA (training). `p2phd doctor` prints them, and
+the test suite's `gpu` marker fails (rather than skips) when a GPU is visible but what a test
+needs is broken. The machine
 facts themselves (installed builds, GPUs, driver) come from engine/core/platform, which the
 backends read too; this module gives them a status and a fix. Probes never raise: a failure is
 a fact.
@@ -22,6 +23,7 @@ OK, ABSENT, BROKEN, INFO = "ok", "absent", "broken", "info"
 # long-term branch); CUDA 12 programs run on CUDA 12.x and 13.x drivers alike.
 MIN_DRIVER = 535
 GPU_EXTRA = "pip install -e '.[gpu]'"
+TORCH_CUDA_FIX = "make gpu-check installs torch's CUDA 12 build (see TORCH_INDEX in the Makefile)"
 CPU_INSTRUCTIONS = {
     "amx_bf16": "AMX-BF16",
     "avx512_bf16": "AVX512-BF16",
@@ -174,6 +176,28 @@ def _one_node_model() -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
+def torch_cuda_fact() -> Fact:
+    """Whether PyTorch sees the GPU: training there (`p2phd train ... device=cuda`). Optional:
+    serving never needs torch."""
+    fact = functools.partial(Fact, "PyTorch CUDA", gpu=True, optional=True)
+
+    if not platform.installed("torch"):
+        return fact(ABSENT, "torch not installed (training needs the train extra)")
+    try:
+        import torch
+
+        version = torch.__version__
+        if torch.version.cuda is None:
+            return fact(ABSENT, f"torch {version} is a CPU build", TORCH_CUDA_FIX)
+        if not torch.cuda.is_available():
+            return fact(BROKEN, f"torch {version} (CUDA {torch.version.cuda}) sees no GPU",
+                        "see the driver line; run nvidia-smi")  # fmt: skip
+        name = torch.cuda.get_device_name(0)
+    except Exception as e:
+        return fact(BROKEN, f"{type(e).__name__}: {e}", TORCH_CUDA_FIX)
+    return fact(OK, f"torch {version}, CUDA {torch.version.cuda}, sees {name}")
+
+
 def openvino_fact() -> Fact:
     try:
         import openvino as ov
@@ -215,11 +239,11 @@ def auto_fact() -> Fact:
     return Fact("backend auto", INFO, f"{name} ({why})")
 
 
-GPU_PROBES = (
-    gpu_fact, driver_fact, cuda_runtime_fact, tensorrt_fact, onnxruntime_cuda_fact, kernels_fact
-)  # fmt: skip
+GPU_PROBES = (gpu_fact, driver_fact, cuda_runtime_fact, tensorrt_fact, onnxruntime_cuda_fact,
+              kernels_fact, torch_cuda_fact)  # fmt: skip
 PROBES = (gpu_fact, driver_fact, cuda_runtime_fact, tensorrt_fact, onnxruntime_fact,
-          onnxruntime_cuda_fact, openvino_fact, cpu_fact, kernels_fact, auto_fact)  # fmt: skip
+          onnxruntime_cuda_fact, openvino_fact, cpu_fact, kernels_fact, torch_cuda_fact,
+          auto_fact)  # fmt: skip
 
 
 def collect(probes=PROBES) -> list[Fact]:

@@ -8,7 +8,7 @@ import pytest
 
 from p2phd.engine.apps.bench.gpu import CudaEventTimer, describe_gpu
 from p2phd.engine.apps.bench.harness import BenchConfig, run_bench
-from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
+from tests.doubles.fixtures import GPU_OR_DOUBLE, trt_double_fixture  # noqa: F401  (the fixture)
 
 
 @pytest.mark.gpu
@@ -35,7 +35,7 @@ def test_cuda_event_timer_measures_stream_work():
     assert describe_gpu()["sms"] > 0
 
 
-@pytest.mark.parametrize("device", [pytest.param("gpu", marks=pytest.mark.gpu), "double"])
+@pytest.mark.parametrize("device", GPU_OR_DOUBLE)
 def test_tensorrt_rows_use_cuda_events_and_layer_profile(
     bench_package, bench_shape, request, device
 ):

@@ -21,6 +21,10 @@ from tests.doubles.cudart import CudaRuntimeDouble
 from tests.doubles.kernels import KernelsOnDouble
 from tests.doubles.tensorrt import TensorRTDouble
 
+# The TensorRT tests' two devices: a real GPU (a `gpu` test needing TensorRT and the CUDA
+# kernels) and the doubles (`trt_double`, any machine).
+GPU_OR_DOUBLE = [pytest.param("gpu", marks=pytest.mark.gpu("TensorRT", "CUDA kernels")), "double"]
+
 
 @dataclass
 class Doubles:

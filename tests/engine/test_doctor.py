@@ -29,7 +29,7 @@ def test_doctor_reports_this_machine_and_exits_0_when_the_cpu_path_works():
     out = p2phd("doctor")
     assert out.returncode == 0, out.stdout + out.stderr
     for name in ("GPU", "driver", "CUDA runtime", "TensorRT", "ONNX Runtime", "OpenVINO",
-                 "CPU", "CUDA kernels", "backend auto"):  # fmt: skip
+                 "CPU", "CUDA kernels", "PyTorch CUDA", "backend auto"):  # fmt: skip
         assert line(out.stdout, name)
     cpu = line(out.stdout, "CPU")
     has = cpu.partition("has ")[2].partition(";")[0]
@@ -102,6 +102,32 @@ def test_gpu_tests_fail_with_the_reason_where_a_gpu_is_visible_but_the_stack_is_
     action, why = gpu_verdict.__wrapped__()  # uncached: the probes are faked
     assert action == "fail"
     assert "nvidia-smi lists NVIDIA H100 80GB HBM3" in why and "on a CUDA 12 driver" in why
+
+
+def test_a_gpu_test_fails_only_on_what_it_needs(h100_r535, monkeypatch):
+    """A GPU whose CUDA kernels work but without TensorRT (as on a machine with only the CUDA
+    13 stack): the kernel tests run, the TensorRT tests fail naming TensorRT alone."""
+    works = ("GPU", "driver", "CUDA runtime", "CUDA kernels")
+    facts = [doctor.Fact(name, doctor.OK, "works", gpu=True) for name in works]
+    trt = doctor.Fact("TensorRT", doctor.ABSENT, "not installed", doctor.GPU_EXTRA, gpu=True)
+    facts.append(trt)
+    monkeypatch.setattr(doctor, "GPU_PROBES", tuple((lambda f=f: f) for f in facts))
+    assert gpu_verdict.__wrapped__(("CUDA kernels",)) is None
+    action, why = gpu_verdict.__wrapped__(("TensorRT", "CUDA kernels"))
+    assert action == "fail" and f"TensorRT: not installed (fix: {doctor.GPU_EXTRA})" in why
+    assert "CUDA kernels" not in why
+    with pytest.raises(ValueError, match="no doctor fact named"):
+        gpu_verdict.__wrapped__(("TensorRt",))
+
+
+def test_pytorch_cuda_is_an_optional_fact_naming_a_cpu_build():
+    fact = doctor.torch_cuda_fact()
+    assert fact.optional and fact.gpu
+    import torch
+
+    if torch.version.cuda is None:
+        assert fact.status == doctor.ABSENT and "is a CPU build" in fact.found
+        assert "TORCH_INDEX" in fact.fix
 
 
 def test_gpu_tests_skip_with_the_reason_where_no_gpu_is_visible(monkeypatch):

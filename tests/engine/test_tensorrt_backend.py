@@ -11,7 +11,7 @@ from p2phd.engine.core import quality
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
 from p2phd.engine.core.style import Style
-from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
+from tests.doubles.fixtures import GPU_OR_DOUBLE, trt_double_fixture  # noqa: F401  (the fixture)
 
 SIZES = [(32, 64), (64, 32)]
 OPTIONS = EngineOptions(batch=(1, 2, 4), sizes=SIZES)
@@ -19,7 +19,7 @@ OPTIONS = EngineOptions(batch=(1, 2, 4), sizes=SIZES)
 TOLERANCE = {"fp32": 1e-2, "fp16": 5e-2}
 
 
-@pytest.fixture(autouse=True, params=[pytest.param("gpu", marks=pytest.mark.gpu), "double"])
+@pytest.fixture(autouse=True, params=GPU_OR_DOUBLE)
 def device(request) -> str:
     if request.param == "double":
         request.getfixturevalue("trt_double").route_kernels()

@@ -22,7 +22,7 @@ from p2phd.engine.kernels import cubin, cuda
 from tests.kernels.driver_double import DriverDouble, DriverError
 from tests.kernels.emulator import Emulator
 
-gpu = pytest.mark.gpu
+gpu = pytest.mark.gpu("CUDA kernels")
 
 DTYPES = ["float32", "float16", "bfloat16"]
 SHAPES = [(1, 1, 1), (1, 1, 7), (2, 5, 1), (3, 17, 23), (2, 64, 129)]

@@ -13,7 +13,7 @@ from p2phd.engine.core.renderer import Renderer
 from p2phd.export.checkpoint_export import export_checkpoint
 from p2phd.train.pix2pix.config import Pix2PixConfig
 from p2phd.train.pix2pix.original_checkpoint import load_pix2pix
-from tests.doubles.fixtures import trt_double_fixture  # noqa: F401  (the fixture)
+from tests.doubles.fixtures import GPU_OR_DOUBLE, trt_double_fixture  # noqa: F401  (the fixture)
 
 from .conftest import (
     original_generator,
@@ -111,7 +111,7 @@ def test_reduced_precision_goes_through_the_quality_report(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("device", [pytest.param("gpu", marks=pytest.mark.gpu), "double"])
+@pytest.mark.parametrize("device", GPU_OR_DOUBLE)
 def test_tensorrt_renders_what_the_original_computes(tmp_path, request, device, precision):
     """On the GPU, or on the TensorRT/CUDA test doubles (the same ONNX on ONNX Runtime: the
     package's fp16 variant and the default profile, which follows unet_256's multiple of 256)."""

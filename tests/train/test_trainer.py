@@ -94,7 +94,7 @@ def test_fp16_on_the_cpu_is_a_config_error(tiny_config):
         Trainer(tiny_config("precision=fp16", "device=cpu"))
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("PyTorch CUDA")
 def test_fp16_autocast_trains_on_cuda(tiny_config):
     history = train(tiny_config("max_iters=3", "precision=fp16", "device=cuda"))
     assert len(history) == 3
