@@ -51,10 +51,11 @@ class EncoderFeatures(nn.Module):
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
-        self.model = encoder.model
+        self.model = encoder.model  # registered here: the names its initializers carry
+        self.features = encoder.features  # runs that same model (and any tail skip)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image)
+        return self.features(image)
 
 
 def exporter_version() -> str:

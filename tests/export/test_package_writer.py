@@ -3,6 +3,8 @@ networks compute, an fp16 variant within a stated error, and no half-written pac
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import onnx
 import pytest
@@ -94,10 +96,14 @@ def test_fp16_variant_keeps_io_float32_norms_fp32_and_error_within_bound(tmp_pat
     assert 0 < pkg.manifest.parity["fp16"] <= FP16_WARN
 
 
-def test_encoder_and_features_enter_the_package(tmp_path):
-    g, enc = tiny(FEAT), build_encoder(FEAT).eval()
+@pytest.mark.parametrize(
+    "cfg", [FEAT, replace(FEAT, tail_skip=True)], ids=["original", "tail_skip"]
+)
+def test_encoder_and_features_enter_the_package(tmp_path, cfg):
+    """Export checks the generator's parity; the encoder's graph is compared here."""
+    g, enc = tiny(cfg), build_encoder(cfg).eval()
     clusters = {3: np.array([[0.5, -0.5]], np.float32), 1: np.zeros((4, 2), np.float32)}
-    pkg = ModelPackage(export_package(tmp_path / "m", g, FEAT, enc, clusters, fp16=False))
+    pkg = ModelPackage(export_package(tmp_path / "m", g, cfg, enc, clusters, fp16=False))
     assert pkg.manifest.encoder and pkg.manifest.features
     assert pkg.manifest.input_order == ["onehot:5", "edges:1", "features:2"]
     assert pkg.manifest.size_multiple == 2**FEAT.n_downsample_E  # the encoder's is stricter

@@ -3,9 +3,12 @@ and compute what the paper's architecture computes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from p2phd.common.errors import ConfigError
 from p2phd.train.instance_pooling import instance_average
 from p2phd.train.pix2pixhd.config import ModelConfig
 from p2phd.train.pix2pixhd.networks import build_discriminator, build_encoder, build_generator
@@ -129,6 +132,41 @@ def test_generator_output_is_an_image_of_the_input_size(netG):
             y = g(torch.randn(2, cfg.input_nc, h, w))
         assert y.shape == (2, 3, h, w)
         assert y.abs().max() <= 1.0
+
+
+def test_tail_skip_lets_a_scene_wide_feature_shift_reach_the_output():
+    """The InstanceNorm after G's first layer removes a shift of every feature by the same
+    amount (a whole scene's colours); with tail_skip the last convolution still sees it."""
+    x = torch.randn(1, 5 + 1 + 3, 32, 32)
+    shifted = x.clone()
+    shifted[:, -3:] += 0.3
+    change = {}
+    for skip in (False, True):
+        cfg = ModelConfig(label_nc=5, feat_num=3, ngf=4, n_downsample_global=2, n_blocks_global=1,
+                          tail_skip=skip)  # fmt: skip
+        torch.manual_seed(0)
+        g = build_generator(cfg).eval()
+        with torch.no_grad():
+            change[skip] = (g(shifted) - g(x)).abs().mean().item()
+    assert change[False] < 1e-4 < 1e-2 < change[True]
+
+
+def test_tail_skip_keeps_parameter_names_and_widens_the_last_convolutions():
+    plain = ModelConfig(feat_num=3, ngf=8, n_downsample_global=2, n_blocks_global=1, nef=4)
+    skip = replace(plain, tail_skip=True)
+    a, b = shapes(meta(plain)), shapes(meta(skip))
+    assert a.keys() == b.keys()
+    (last,) = [k for k in a if a[k] != b[k] and k.endswith("weight")]
+    assert b[last][1] == a[last][1] + 3  # the 3 feature channels
+    e_plain, e_skip = shapes(meta(plain, build_encoder)), shapes(meta(skip, build_encoder))
+    (last,) = [k for k in e_plain if e_plain[k] != e_skip[k] and k.endswith("weight")]
+    assert e_skip[last][1] == e_plain[last][1] + 3  # the photo's RGB
+
+
+@pytest.mark.parametrize("change", [{"feat_num": 0}, {"netG": "local"}])
+def test_tail_skip_needs_features_and_the_global_generator(change):
+    with pytest.raises(ConfigError, match="tail_skip needs feat_num >= 1 and netG 'global'"):
+        ModelConfig(**{"feat_num": 3, "tail_skip": True, **change})
 
 
 def test_encoder_gives_one_feature_vector_per_instance():

@@ -29,6 +29,10 @@ class ModelConfig:
     n_blocks_local: int = 3
     nef: int = 16
     n_downsample_E: int = 4  # noqa: N815
+    # Not in the original: G's last 7x7 convolution also sees the instance-feature channels of
+    # its input, and E's sees the photo, so a region's colour reaches the output without passing
+    # through the InstanceNorms (which remove any scene-wide shift of the features).
+    tail_skip: bool = False
 
     def __post_init__(self) -> None:
         if self.netG not in ("global", "local"):
@@ -38,6 +42,8 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.feat_num < 0:
             raise ConfigError(f"feat_num must be >= 0, got {self.feat_num}")
+        if self.tail_skip and (self.feat_num < 1 or self.netG != "global"):
+            raise ConfigError("tail_skip needs feat_num >= 1 and netG 'global'")
 
     @property
     def input_nc(self) -> int:

@@ -44,6 +44,12 @@ def _tail(in_ch: int, out_ch: int) -> list[nn.Module]:
     return [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, out_ch, 7), nn.Tanh()]
 
 
+def _with_tail_skip(model: nn.Sequential, h_input: torch.Tensor, skip: torch.Tensor):
+    """`model` run with `skip` concatenated onto the input of its tail (its last 3 layers)."""
+    pad, conv, tanh = model[-3:]
+    return tanh(conv(pad(torch.cat([model[:-3](h_input), skip], 1))))
+
+
 class ResnetBlock(nn.Module):
     """x + (pad, conv3x3, norm, ReLU, pad, conv3x3, norm)(x), with reflection padding."""
 
@@ -65,7 +71,8 @@ class ResnetBlock(nn.Module):
 
 class GlobalGenerator(nn.Module):
     """pix2pixHD's G1: 7x7 head, `n_downsampling` stride-2 convs, residual blocks, as many
-    transposed convs, 7x7 tail and tanh."""
+    transposed convs, 7x7 tail and tanh. With `skip_channels` (ModelConfig.tail_skip) the tail
+    also sees the input's last `skip_channels` channels (the instance features)."""
 
     def __init__(
         self,
@@ -74,10 +81,12 @@ class GlobalGenerator(nn.Module):
         ngf: int = 64,
         n_downsampling: int = 4,
         n_blocks: int = 9,
+        skip_channels: int = 0,
     ):
         super().__init__()
         if n_blocks < 0 or n_downsampling < 0:
             raise ValueError("n_blocks and n_downsampling must be >= 0")
+        self.skip_channels = skip_channels
         layers = _head(input_nc, ngf)
         for i in range(n_downsampling):
             layers += _down(ngf * 2**i, ngf * 2 ** (i + 1))
@@ -85,11 +94,13 @@ class GlobalGenerator(nn.Module):
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
             layers += _up(ngf * mult, ngf * mult // 2)
-        layers += _tail(ngf, output_nc)
+        layers += _tail(ngf + skip_channels, output_nc)
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        if not self.skip_channels:
+            return self.model(x)
+        return _with_tail_skip(self.model, x, x[:, -self.skip_channels :])
 
 
 class LocalEnhancer(nn.Module):
@@ -139,26 +150,37 @@ class LocalEnhancer(nn.Module):
 
 class Encoder(nn.Module):
     """pix2pixHD's feature encoder E: an encoder-decoder from the photo to `output_nc` feature
-    channels (tanh), then averaged within each instance so every object gets one style vector."""
+    channels (tanh), then averaged within each instance so every object gets one style vector.
+    With `skip_photo` (ModelConfig.tail_skip) the tail also sees the photo itself."""
 
-    def __init__(self, input_nc: int, output_nc: int, ngf: int = 16, n_downsampling: int = 4):
+    def __init__(
+        self,
+        input_nc: int,
+        output_nc: int,
+        ngf: int = 16,
+        n_downsampling: int = 4,
+        skip_photo: bool = False,
+    ):
         super().__init__()
         self.output_nc = output_nc
+        self.skip_photo = skip_photo
         layers = _head(input_nc, ngf)
         for i in range(n_downsampling):
             layers += _down(ngf * 2**i, ngf * 2 ** (i + 1))
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
             layers += _up(ngf * mult, ngf * mult // 2)
-        layers += _tail(ngf, output_nc)
+        layers += _tail(ngf + input_nc * skip_photo, output_nc)
         self.model = nn.Sequential(*layers)
 
     def features(self, image: torch.Tensor) -> torch.Tensor:
         """Per-pixel features before instance pooling (what `encoder.onnx` computes)."""
-        return self.model(image)
+        if not self.skip_photo:
+            return self.model(image)
+        return _with_tail_skip(self.model, image, image)
 
     def forward(self, image: torch.Tensor, instance_ids: torch.Tensor) -> torch.Tensor:
-        return instance_average(self.model(image), instance_ids)
+        return instance_average(self.features(image), instance_ids)
 
 
 class NLayerDiscriminator(nn.Module):
@@ -255,8 +277,9 @@ class MultiscaleDiscriminator(nn.Module):
 def build_generator(cfg: ModelConfig) -> nn.Module:
     """The generator `cfg` describes: GlobalGenerator for netG 'global', else LocalEnhancer."""
     if cfg.netG == "global":
+        skip = cfg.feat_num if cfg.tail_skip else 0
         return GlobalGenerator(
-            cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global
+            cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.n_downsample_global, cfg.n_blocks_global, skip
         )
     return LocalEnhancer(
         cfg.input_nc,
@@ -273,7 +296,7 @@ def build_encoder(cfg: ModelConfig) -> Encoder:
     """The feature encoder: photo (output_nc channels) -> feat_num instance-pooled channels."""
     if cfg.feat_num < 1:
         raise ValueError("an encoder needs feat_num >= 1")
-    return Encoder(cfg.output_nc, cfg.feat_num, cfg.nef, cfg.n_downsample_E)
+    return Encoder(cfg.output_nc, cfg.feat_num, cfg.nef, cfg.n_downsample_E, cfg.tail_skip)
 
 
 def build_discriminator(
