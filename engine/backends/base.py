@@ -199,6 +199,11 @@ class Backend(ABC):
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
         """`infer` on a checked input."""
 
+    def layer_times(self, x: np.ndarray, runs: int = 5) -> list[dict] | None:
+        """Per-layer times on `x` ({"layer", "mean_ms"} over `runs`, slowest first) where the
+        backend can profile its layers (TensorRT), else None. The benchmark's per-layer table."""
+        return None
+
     def render_maps(
         self, labels: np.ndarray, compact, table: np.ndarray | None, edges: bool, feat: int
     ) -> np.ndarray:

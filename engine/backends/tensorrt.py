@@ -440,10 +440,21 @@ class TensorRTBackend(Backend):
             _check(self._cuda.cudaStreamSynchronize(self.stream))
             return self._out.host(self.out_dtype, out_shape).astype(np.float32, copy=True)
 
-    def profile_layers(self, x: np.ndarray, profiler, runs: int) -> None:
-        """Run the engine `runs` times on `x` with `profiler` (a trt.IProfiler) reporting each
-        layer's time: plain enqueues on a context of its own (a profiled enqueue cannot be
-        captured), under the lock like every other use of the buffers and stream."""
+    def layer_times(self, x: np.ndarray, runs: int = 5) -> list[dict]:
+        """Per-layer times from a trt.IProfiler on `runs` plain enqueues of `x` (a profiled
+        enqueue cannot be captured) on a context of its own, under the lock like every other
+        use of the buffers and stream."""
+        trt = self._trt
+        totals: dict[str, float] = {}
+
+        class Profiler(trt.IProfiler):
+            def __init__(self):
+                trt.IProfiler.__init__(self)
+
+            def report_layer_time(self, layer_name: str, ms: float) -> None:
+                totals[layer_name] = totals.get(layer_name, 0.0) + ms
+
+        profiler = Profiler()  # held here: the context keeps only a pointer to it
         x = self._input(x)
         with self._lock:
             self._ensure_buffers()
@@ -455,6 +466,8 @@ class TensorRTBackend(Backend):
             for _ in range(runs):
                 self._enqueue(context)
                 _check(self._cuda.cudaStreamSynchronize(self.stream))
+        rows = [{"layer": k, "mean_ms": round(v / runs, 4)} for k, v in totals.items()]
+        return sorted(rows, key=lambda r: -r["mean_ms"])
 
     @property
     def renders_maps(self) -> bool:

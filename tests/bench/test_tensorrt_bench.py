@@ -81,11 +81,12 @@ def test_bench_renders_from_maps_where_the_backend_does(trt_double, bench_packag
 
 def test_a_failing_layer_profile_fails_only_its_row(trt_double, bench_package, monkeypatch):
     from p2phd.engine.apps.bench import harness
+    from p2phd.engine.backends.tensorrt import TensorRTBackend
 
-    def broken(backend, x):
+    def broken(backend, x, runs=5):
         raise RuntimeError("profiler broke")
 
-    monkeypatch.setattr(harness, "tensorrt_layer_times", broken)
+    monkeypatch.setattr(TensorRTBackend, "layer_times", broken)
     config = harness.BenchConfig(
         bench_package, ("tensorrt",), ("fp32",), (1, 2), ((32, 64),), 0, 1, baseline=False
     )

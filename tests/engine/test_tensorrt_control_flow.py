@@ -158,8 +158,6 @@ def test_engine_io_other_than_float_linear_is_refused(trt_double, tiny_package, 
 
 @pytest.mark.parametrize("work", ["infer", "layer profile"])
 def test_close_waits_for_the_running_batch(trt_double, tiny_package, cpu, work):
-    from p2phd.engine.apps.bench.gpu import tensorrt_layer_times
-
     trt = backend(tiny_package)
     x = dense(2, (32, 64))
     closer = threading.Thread(target=trt.close)
@@ -175,7 +173,7 @@ def test_close_waits_for_the_running_batch(trt_double, tiny_package, cpu, work):
     if work == "infer":
         np.testing.assert_allclose(trt.infer(x), cpu.infer(x), atol=1e-4)
     else:
-        rows = tensorrt_layer_times(trt, x, runs=1)  # profiled under the same lock
+        rows = trt.layer_times(x, runs=1)  # profiled under the same lock
         assert rows and all(r["mean_ms"] > 0 for r in rows)
     closer.join(timeout=10)
     assert closed_during_run == [False] and not closer.is_alive()
@@ -183,12 +181,10 @@ def test_close_waits_for_the_running_batch(trt_double, tiny_package, cpu, work):
 
 
 def test_layer_profiler_reports_every_layer(trt_double, tiny_package):
-    from p2phd.engine.apps.bench.gpu import tensorrt_layer_times
-
     trt = backend(tiny_package)
     x = dense(2, (32, 64))
     trt.infer(x)  # a captured graph exists: the profiler must not disturb it
-    rows = tensorrt_layer_times(trt, x, runs=3)
+    rows = trt.layer_times(x, runs=3)
     assert len(rows) == trt.engine.num_layers and all(r["mean_ms"] > 0 for r in rows)
     assert trt.describe()["cuda_graphs"] == 1
 

@@ -1,4 +1,4 @@
-"""GPU instrumentation for the benchmark: CUDA-event timing, NVTX ranges, TensorRT layer times.
+"""GPU instrumentation for the benchmark: CUDA-event timing and NVTX ranges.
 
 Everything here is optional at import: without CUDA, `nvtx` or TensorRT the helpers fall back to
 no-ops (NVTX), wall-clock timing, or report nothing, so the CPU benchmark never needs them.
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-
-import numpy as np
 
 from p2phd.engine.core.cuda_runtime import check as _ok
 from p2phd.engine.core.cuda_runtime import runtime as _cudart
@@ -127,23 +125,3 @@ def describe_gpu() -> dict | None:
     if getattr(cudart, "__p2phd_double__", False):  # the tests' CUDA double: not a GPU
         gpu["test_double"] = True
     return gpu
-
-
-def tensorrt_layer_times(backend, x: np.ndarray, runs: int = 5) -> list[dict]:
-    """Per-layer times (mean ms over `runs`) of a TensorRT backend's engine on input `x`,
-    slowest first, from an IProfiler on plain enqueues (`backend.profile_layers`)."""
-    import tensorrt as trt
-
-    totals: dict[str, float] = {}
-
-    class Profiler(trt.IProfiler):
-        def __init__(self):
-            trt.IProfiler.__init__(self)
-
-        def report_layer_time(self, layer_name: str, ms: float) -> None:
-            totals[layer_name] = totals.get(layer_name, 0.0) + ms
-
-    profiler = Profiler()  # held here: the context keeps only a pointer to it
-    backend.profile_layers(x, profiler, runs)
-    rows = [{"layer": k, "mean_ms": round(v / runs, 4)} for k, v in totals.items()]
-    return sorted(rows, key=lambda r: -r["mean_ms"])

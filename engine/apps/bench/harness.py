@@ -32,7 +32,6 @@ from p2phd.engine.apps.bench.gpu import (
     describe_gpu,
     device_memory_used,
     device_timer,
-    tensorrt_layer_times,
 )
 from p2phd.engine.apps.bench.machine import Peak, cpu_peak, describe_machine, gpu_peak
 from p2phd.engine.apps.bench.macs import count_model_macs
@@ -60,7 +59,7 @@ class BenchConfig:
     iters: int = 10
     baseline: bool = True
     seed: int = 2018
-    layer_times: bool = True  # TensorRT per-layer profile, on GPU rows
+    layer_times: bool = True  # per-layer profile where the backend has one (TensorRT)
 
     def __post_init__(self) -> None:
         self.model_dir = Path(self.model_dir)
@@ -484,8 +483,9 @@ class Bench:
                     t = self._measure(pipe, row, h, w, b)
                     if b == min(c.batches):
                         self._quality(row, t, (b, h, w))
-                        if backend == "tensorrt" and c.layer_times:
-                            row["layer_times_ms"] = tensorrt_layer_times(pipe.backend, t.dense)[:30]
+                        layers = c.layer_times and pipe.backend.layer_times(t.dense)
+                        if layers:
+                            row["layer_times_ms"] = layers[:30]
                 except P2PHDError as e:
                     rows.append(row | {"status": "skipped", "reason": str(e)})
                     continue
