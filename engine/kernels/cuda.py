@@ -49,7 +49,7 @@ __all__ = [
 
 THREADS = 256  # threads per block
 MAX_BLOCKS = 1 << 20  # grid cap: every kernel loops over the grid, so any size is covered
-POOL_STRIP = 16  # pixels of a row one pooling thread sums (kStrip in the .cu); sizes the grid
+POOL_STRIP = 64  # pixels of a row one pooling thread sums (kStrip in the .cu); sizes the grid
 _NO_ERROR = 2**64 - 1
 
 # The kernels' parameters, in order, as declared in kernels_cuda.cu (extern "C" entry points).

@@ -288,3 +288,9 @@ def test_cuda_assembly_of_a_real_cityscapes_frame(memory, cityscapes_sample):
         kmax=inst.kmax,
     )
     np.testing.assert_array_equal(memory.download(out).view(np.uint16), expected.view(np.uint16))
+
+
+def test_the_pooling_grid_is_sized_by_the_kernels_strip():
+    """The host sizes the pooling grid by POOL_STRIP; the kernel strides by kStrip."""
+    source = (cubin.SOURCE_DIR / cubin.SOURCE).read_text()
+    assert f"constexpr int kStrip = {cuda.POOL_STRIP};" in source

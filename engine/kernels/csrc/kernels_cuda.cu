@@ -17,7 +17,7 @@ using p2phd::encode;
 using p2phd::instance_mean;
 using p2phd::Storage;
 
-constexpr int kStrip = 16;  // pixels of a row one pooling thread sums before its atomics
+constexpr int kStrip = 64;  // pixels of a row one pooling thread sums before its atomics
 
 __device__ int64_t grid_start() { return (int64_t)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ int64_t grid_step() { return (int64_t)gridDim.x * blockDim.x; }
