@@ -51,20 +51,34 @@ def test_onnxruntime_cuda_build_is_cuda_12_and_not_in_an_extra():
         assert not any(Requirement(r).name == "onnxruntime-gpu" for r in extra)
 
 
+def make_n_gpu_check(*variables: str) -> str:
+    return subprocess.run(["make", "-n", "-B", "gpu-check", *variables], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
 def test_make_gpu_check_installs_the_stack_then_checks_tests_and_benchmarks_it():
-    steps = subprocess.run(
-        ["make", "-n", "-B", "gpu-check"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
+    steps = make_n_gpu_check()
     order = [
         '"torch==2.13.0" --index-url',  # a CUDA 12 torch first: PyPI's needs cuda-bindings 13
         '-e ".[train,dev,bench,gpu]"',
         "pip uninstall -q -y onnxruntime onnxruntime-gpu",  # the CPU build out first ...
         "import CUDA_BUILD",  # ... then the CUDA 12 build
-        "p2phd doctor --require-gpu",
+        "cli doctor --require-gpu",
         "pytest -m gpu",
-        "--backends tensorrt --precision fp16 --batch 1,2,4,8,16",
+        "benchmarks/cuda_kernels.py",
+        "--backends tensorrt",
     ]
     at = [steps.find(step) for step in order]
     assert -1 not in at and at == sorted(at), steps
     bench = steps[at[-1] :]
-    assert "--size 512x1024" in bench and "-o benchmarks/results/" in bench
+    assert "--precision fp16 --batch 1,2,4,8,16 --size 512x1024" in bench
+    assert "-o benchmarks/results/gpu-check/bench-512p-tensorrt" in bench
+    # every check runs; the exit status names the failed ones
+    assert steps.count("|| failed=") == 4 and "exit 1; fi" in steps
+
+
+def test_make_gpu_check_with_a_python_that_has_a_cuda_stack_installs_nothing_else():
+    steps = make_n_gpu_check("GPU_PYTHON=/opt/py/bin/python3")
+    assert "/opt/py/bin/python3 -m pip install -q --no-build-isolation --no-deps -e ." in steps
+    assert "--index-url" not in steps and "[train,dev,bench,gpu]" not in steps
+    assert "/opt/py/bin/python3 -m pytest -m gpu" in steps
