@@ -2,9 +2,10 @@
 # Make the default model package under models/default/ from scratch: synthetic data, training,
 # feature clustering, export, example inputs. The checkpoints stay in runs/default/ (the
 # package's ONNX initializers carry the same weights under the state_dict names), keeping models/
-# small; the 16 kept checkpoints (~0.8 GB) feed benchmarks/default_model_curve.py. About 40 minutes
-# on one core (8000 iterations at 3.5-5 it/s measured on a 2-core AMD EPYC Zen 4 shared with
-# other jobs, load average 5-7; one thread is faster than two when other jobs share the cores):
+# small; the 16 kept checkpoints (~0.8 GB) feed benchmarks/default_model_curve.py. About 30 minutes
+# on one core (28 minutes end to end on 2026-11-26, 8000 iterations at 4.9 it/s, a 2-core AMD EPYC
+# Zen 4 whose other core was busy; 3.5 it/s with other jobs on both cores; one thread is faster
+# than two when other jobs share the cores):
 #   OMP_NUM_THREADS=1 train/make_default_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
