@@ -20,7 +20,7 @@ from p2phd.engine.core.renderer import Renderer
 from p2phd.engine.serving.client import RenderItem, image_of
 from p2phd.engine.serving.server import ServerConfig
 from p2phd.engine.serving.wire import renderer_pb2_grpc
-from tests.reliability.test_engine_cache import snapshot
+from tests.reliability.test_compiled_cache import snapshot
 from tests.server.conftest import ThreadedServer, make_maps
 
 

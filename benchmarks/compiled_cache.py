@@ -6,8 +6,8 @@ its engine is imported from the cache (a second renderer, as after a restart).
 Part large: a few large shapes rendered in a row, then idle: resident memory after each, with
 compiled models bounded by bytes ($P2PHD_ENGINE_MEMORY_MB).
 
-    .venv/bin/python benchmarks/engine_cache.py [--model models/default] [--churn 30] \
-        [--large 4] [-o benchmarks/results/engine_cache.json]
+    .venv/bin/python benchmarks/compiled_cache.py [--model models/default] [--churn 30] \
+        [--large 4] [-o benchmarks/results/compiled_cache.json]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("--model", type=Path, default=Path("models/default"))
     p.add_argument("--churn", type=int, default=30)
     p.add_argument("--large", type=int, default=4)
-    p.add_argument("-o", "--output", default="benchmarks/results/engine_cache.json")
+    p.add_argument("-o", "--output", default="benchmarks/results/compiled_cache.json")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="p2phd-cache-bench-") as cache:
         os.environ[compiled_cache.CACHE_ENV] = cache  # a fresh cache, measured alone
