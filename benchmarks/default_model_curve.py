@@ -26,8 +26,8 @@ from tqdm import tqdm
 from p2phd.common.atomic import atomic_write_bytes
 from p2phd.engine.core.quality import psnr_db
 from p2phd.train.checkpoint import Checkpoint, load_checkpoint
-from p2phd.train.input_encoding import encode_input
 from p2phd.train.pix2pixhd.data import PairedDataset, collate
+from p2phd.train.pix2pixhd.input_encoding import encode_input
 from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
 from p2phd.train.pix2pixhd.trainer import to_uint8
 from p2phd.train.synth import write_dataset

@@ -17,8 +17,8 @@ import torch
 from p2phd.common.atomic import atomic_write_bytes
 from p2phd.common.errors import CheckpointError, ConfigError
 from p2phd.train.checkpoint import load_checkpoint
-from p2phd.train.input_encoding import class_of_instance
 from p2phd.train.pix2pixhd.data import PairedDataset
+from p2phd.train.pix2pixhd.input_encoding import class_of_instance
 from p2phd.train.pix2pixhd.networks import build_encoder
 
 log = logging.getLogger(__name__)

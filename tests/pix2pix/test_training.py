@@ -11,7 +11,8 @@ from p2phd.common.errors import ConfigError, InputError
 from p2phd.engine.apps.cli import main
 from p2phd.engine.core.renderer import Renderer
 from p2phd.train.pix2pix.data import Pix2PixDataset
-from p2phd.train.pix2pix.trainer import Pix2PixTrainConfig, Pix2PixTrainer
+from p2phd.train.pix2pix.train_config import Pix2PixTrainConfig
+from p2phd.train.pix2pix.trainer import Pix2PixTrainer
 
 
 def test_synth_layouts_hold_the_same_pairs(tmp_path):
@@ -71,7 +72,7 @@ def test_bad_training_configs_say_why(tmp_path):
 def test_shipped_config_is_the_original_recipe():
     from pathlib import Path
 
-    from p2phd.train.train_config import read_config_dict
+    from p2phd.train.config_file import read_config_dict
 
     path = Path(__file__).parents[2] / "configs" / "pix2pix.yaml"
     cfg = Pix2PixTrainConfig.from_json(read_config_dict(path))

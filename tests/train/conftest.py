@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from p2phd.train.pix2pixhd.train_config import load_train_config
 from p2phd.train.synth import write_dataset
-from p2phd.train.train_config import load_train_config
 
 TINY_MODEL = [
     "model.ngf=4",

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from p2phd.common.errors import InputError
-from p2phd.train.input_encoding import edges, encode_input, one_hot, sample_features
 from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.input_encoding import edges, encode_input, one_hot, sample_features
 
 
 @pytest.mark.parametrize(("a", "b"), [(26001, 26002), (33000, 33001), (2048, 2049)])

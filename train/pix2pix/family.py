@@ -66,7 +66,8 @@ def make_trainer(raw: dict, resume: bool):
     if resume:
         raise ConfigError("--resume is not supported for pix2pix runs; start a new run")
     # Imported here: export and the engine look the family up without loading the training loop.
-    from p2phd.train.pix2pix.trainer import Pix2PixTrainConfig, Pix2PixTrainer
+    from p2phd.train.pix2pix.train_config import Pix2PixTrainConfig
+    from p2phd.train.pix2pix.trainer import Pix2PixTrainer
 
     return Pix2PixTrainer(Pix2PixTrainConfig.from_json(raw))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -20,76 +19,15 @@ from torch import nn
 from tqdm import tqdm
 
 from p2phd.common.atomic import atomic_path
-from p2phd.common.errors import ConfigError
 from p2phd.train.checkpoint import Checkpoint, save_checkpoint
-from p2phd.train.epochs import EpochTrainer, check_epochs
-from p2phd.train.pix2pix.config import Pix2PixConfig
+from p2phd.train.epochs import EpochTrainer
 from p2phd.train.pix2pix.data import Pix2PixDataset
 from p2phd.train.pix2pix.networks import NLayerDiscriminator, build_generator
+from p2phd.train.pix2pix.train_config import Pix2PixTrainConfig
 
 log = logging.getLogger(__name__)
 
-GAN_MODES = ("vanilla", "lsgan")
 LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
-
-
-@dataclass
-class Pix2PixTrainConfig:
-    """Field names follow the original's options (lambda_L1, gan_mode, direction, ...)."""
-
-    model: Pix2PixConfig = field(
-        default_factory=lambda: Pix2PixConfig(netG="unet_256", norm="batch", use_dropout=True)
-    )
-    data: str = ""  # dataset root: <phase>/ (aligned A|B) or <phase>A/ + <phase>B/
-    phase: str = "train"
-    direction: str = "AtoB"
-    size: list[int] = field(default_factory=lambda: [256, 256])  # [H, W]
-    flip: bool = True
-    batch_size: int = 1
-    niter: int = 100
-    niter_decay: int = 100
-    max_iters: int | None = None
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lambda_L1: float = 100.0  # noqa: N815  (the original option's name)
-    gan_mode: str = "vanilla"
-    n_layers_D: int = 3  # noqa: N815
-    ndf: int = 64
-    device: str = "auto"
-    checkpoint_every: int = 500
-    seed: int = 0
-    output: str = "runs/pix2pix"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.model, dict):
-            self.model = Pix2PixConfig.from_json(self.model)
-        if self.gan_mode not in GAN_MODES:
-            raise ConfigError(f"gan_mode must be one of {GAN_MODES}, got {self.gan_mode!r}")
-        m = self.model.size_multiple
-        if len(self.size) != 2 or any(s < m or s % m for s in self.size):
-            raise ConfigError(
-                f"size {self.size}: [H, W] must be positive multiples of {m} for {self.model.netG}"
-            )
-        for name in ("batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        check_epochs(self.niter, self.niter_decay)
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "model": self.model.to_json()}
-
-    @classmethod
-    def from_json(cls, d: dict) -> Pix2PixTrainConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(
-                f"unknown pix2pix train config field(s): {', '.join(sorted(unknown))}"
-            )
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise ConfigError(f"pix2pix train config: {e}") from None
 
 
 def init_weights(module: nn.Module) -> None:

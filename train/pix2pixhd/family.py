@@ -9,8 +9,8 @@ from torch import nn
 
 from p2phd.common.errors import ExportError
 from p2phd.train.family import Family, Networks, Size
-from p2phd.train.input_encoding import encode_input
 from p2phd.train.pix2pixhd.config import ModelConfig
+from p2phd.train.pix2pixhd.input_encoding import encode_input
 from p2phd.train.pix2pixhd.networks import build_encoder, build_generator
 from p2phd.train.pix2pixhd.original_checkpoint import load_into, load_pix2pixhd
 
@@ -78,8 +78,8 @@ def load_networks(ckpt, source: str) -> Networks:
 
 def make_trainer(raw: dict, resume: bool):
     # Imported here: export and the engine look the family up without loading the training loop.
+    from p2phd.train.pix2pixhd.train_config import TrainConfig
     from p2phd.train.pix2pixhd.trainer import Trainer
-    from p2phd.train.train_config import TrainConfig
 
     return Trainer(TrainConfig.from_json(raw), resume=resume)
 

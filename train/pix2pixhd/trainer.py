@@ -26,11 +26,11 @@ from p2phd.train.checkpoint import (
     save_checkpoint,
 )
 from p2phd.train.epochs import EpochTrainer
-from p2phd.train.input_encoding import encode_input
 from p2phd.train.losses import VGGLoss, feature_matching_loss, load_vgg19, lsgan_loss
 from p2phd.train.pix2pixhd.data import PairedDataset, collate
+from p2phd.train.pix2pixhd.input_encoding import encode_input
 from p2phd.train.pix2pixhd.networks import build_discriminator, build_encoder, build_generator
-from p2phd.train.train_config import TrainConfig
+from p2phd.train.pix2pixhd.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """The original pix2pixHD inference path, the baseline every engine row is compared with.
 
 PyTorch eager fp32, one image at a time: the one-hot, instance edges and sampled instance
-features are built in torch (`p2phd.train.input_encoding`, as the original's `encode_input`), the
-network is the package's own generator rebuilt by the torch backend, and the output goes to uint8
-as the original's `tensor2im` does ((x + 1) / 2 * 255, truncated). Imported only when asked for.
+features are built in torch (`p2phd.train.pix2pixhd.input_encoding`, as the original's
+`encode_input`), the network is the package's own generator rebuilt by the torch backend, and
+the output goes to uint8 as the original's `tensor2im` does ((x + 1) / 2 * 255, truncated).
+Imported only when asked for.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class OriginalPipeline:
 
     def preprocess(self, labels: np.ndarray, instances: np.ndarray | None):
         """uint8 [B,H,W] labels and int32 instance ids -> the generator's input tensor."""
-        from p2phd.train.input_encoding import encode_input, sample_features
+        from p2phd.train.pix2pixhd.input_encoding import encode_input, sample_features
 
         torch = self._torch
         label = torch.from_numpy(np.ascontiguousarray(labels)).unsqueeze(1)

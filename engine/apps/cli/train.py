@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from p2phd.train import families
     from p2phd.train.checkpoint import strip_checkpoint
-    from p2phd.train.train_config import read_config_dict
+    from p2phd.train.config_file import read_config_dict
 
     raw = read_config_dict(args.config, args.overrides)
     trainer = families.of_training_config(raw).make_trainer(raw, args.resume)

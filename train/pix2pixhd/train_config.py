@@ -1,5 +1,4 @@
-"""pix2pixHD's training configuration, one dataclass, and the YAML reader (`key=value`
-overrides applied) that reads every family's training config.
+"""pix2pixHD's training configuration, one dataclass, read from YAML with `key=value` overrides.
 
 Field names follow the original pix2pixHD options where one exists (niter, niter_decay,
 lambda_feat, num_D, niter_fix_global, load_global ~ load_pretrain).
@@ -7,13 +6,14 @@ lambda_feat, num_D, niter_fix_global, load_global ~ load_pretrain).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import yaml
+from typing import ClassVar
 
 from p2phd.common.errors import ConfigError
+from p2phd.train.config_file import read_config_dict
 from p2phd.train.epochs import check_epochs
+from p2phd.train.family import config_from_json
 from p2phd.train.pix2pixhd.config import ModelConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -21,6 +21,8 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 @dataclass
 class TrainConfig:
+    family: ClassVar[str] = ModelConfig.family
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: str = ""  # dataset root: Cityscapes layout or flat <phase>_label/_inst/_img
     phase: str = "train"
@@ -78,44 +80,10 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown train config field(s): {', '.join(sorted(unknown))}")
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise ConfigError(f"train config: {e}") from None
+        return config_from_json(cls, d, "train config")
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """A TrainConfig from a YAML file (or the defaults) with `key=value` overrides applied;
     dotted keys reach into the model (`model.ngf=8`), values parse as YAML scalars."""
     return TrainConfig.from_json(read_config_dict(path, overrides))
-
-
-def read_config_dict(path: str | Path | None, overrides: list[str] = ()) -> dict:
-    """The YAML file's mapping (empty without a file) with the `key=value` overrides applied."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of config keys")
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(text)
-    return raw
