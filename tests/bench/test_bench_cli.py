@@ -125,3 +125,14 @@ def test_missing_package_is_a_clear_error(tmp_path, capsys):
 
     assert main(["bench", str(tmp_path / "nowhere"), "-o", str(tmp_path / "out")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_an_image_input_package_is_refused_naming_the_pix2pix_benchmark(tmp_path, capsys):
+    from p2phd.engine.apps.cli import main
+    from tests.pix2pix.test_export_render import export
+
+    _, package = export(tmp_path, "unet_128", "batch", "image-stats", False)
+    assert main(["bench", str(package), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "takes images (pix2pix/CycleGAN)" in err and "benchmarks/pix2pix.py" in err
+    assert not (tmp_path / "out").exists()

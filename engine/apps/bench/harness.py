@@ -340,6 +340,11 @@ class Bench:
         self.config = config
         self.package = ModelPackage(config.model_dir)
         self.manifest = self.package.manifest
+        if self.manifest.image_input:
+            raise ConfigError(
+                f"{config.model_dir}: p2phd bench times label-map packages (pix2pixHD); this one "
+                "takes images (pix2pix/CycleGAN): benchmarks/pix2pix.py times those"
+            )
         self.progress = progress
         self.nvtx = Nvtx()
         self.memory = PeakMemory()
