@@ -4,10 +4,9 @@ One probe per layer of the stack: the GPU and its driver, the CUDA runtime (cuda
 TensorRT, ONNX Runtime and its CUDA execution provider, OpenVINO, the CPU's bf16/int8
 instructions, the CUDA kernels and PyTorch's CUDA (training). `p2phd doctor` prints them, and
 the test suite's `gpu` marker fails (rather than skips) when a GPU is visible but what a test
-needs is broken. The machine
-facts themselves (installed builds, GPUs, driver) come from engine/core/platform, which the
-backends read too; this module gives them a status and a fix. Probes never raise: a failure is
-a fact.
+needs is broken. The machine facts themselves (installed builds, GPUs, driver) come from
+engine/core/platform, which the backends read too; this module gives them a status and a fix.
+Probes never raise: a failure is a fact.
 """
 
 from __future__ import annotations
