@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # issue 20 on a lent GPU machine: train the 512p generator briefly (synthetic scenes, 256x512),
-# export it, and run the int8 gate on it through ONNX Runtime (the CPU has AMX/VNNI).
+# export it, and run the int8 gate on it through ONNX Runtime (the CPU has AMX/VNNI). The machine
+# is offline: .whl/ and .whl3/ hold the wheels it lacks (grpcio, protobuf, flask...; nncf, pydot,
+# openvino-telemetry).
 set -u
 export PYTHONUNBUFFERED=1 P2PHD_CACHE=/tmp/p2phd-cache
 P2=${P2:-"python3 -m p2phd.engine.apps.cli"}; O=${OUT:-/tmp/t512out}; ITERS=${ITERS:-1200}; N=${N:-64}
