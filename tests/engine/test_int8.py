@@ -232,8 +232,10 @@ def test_the_last_convolution_stays_in_float_where_the_check_fails_it(
     monkeypatch.setattr(int8, "check", failing_once)
     int8.calibrate(default_model, "synthetic", (64, 128))
     kept = ModelPackage(default_model).manifest.calibration["int8"]["kept_in_float"]
-    (last,) = [k for k in kept if k["op"] == "Conv"]
-    assert "stand-in for a failed check" in last["why"] and checked == [int8.CHECK_MAPS]
+    # the last convolution, split per input (network features | raw instance features)
+    last = [k for k in kept if k["op"] == "Conv"]
+    assert len(last) == 2 and checked == [int8.CHECK_MAPS]
+    assert all("stand-in for a failed check" in k["why"] for k in last)
 
 
 def test_int8_build_refuses_a_backend_without_int8_before_calibrating(
