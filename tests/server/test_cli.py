@@ -53,22 +53,32 @@ def serve_process(server_package):
 
 def test_sigterm_finishes_requests_in_flight_then_exits_zero(serve_process):
     proc, target, metrics_port = serve_process("--max-batch", "1", "--max-queue-delay-us", "0")
-    channel = grpc.insecure_channel(target)  # held: a collected channel cancels its calls
+    # held: a collected channel cancels its calls; the large image's raw reply is over 4 MiB
+    channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 2**25)])
     stub = renderer_pb2_grpc.RendererStub(channel)
-    label, instance = make_maps(256, 512, seed=1)  # a few hundred ms per image on the tiny model
-    request = RenderItem(label, instance).request()
+    request = RenderItem(*make_maps(256, 512, seed=1)).request()
     stub.Render(request, timeout=60)
-    futures = [stub.Render.future(request, timeout=120) for _ in range(6)]
     url = f"http://127.0.0.1:{metrics_port}/metrics"
-    deadline = time.monotonic() + 30
-    while metric(urllib.request.urlopen(url, timeout=5).read().decode(), "p2phd_queue_depth") < 1:
-        assert time.monotonic() < deadline, "requests never queued"
-        time.sleep(0.01)
+
+    def wait_for(name: str, value: float) -> None:
+        deadline = time.monotonic() + 30
+        while metric(urllib.request.urlopen(url, timeout=5).read().decode(), name) < value:
+            assert time.monotonic() < deadline, f"{name} never reached {value}"
+            time.sleep(0.005)
+
+    # A large image keeps the engine busy (--max-batch 1) while the six small calls reach the
+    # server and wait behind it: a call still on its way when shutdown begins would be refused
+    # (it is not in flight) and fail this test for the wrong reason.
+    large = stub.Render.future(RenderItem(*make_maps(1024, 2048, seed=2)).request(), timeout=120)
+    wait_for("p2phd_queue_seconds_count", 2)  # dispatched: the warm-up call, then the large one
+    futures = [stub.Render.future(request, timeout=120) for _ in range(6)]
+    wait_for("p2phd_queue_depth", 6)
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.1)
     with pytest.raises(grpc.RpcError) as refused:  # no new calls once shutdown began
         renderer_pb2_grpc.RendererStub(grpc.insecure_channel(target)).Render(request, timeout=10)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert large.result().raw.shape == [1024, 2048, 3]
     for f in futures:
         assert f.result().raw.shape == [256, 512, 3]
     assert proc.wait(timeout=60) == 0, proc.communicate()[0]
