@@ -12,9 +12,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-
-def _attributes(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+from p2phd.export.graph_edit import attributes, copy_of, set_nodes
 
 
 def _channels(model: onnx.ModelProto) -> dict[str, int]:
@@ -36,8 +34,7 @@ def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` with every Conv (constant weights) whose input is a Concat over
     channels, directly or through one Pad, used by nothing else, split into one Conv per
     concatenated input and their sum."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
+    copy = copy_of(model)
     graph = copy.graph
     weights = {t.name: t for t in graph.initializer}
     producer = {out: n for n in graph.node for out in n.output}
@@ -57,11 +54,11 @@ def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         pad = only_use(conv.input[0], "Pad")
         concat = only_use(pad.input[0] if pad is not None else conv.input[0], "Concat")
-        if concat is None or _attributes(concat).get("axis") not in (1, -3):
+        if concat is None or attributes(concat).get("axis") not in (1, -3):
             continue
         sizes = [channels.get(name) for name in concat.input]
         weight = numpy_helper.to_array(weights[conv.input[1]])
-        if None in sizes or sum(sizes) != weight.shape[1] or _attributes(conv).get("group", 1) != 1:
+        if None in sizes or sum(sizes) != weight.shape[1] or attributes(conv).get("group", 1) != 1:
             continue
         nodes, parts, start = [], [], 0
         for k, (source, size) in enumerate(zip(concat.input, sizes, strict=True)):
@@ -72,12 +69,12 @@ def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
             if pad is not None:
                 padded = f"{name}/padded"
                 nodes.append(helper.make_node("Pad", [source, *pad.input[1:]], [padded],
-                                              name=f"{name}/pad", **_attributes(pad)))  # fmt: skip
+                                              name=f"{name}/pad", **attributes(pad)))  # fmt: skip
                 source = padded
             bias = list(conv.input[2:3]) if k == 0 else []
             parts.append(f"{name}/out")
             nodes.append(helper.make_node("Conv", [source, part.name, *bias], [parts[-1]],
-                                          name=name, **_attributes(conv)))  # fmt: skip
+                                          name=name, **attributes(conv)))  # fmt: skip
         total = parts[0]
         for k, part in enumerate(parts[1:], 1):
             out = conv.output[0] if k == len(parts) - 1 else f"{conv.name}/sum{k}"
@@ -87,10 +84,5 @@ def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
         replaced[id(concat)] = []
         if pad is not None:
             replaced[id(pad)] = []
-    nodes = [m for n in graph.node for m in replaced.get(id(n), [n])]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in nodes for name in node.input}
-    for unused in [t for t in graph.initializer if t.name not in used]:
-        graph.initializer.remove(unused)
+    set_nodes(graph, [m for n in graph.node for m in replaced.get(id(n), [n])])
     return copy

@@ -15,19 +15,17 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from p2phd.export.graph_edit import attributes, copy_of, set_nodes
+
 # phase (0 or 1) -> {input offset: kernel index} along one axis, for kernel 3, stride 2, pad 1
 _TAPS = {0: {0: 1}, 1: {0: 2, 1: 0}}
-
-
-def _attributes(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def rewritable(node: onnx.NodeProto) -> bool:
     """A ConvTranspose this module rewrites: kernel 3, stride 2, pads 1, output_padding 1."""
     if node.op_type != "ConvTranspose":
         return False
-    a = _attributes(node)
+    a = attributes(node)
     return (
         list(a.get("kernel_shape", [])) == [3, 3]
         and list(a.get("strides", [])) == [2, 2]
@@ -57,9 +55,8 @@ def phase_kernels(weight: np.ndarray) -> list[np.ndarray]:
 def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` with every rewritable ConvTranspose (constant weights) replaced by its
     four phase Convs, a Concat and a DepthToSpace; node names derive from the original's."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)  # not through bytes: a model may be over protobuf's 2 GB
-    model, graph = copy, copy.graph
+    model = copy_of(model)
+    graph = model.graph
     weights = {t.name: t for t in graph.initializer}
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
@@ -84,9 +81,5 @@ def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
         interleave = f"{node.name}/interleave"
         nodes.append(helper.make_node("DepthToSpace", [joined], list(node.output),
                                       name=interleave, blocksize=2, mode="DCR"))  # fmt: skip
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {name for node in nodes for name in node.input}
-    for unused in [t for t in graph.initializer if t.name not in used]:
-        graph.initializer.remove(unused)
+    set_nodes(graph, nodes)
     return model
