@@ -21,6 +21,15 @@ BASE_NEEDS = ("GPU", "driver", "CUDA runtime")  # what every `gpu` test needs
 
 
 @functools.cache
+def gpu_facts() -> dict:
+    """The doctor's GPU facts by name, probed once per session (TensorRT's builder, ONNX
+    Runtime's CUDA session and torch are slow to start), whatever each test needs of them."""
+    from p2phd.engine.apps import doctor
+
+    return {f.name: f for f in doctor.collect(doctor.GPU_PROBES)}
+
+
+@functools.cache
 def gpu_verdict(needs: tuple[str, ...] = ()) -> tuple[str, str] | None:
     """None: a gpu test needing the doctor's facts `needs` (beyond BASE_NEEDS) runs;
     ("skip" | "fail", why) otherwise. A test that needs only the CUDA kernels runs on a
@@ -31,7 +40,7 @@ def gpu_verdict(needs: tuple[str, ...] = ()) -> tuple[str, str] | None:
     visible = platform.gpu_visible()
     if visible is None:
         return "skip", "needs an NVIDIA GPU; none visible (no nvidia-smi, no /dev/nvidia*)"
-    facts = {f.name: f for f in doctor.collect(doctor.GPU_PROBES)}
+    facts = gpu_facts()
     unknown = set(needs) - facts.keys()
     if unknown:
         raise ValueError(f"gpu marker: no doctor fact named {sorted(unknown)}; see {list(facts)}")

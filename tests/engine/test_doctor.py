@@ -15,7 +15,7 @@ from p2phd.engine.apps.cli import main
 from p2phd.engine.backends import choose_backend
 from p2phd.engine.core import platform
 from p2phd.engine.core.cpu_features import cpu_flags
-from tests.conftest import REPO, gpu_verdict
+from tests.conftest import REPO, gpu_facts, gpu_verdict
 from tests.engine.test_cli import p2phd
 
 H100 = platform.Gpu("NVIDIA H100 80GB HBM3", "535.216.01", "9.0")
@@ -55,8 +55,10 @@ def h100_r535(monkeypatch):
         platform, "installed", lambda *names: [(n, versions[n]) for n in names if n in versions]
     )
     platform.gpu_summary.cache_clear()
+    gpu_facts.cache_clear()  # probed again under the fakes
     yield
     platform.gpu_summary.cache_clear()
+    gpu_facts.cache_clear()
 
 
 def test_cuda_13_builds_on_an_r535_driver_are_named_with_the_fix(h100_r535, capsys):
