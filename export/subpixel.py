@@ -38,17 +38,17 @@ def rewritable(node: onnx.NodeProto) -> bool:
     )
 
 
-def phase_kernels(weight: np.ndarray) -> list[np.ndarray]:
-    """ConvTranspose weights [Cin, Cout, 3, 3] -> the four phase Conv weights [Cout, Cin, kh, kw],
-    in DCR order (a, b) = (0, 0), (0, 1), (1, 0), (1, 1)."""
-    kernels = []
-    for rows in (_TAPS[0], _TAPS[1]):
-        for cols in (_TAPS[0], _TAPS[1]):
+def phase_kernels(weight: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """ConvTranspose weights [Cin, Cout, 3, 3] -> phase (a, b) -> its Conv weights [Cout, Cin,
+    kh, kw], in DCR order: (0, 0), (0, 1), (1, 0), (1, 1)."""
+    kernels = {}
+    for a, rows in _TAPS.items():
+        for b, cols in _TAPS.items():
             k = np.zeros((weight.shape[1], weight.shape[0], len(rows), len(cols)), weight.dtype)
             for dy, ky in rows.items():
                 for dx, kx in cols.items():
                     k[:, :, dy, dx] = weight[:, :, ky, kx].T
-            kernels.append(k)
+            kernels[a, b] = k
     return kernels
 
 
@@ -66,8 +66,7 @@ def rewrite(model: onnx.ModelProto) -> onnx.ModelProto:
         weight = weights[node.input[1]]
         bias = list(node.input[2:3])
         phases = []
-        kernels = phase_kernels(numpy_helper.to_array(weight))
-        for (a, b), kernel in zip(((0, 0), (0, 1), (1, 0), (1, 1)), kernels, strict=True):
+        for (a, b), kernel in phase_kernels(numpy_helper.to_array(weight)).items():
             name = f"{node.name}/phase{a}{b}"
             graph.initializer.append(numpy_helper.from_array(kernel, f"{name}.weight"))
             phases.append(f"{name}/out")

@@ -47,7 +47,7 @@ def test_rewritten_transposed_convolutions_compute_the_same_image(tmp_path, size
 
 def test_phase_kernels_hold_the_nine_taps_once():
     w = np.arange(2 * 3 * 9, dtype=np.float32).reshape(2, 3, 3, 3)
-    kernels = subpixel.phase_kernels(w)
+    kernels = list(subpixel.phase_kernels(w).values())
     assert [k.shape[2:] for k in kernels] == [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert sorted(np.concatenate([k.transpose(1, 0, 2, 3).reshape(2, 3, -1) for k in kernels],
                                  axis=2).ravel()) == sorted(w.ravel())  # fmt: skip
