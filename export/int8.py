@@ -17,12 +17,12 @@ quantized as such: quantized as transposed convolutions they measured no faster 
 four phase convolutions the 512p generator's int8 graph ran 7% faster. A convolution over a
 concatenation is split into one per input (export/split_concat.py), so each input gets its own
 quantizer: the default model's last convolution reads the network's features beside the raw
-instance features (tail_skip), and one quantizer over both missed the check below (40.6 dB, 7
-levels) where two pass it (48.1 dB, 5 levels). The last convolution (to the 3 image channels) is
-quantized too (the default model's int8 engine 11% faster: 19.4 against 21.6 ms/image), unless
-`check` on a few calibration maps misses the gate by less than a margin; then it stays in float
-(its error is the image's error).
-Layers are found by op type and weight shape, never by name.
+instance features (tail_skip), and one quantizer over both missed the gate's margin (40.6 dB, 7
+levels) where two pass it (48.1 dB, 5 levels). Every convolution is quantized, the last one (to
+the 3 image channels) too (the default model's int8 engine 11% faster: 19.4 against 21.6
+ms/image), unless that misses the gate on a few calibration maps: then a sensitivity search
+(export/sensitivity.py) keeps the fewest convolutions in float that pass it.
+Layers are found by op type and by what measurement says, never by a name written down beforehand.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from p2phd.common.pairing import pair_files
 from p2phd.engine.core import quality
 from p2phd.engine.core.package import ModelPackage, write_manifest
 from p2phd.engine.core.style import Style
-from p2phd.export import split_concat, subpixel
+from p2phd.export import sensitivity, split_concat, subpixel
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,8 @@ MIN_MAPS = 2  # at least one to calibrate on and one to hold out
 RECIPE = (
     "convolution inputs only, per-channel symmetric weights, symmetric activations, overflow "
     "fix off (VNNI/AMX), transposed convolutions as sub-pixel convolutions, convolutions over "
-    "a concatenation split per input, the last convolution checked"
+    "a concatenation split per input, a sensitivity search for the convolutions kept in float"
 )
-CHECK_MAPS = 4  # calibration maps the recipe is checked on before the last conv is quantized
-CHECK_MARGIN = (3.0, 2)  # dB above the gate's PSNR floor, levels below its percentile bound
 QUANTIZED_OPS = ("Conv",)
 
 
@@ -82,25 +80,14 @@ class CalibrationSet:
         return np.concatenate([s.dense for s in self.held_out])
 
 
-def float_layers(model: onnx.ModelProto, output_nc: int = 3, last: str | None = None):
-    """The nodes kept in float, by op type and weight shape, with why: every ConvTranspose left
-    after the sub-pixel rewrite, and, with `last` (why), each Conv producing the image's
-    `output_nc` channels."""
-    weights = {t.name: t for t in model.graph.initializer}
-    kept = {}
-    for node in model.graph.node:
-        if node.op_type == "ConvTranspose":
-            kept[node.name] = (
-                "transposed convolution of another shape: quantized, it measured no faster"
-            )
-        elif last and node.op_type == "Conv" and _out_channels(weights, node) == output_nc:
-            kept[node.name] = f"last convolution (to the {output_nc} image channels): {last}"
-    return kept
-
-
-def _out_channels(weights: dict[str, onnx.TensorProto], node: onnx.NodeProto) -> int | None:
-    weight = weights.get(node.input[1])
-    return None if weight is None else weight.dims[0]
+def float_layers(model: onnx.ModelProto) -> dict[str, str]:
+    """The nodes always kept in float, with why: every ConvTranspose left after the sub-pixel
+    rewrite (found by op type, never by name)."""
+    return {
+        node.name: "transposed convolution of another shape: quantized, it measured no faster"
+        for node in model.graph.node
+        if node.op_type == "ConvTranspose"
+    }
 
 
 def _nncf():
@@ -212,15 +199,14 @@ def calibrate(model_dir: str | Path, source: str, size: tuple[int, int]) -> Cali
         log.info("int8: %s is already calibrated on these maps", model_dir)
         return cal
     model = split_concat.rewrite(subpixel.rewrite(onnx.load(str(package.generator_path))))
-    output_nc = int(package.manifest.architecture.get("output_nc", 3))
     input_name = model.graph.input[0].name
     samples = [s.dense for s in cal.calibrate]
-    kept = float_layers(model, output_nc)
+    kept = float_layers(model)
     quantized = quantize(model, samples, input_name, kept)
-    passed, numbers = check(package.generator_path, quantized, samples[:CHECK_MAPS])
-    if not passed:  # the last convolution's error goes straight into the image: keep it float
-        why = f"quantized, {CHECK_MAPS} calibration maps measured {numbers}, short of the margin"
-        kept = float_layers(model, output_nc, last=why)
+    check = sensitivity.Check(package.generator_path, samples)
+    search = sensitivity.keep_in_float(quantized, model, check)
+    if search.kept:
+        kept |= search.kept
         quantized = quantize(model, samples, input_name, kept)
     # The manifest drops the old graph before it is replaced: a crash in between leaves a package
     # without int8, not one whose hashes no longer match (which ModelPackage refuses whole).
@@ -230,34 +216,13 @@ def calibrate(model_dir: str | Path, source: str, size: tuple[int, int]) -> Cali
     _write(package, m)
     with atomic_path(package.path / GENERATOR_INT8) as tmp:
         onnx.save(quantized, str(tmp))
-    _record(ModelPackage(model_dir), cal, kept, quantized, size)
+    _record(ModelPackage(model_dir), cal, kept, search.summary, quantized, size)
     return cal
 
 
-def check(fp32: Path, quantized: onnx.ModelProto, samples: list[np.ndarray]) -> tuple[bool, str]:
-    """Whether the fastest recipe passes the int8 gate with a margin (CHECK_MARGIN) on
-    calibration maps, run by ONNX Runtime on the CPU, and the numbers. The margin because the
-    quantizer saw these maps, which flatters it: with the last convolution quantized, the
-    default model measured 99.9th-percentile errors of 8-9 levels on held-out maps."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # the unused-initializer warnings of a Q/DQ graph
-    outputs = []
-    for model in (str(fp32), quantized.SerializeToString()):
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        outputs.append(np.concatenate([session.run(None, {name: x})[0] for x in samples]))
-    entry = quality.local_error(*outputs)
-    psnr_margin, levels_margin = CHECK_MARGIN
-    psnr = entry["worst_image_psnr_db"]
-    passed = entry["p999_levels"] <= quality.INT8_MAX_P999_LEVELS - levels_margin and (
-        psnr is None or psnr >= quality.MIN_PSNR_DB + psnr_margin
-    )
-    return passed, quality.int8_gate(entry)[1]
-
-
-def _record(package: ModelPackage, cal: CalibrationSet, kept: dict[str, str], model, size):
+def _record(
+    package: ModelPackage, cal: CalibrationSet, kept: dict[str, str], search: str, model, size
+):
     """Write the variant and its calibration record into the manifest; the quality entries of
     the unchanged fp32 generator stay valid, those of an earlier int8 graph do not."""
     ops = {n.name: n.op_type for n in model.graph.node}
@@ -275,6 +240,7 @@ def _record(package: ModelPackage, cal: CalibrationSet, kept: dict[str, str], mo
         "kept_in_float": [
             {"node": k, "op": ops.get(k, "?"), "why": why} for k, why in kept.items()
         ],
+        "sensitivity_search": search,
         "maps_digest": cal.digest,
     }
     _write(package, m)

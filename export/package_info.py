@@ -90,7 +90,7 @@ def _int8_line(record: dict | None, path) -> str:
     if missing:
         return f"generator.int8.onnx: its calibration record lacks {', '.join(missing)}"
     ops = Counter(k.get("op", "?") for k in record["kept_in_float"])
-    kept = ", ".join(f"{n} {op}" for op, n in sorted(ops.items()))
+    kept = ", ".join(f"{n} {op}" for op, n in sorted(ops.items())) or "none"
     return (
         f"generator.int8.onnx: calibrated on {len(record['calibration_maps'])} maps of "
         f"{record['source']} at {record['size']}, {len(record['held_out_maps'])} held out for "
