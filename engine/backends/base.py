@@ -69,6 +69,9 @@ class Backend(ABC):
     # True where `render_maps` runs the whole pipeline on the device from the compact maps (the
     # renderer then hands it those instead of the dense input).
     renders_maps: bool = False
+    # The largest batch one call takes (a TensorRT engine's profile), None: any. The renderer
+    # splits larger batches (a server's --max-batch or `p2phd render --batch` above it).
+    max_batch: int | None = None
 
     def __init__(self, package: ModelPackage, precision: str, options: EngineOptions | None = None):
         """Check that `precision` runs here, find its graph (`self.source`), then `load_impl`."""

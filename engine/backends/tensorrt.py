@@ -142,6 +142,7 @@ class TensorRTBackend(Backend):
         self.cuda_version = _cuda_version()
         self._folder = self.cache_folder()
         self.profile = self._pick_profile(self._requested)
+        self.max_batch = self.profile.batch[2]
         self.engine = self._load_or_build()
         self.input_name, self.output_name = self._io_names()
         self.out_dtype = self._check_io()

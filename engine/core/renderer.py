@@ -186,11 +186,26 @@ class Renderer:
         """Hand a `dense_input` array back for the next batch of its shape."""
         self._inputs.give(dense)
 
+    def _chunks(self, n: int) -> list[slice]:
+        """A batch of `n` as the calls the backend takes: at most its max_batch images each."""
+        step = self.backend.max_batch or n
+        return [slice(i, i + step) for i in range(0, n, step)]
+
     def _render_batch(
         self, labels: np.ndarray, instances: np.ndarray | None, styles: list[Style]
     ) -> np.ndarray:
         from p2phd.engine.kernels import to_uint8_rgb
 
+        chunks = self._chunks(len(labels))
+        if len(chunks) > 1:
+            return np.concatenate(
+                [
+                    self._render_batch(
+                        labels[c], None if instances is None else instances[c], styles[c]
+                    )
+                    for c in chunks
+                ]
+            )
         self.fitted_size(*labels.shape[1:3])
         photos = None
         if any(s.reference is not None for s in styles):
@@ -330,6 +345,9 @@ class Renderer:
     def _render_image_batch(self, images: np.ndarray) -> np.ndarray:
         from p2phd.engine.kernels import to_uint8_rgb
 
+        chunks = self._chunks(len(images))
+        if len(chunks) > 1:
+            return np.concatenate([self._render_image_batch(images[c]) for c in chunks])
         self.fitted_size(*images.shape[1:3], what="input image")
         fitted = fit(None, None, self.manifest.size_multiple, self.size_policy, images,
                      min_side=self.min_side)  # fmt: skip

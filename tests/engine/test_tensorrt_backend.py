@@ -103,3 +103,17 @@ def test_cuda_preprocessing_renders_what_the_host_path_renders(tiny_package, tin
     assert np.abs(device.astype(int) - cpu.render(labels, instances, Style(seed=4))).max() <= 2
     odd = r.render(labels[:, :30, :45], instances[:, :30, :45])  # padded to 32x48 on the way
     assert odd.shape == (2, 30, 45, 3)
+
+
+def test_a_batch_above_the_engines_profile_is_rendered_in_calls_it_takes(tiny_package):
+    # A server's --max-batch (default 8) or `p2phd render --batch` may exceed the profile an
+    # engine was built for (here max 4): the renderer splits, each image still its own.
+    labels, instances = quality.synthetic_maps(6, 32, 64, 35, seed=9)
+    styles = [Style(seed=s) for s in range(6)]
+    r = Renderer(tiny_package, "tensorrt", "fp32", options=OPTIONS)
+    assert r.backend.max_batch == 4
+    got = r.render(labels, instances, styles)
+    want = Renderer(tiny_package, "onnxruntime", "fp32").render(labels, instances, styles)
+    assert got.shape == (6, 32, 64, 3)
+    assert np.abs(got.astype(int) - want).max() <= 2
+    r.close()
