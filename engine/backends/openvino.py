@@ -71,18 +71,24 @@ def _footprint(model, itemsize: int) -> tuple[int, int]:
     """(weight bytes, other bytes) a statically shaped model holds once compiled: the largest set
     of intermediate tensors alive at once in execution order (a memory-reusing runtime's peak),
     plus the infer request's float32 input and output (checked against measured resident memory
-    in commit a7ae9e6)."""
+    in commit a7ae9e6). Ops computed from constants alone (an int8 weight's Convert and scale
+    Multiply) are folded into their weights when compiled: not intermediate tensors."""
     ops = model.get_ordered_ops()
-    weights, last_use, sizes = 0, {}, {}
+    weights, last_use, sizes, folded = 0, {}, {}, set()
     for i, op in enumerate(ops):
+        name = op.get_friendly_name()
+        sources = [inp.get_source_output() for inp in op.inputs()]
         if op.get_type_name() == "Constant":
             weights += op.get_byte_size()
+        if op.get_type_name() == "Constant" or (
+            sources and all(s.get_node().get_friendly_name() in folded for s in sources)
+        ):
+            folded.add(name)
             continue
         for out in op.outputs():
-            sizes[(op.get_friendly_name(), out.get_index())] = _elements(out.get_shape())
-        for inp in op.inputs():
-            src = inp.get_source_output()
-            if src.get_node().get_type_name() != "Constant":
+            sizes[(name, out.get_index())] = _elements(out.get_shape())
+        for src in sources:
+            if src.get_node().get_friendly_name() not in folded:
                 last_use[(src.get_node().get_friendly_name(), src.get_index())] = i
     frees: dict[int, list] = {}
     for tensor, i in last_use.items():
