@@ -1,7 +1,8 @@
 """int8 against bf16 through `p2phd render`'s pipeline on OpenVINO, and the int8 gate's numbers.
 
 For the trained default model (models/default, copied) and the full-size 512p generator (ngf 64,
-4 downsamples, 9 blocks; random weights, exported once to --full by make_package.py):
+4 downsamples, 9 blocks; random weights, exported once to --full by make_package.py, or a
+trained one given as --full with --full-name saying what it is):
 1. calibration and gate: `p2phd build MODEL --backend B --precision int8 --calibration SRC
    --size 256x512` for each SRC (the default model: its synthetic training scenes, and real
    Cityscapes maps; the 512p generator: the real maps) and backend (OpenVINO; ONNX Runtime on the
@@ -18,6 +19,8 @@ int8 (so `p2phd render --precision int8` would), the int8 engine is opened direc
 `p2phd build` does to measure it) and timed in the same pipeline; the JSON says so.
 
     .venv/bin/python benchmarks/int8.py [--full /tmp/p2phd-512p] [--rounds 3]
+    .venv/bin/python benchmarks/int8.py --full /tmp/z512/pkg --full-name "512p (trained briefly)" \
+        -o benchmarks/results/int8-trained512-zen4/int8.json   # see that folder's README
 """
 
 from __future__ import annotations
@@ -169,6 +172,9 @@ def onnxruntime_speed(model: Path, data: Path, rounds: int, batch: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--full", default="/tmp/p2phd-512p", help="the 512p package (made if absent)")
+    p.add_argument(
+        "--full-name", default="512p (random weights)", help="what --full is, for the results"
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--workers", type=int, default=2)
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             "default (trained)": (default, [("synthetic", "openvino"), ("synthetic", "onnxruntime"),
                                             (str(CITYSCAPES), "openvino"),
                                             (str(CITYSCAPES), "onnxruntime")]),
-            "512p (random weights)": (full, [(str(CITYSCAPES), "openvino")]),
+            args.full_name: (full, [(str(CITYSCAPES), "openvino")]),
         }  # fmt: skip
         for name, (model, gates) in cases.items():
             print(f"{name}: gates", flush=True)
