@@ -27,6 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from p2phd.engine.backends.base import Backend, EngineOptions
+from p2phd.engine.backends.openvino_graph import (
+    CHANNEL_BLOCK,
+    REWRITES,
+    space_to_depth_narrow_convs,
+)
 from p2phd.engine.core import compiled_cache
 from p2phd.engine.core.cpu_features import (
     bf16_instructions,
@@ -40,7 +45,6 @@ log = logging.getLogger(__name__)
 
 MEMORY_ENV = "P2PHD_ENGINE_MEMORY_MB"
 DEFAULT_MEMORY_MB = 2048
-CHANNEL_BLOCK = 16
 
 
 @dataclass
@@ -156,9 +160,10 @@ class OpenVINOBackend(Backend):
         return precision == "bf16" or (precision == "int8" and bool(bf16_instructions()))
 
     def cache_key(self) -> str:
-        """Blobs are specific to the OpenVINO version and the CPU's instruction sets."""
+        """Blobs are specific to the OpenVINO version, the CPU's instruction sets and the graph
+        rewrites they were compiled with."""
         flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:10]
-        return f"openvino-{self._ov.__version__.split('-')[0]}-cpu-{flags}"
+        return f"openvino-{self._ov.__version__.split('-')[0]}-cpu-{flags}-{REWRITES}"
 
     # -- memory ---------------------------------------------------------------------------------
 
@@ -189,6 +194,7 @@ class OpenVINOBackend(Backend):
         model = self.model.clone()
         channels = self.package.manifest.input_channels
         model.reshape({self.input_name: self._ov.PartialShape([batch, channels, height, width])})
+        space_to_depth_narrow_convs(model)
         return model
 
     def _blob_path(self, key: tuple[int, int, int]) -> Path | None:

@@ -1,0 +1,79 @@
+"""Rewrites of an OpenVINO model, once reshaped to a static size, before it is compiled.
+
+pix2pixHD's (and CycleGAN's) last layer is a 7x7 convolution from 64 channels to the image's 3 at
+full resolution: its 3 output channels fill 3 of the 16 lanes the CPU plugin computes a vector of
+channels in, so it ran at ~90 GMAC/s where the residual blocks run at ~480 (2-core Zen 4, bf16),
+13.5 ms of the 512p generator's 145 ms per 256x512 image in int8, where the search keeps it in
+float. `space_to_depth_narrow_convs` computes such a convolution on a space-to-depth view
+instead: the input's 2x2 pixel blocks become channels (SpaceToDepth), one convolution of
+kernel k//2+1 makes all four output phases as 4x the channels, and DepthToSpace interleaves them
+back. 1.3x the multiply-adds in 4x wider vectors, the same numbers up to summation order
+(measured: the 512p generator 4-5% faster in bf16, 4-6% in int8).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CHANNEL_BLOCK = 16  # the CPU plugin lays out NCHW channels in blocks of 16 (AVX-512 fp32 lanes)
+BLOCK = 2  # pixels per side of a space-to-depth block
+REWRITES = "s2d2"  # in the engine cache key: blobs compiled before a change are not imported
+
+
+def phase_weights(weight: np.ndarray) -> np.ndarray:
+    """Convolution weights [Co, Ci, k, k] (k odd, stride 1) -> the space-to-depth convolution's
+    [4Co, 4Ci, K, K], K = k//2 + 1: output phase (a, b) at block (y, x) reads input phase (r, s)
+    of block (y+q, x+p) with tap (2q+r-a, 2p+s-b), where that lies in the kernel. Channels in
+    SpaceToDepth's and DepthToSpace's "blocks_first" order (ONNX DCR): row phase, column phase,
+    channel."""
+    co, ci, k, _ = weight.shape
+    taps = k // 2 + 1
+    out = np.zeros((BLOCK * BLOCK * co, BLOCK * BLOCK * ci, taps, taps), weight.dtype)
+    for a in range(BLOCK):
+        for b in range(BLOCK):
+            rows = slice((a * BLOCK + b) * co, (a * BLOCK + b + 1) * co)
+            for r in range(BLOCK):
+                for s in range(BLOCK):
+                    cols = slice((r * BLOCK + s) * ci, (r * BLOCK + s + 1) * ci)
+                    for q in range(taps):
+                        for p in range(taps):
+                            i, j = BLOCK * q + r - a, BLOCK * p + s - b
+                            if 0 <= i < k and 0 <= j < k:
+                                out[rows, cols, q, p] = weight[:, :, i, j]
+    return out
+
+
+def _narrow(op) -> bool:
+    """A Convolution this module rewrites: constant weights, odd square kernel, stride and
+    dilation 1, no padding, few output channels, and a static input of even height and width."""
+    if op.get_type_name() != "Convolution":
+        return False
+    weight = op.input_value(1).get_node()
+    shape = op.input(0).get_partial_shape()
+    if weight.get_type_name() != "Constant" or shape.is_dynamic:
+        return False
+    co, _, kh, kw = weight.get_output_shape(0)
+    attrs = op.get_attributes()
+    return (
+        BLOCK * BLOCK * co <= CHANNEL_BLOCK
+        and kh == kw
+        and kh % 2 == 1
+        and list(attrs["strides"]) == [1, 1]
+        and list(attrs["dilations"]) == [1, 1]
+        and list(attrs["pads_begin"]) == [0, 0] == list(attrs["pads_end"])
+        and all(d % BLOCK == 0 for d in list(shape.to_shape())[2:])
+    )
+
+
+def space_to_depth_narrow_convs(model) -> int:
+    """Rewrite every narrow convolution of `model` (an ov.Model with static shapes) in place as
+    SpaceToDepth, a convolution over the blocks and DepthToSpace; returns how many."""
+    import openvino.opset13 as ops
+
+    narrow = [op for op in model.get_ordered_ops() if _narrow(op)]
+    for op in narrow:
+        blocks = ops.space_to_depth(op.input_value(0), "blocks_first", BLOCK)
+        weight = phase_weights(op.input_value(1).get_node().get_data())
+        conv = ops.convolution(blocks, ops.constant(weight), [1, 1], [0, 0], [0, 0], [1, 1])
+        op.output(0).replace(ops.depth_to_space(conv, "blocks_first", BLOCK).output(0))
+    return len(narrow)
