@@ -123,3 +123,20 @@ def test_build_keeps_openvino_compiled_models_within_the_memory_budget(tiny_pack
     backend = backend_class("openvino")(ModelPackage(tiny_package), "fp32", options)
     assert len(backend.build()) == 4  # batch 1 and 4 of both sizes, in the engine cache
     assert len(backend._compiled) == 1  # only the one last used is held
+
+
+@pytest.mark.parametrize(("budget_mb", "largest"), [("2048", "4"), ("0", "n")])
+def test_openvino_runs_the_largest_batch_static_where_memory_holds_a_third_model(
+    tiny_package, monkeypatch, budget_mb, largest
+):
+    """Full batches (the profile's largest) run a static model, faster than the dynamic one the
+    batches between share, unless the budget cannot hold batch 1, it and the dynamic one."""
+    monkeypatch.setenv("P2PHD_ENGINE_MEMORY_MB", budget_mb)
+    options = EngineOptions((1, 1, 4), sizes=[(32, 64)])
+    backend = backend_class("openvino")(ModelPackage(tiny_package), "fp32", options)
+    built = {p.name.split(".")[3] for p in backend.build()}
+    assert built == {"1x32x64", f"{largest}x32x64", "nx32x64"}
+    x = np.random.default_rng(0).uniform(0, 1, (4, backend.package.manifest.input_channels, 32, 64))
+    full, part = backend.infer(x.astype(np.float32)), backend.infer(x[:3].astype(np.float32))
+    np.testing.assert_allclose(full[:3], part, atol=1e-5)  # the same numbers either way
+    assert (4 if largest == "4" else -1, 32, 64) in backend._compiled
