@@ -30,6 +30,8 @@ MAX_FLOAT_SHARE = 0.25  # of the quantized convolutions; past it int8 buys littl
 
 @dataclass(frozen=True)
 class Verdict:
+    """What the check measured on one graph."""
+
     passed: bool
     numbers: str  # the gate's numbers
     psnr_db: float  # over all the check's maps: what the search ranks by
@@ -118,6 +120,8 @@ def _live(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 
 @dataclass(frozen=True)
 class Search:
+    """What the search decided, and what it measured."""
+
     kept: dict[str, str]  # convolution -> why it stays in float
     verdict: Verdict  # the check's, on the graph with `kept` in float
     summary: str  # for the calibration record
