@@ -5,7 +5,8 @@ Every convolution is quantized first (the fastest graph). Where that misses the 
 margin on a few calibration maps, each quantized convolution is put back to float alone (its
 input unquantized, the fp32 model's weights and bias) and the maps' error measured; convolutions
 then go back to float in order of how much each alone lowered the error, one at a time, until
-the graph passes or MAX_FLOAT_SHARE of them are float. Measured by ONNX Runtime on the CPU
+the graph passes or MAX_FLOAT_SHARE of them are float; then each but the last is tried without,
+in case the later ones made it needless. Measured by ONNX Runtime on the CPU
 against the fp32 generator's outputs, computed once.
 """
 
@@ -153,6 +154,7 @@ def keep_in_float(quantized: onnx.ModelProto, fp32: onnx.ModelProto, check: Chec
         log.info("int8: in float, rank %d: %s (%.1f dB alone)", rank, name, alone[name])
         verdict = check(in_float(quantized, fp32, set(kept)))
         if verdict.passed:
+            kept, verdict = _pruned(quantized, fp32, check, kept, verdict)
             return Search(kept, verdict, f"{len(kept)} of {len(convs)} in float: {verdict.numbers}")
     return Search(
         {},
@@ -160,3 +162,15 @@ def keep_in_float(quantized: onnx.ModelProto, fp32: onnx.ModelProto, check: Chec
         f"failed: {missed}; with the {len(kept)} most sensitive in float still {verdict.numbers}; "
         "all left quantized",
     )
+
+
+def _pruned(quantized, fp32, check: Check, kept: dict[str, str], verdict: Verdict):
+    """`kept` without the convolutions the graph passes without (one ranked high alone may be
+    needless once later ones are in float), each tried once, and the verdict on what is left."""
+    for name in list(kept)[:-1]:  # the graph failed without the last one added
+        trial = {k: why for k, why in kept.items() if k != name}
+        trial_verdict = check(in_float(quantized, fp32, set(trial)))
+        if trial_verdict.passed:
+            log.info("int8: %s is not needed in float once the others are", name)
+            kept, verdict = trial, trial_verdict
+    return kept, verdict

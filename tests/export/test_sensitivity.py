@@ -61,8 +61,9 @@ def test_the_search_keeps_the_fewest_convolutions_in_float_it_needs(graphs, monk
         0 < len(kept) <= len(sensitivity.quantized_convs(quantized)) * sensitivity.MAX_FLOAT_SHARE
     )
     assert check(sensitivity.in_float(quantized, model, set(kept))) == verdict
-    # Greedy and minimal: without the last one it added, the graph misses the margin.
-    assert not check(sensitivity.in_float(quantized, model, set(list(kept)[:-1]))).passed
+    # The fewest: without any one of them, the graph misses the margin.
+    for name in kept:
+        assert not check(sensitivity.in_float(quantized, model, set(kept) - {name})).passed
     assert all(why.startswith("sensitivity search: all 30 convolutions") for why in kept.values())
     assert search.summary.startswith(f"{len(kept)} of 30 in float: 4 calibration maps")
 
@@ -72,3 +73,24 @@ def test_the_search_keeps_the_fewest_convolutions_in_float_it_needs(graphs, monk
     assert search.kept == {} and not search.verdict.passed
     assert search.summary.startswith("failed: all 30 convolutions quantized")
     assert "with the 7 most sensitive in float still" in search.summary
+
+
+def test_a_convolution_the_later_ones_make_needless_is_quantized_again(graphs):
+    """The ranking is of each convolution alone: A helps most alone, but once B and C are in
+    float the graph passes without A, and the search must not keep it (a stand-in check)."""
+    _, model, quantized, _ = graphs
+    convs = sensitivity.quantized_convs(quantized)
+    alone = {convs[0]: 10.0, convs[1]: 8.0, convs[2]: 7.0}  # A, B, C
+
+    class Check:
+        samples = [None] * 4
+
+        def __call__(self, graph):
+            floats = set(convs) - set(sensitivity.quantized_convs(graph))
+            psnr = 30.0 + sum(alone.get(n, 0.0) for n in floats)
+            passed = {convs[1], convs[2]} <= floats
+            return sensitivity.Verdict(passed, f"{psnr} dB", psnr, psnr)
+
+    search = sensitivity.keep_in_float(quantized, model, Check())
+    assert set(search.kept) == {convs[1], convs[2]} and search.verdict.passed
+    assert search.summary.startswith("2 of 30 in float")
