@@ -242,7 +242,8 @@ class Backend(ABC):
         return "cpu"
 
     def describe(self) -> dict:
-        return {"backend": self.name, "precision": self.precision, "device": self.device()}
+        limit = {} if self.max_batch is None else {"max_batch": self.max_batch}
+        return {"backend": self.name, "precision": self.precision, "device": self.device(), **limit}
 
     def close(self) -> None:  # noqa: B027  (most backends hold nothing to release)
         """Release sessions and device memory (the backend is unusable afterwards)."""

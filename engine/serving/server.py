@@ -114,6 +114,14 @@ class P2PHDServer:
         credentials = server_credentials(cfg)
         batching = cfg.batcher_config()
         renderer = self._factory(cfg)
+        engine_max = renderer.describe().get("max_batch")
+        if engine_max and engine_max < batching.max_batch_size:
+            log.warning(
+                "--max-batch %d is above the engine's largest batch, %d: each batch runs as "
+                "calls of %d; 'p2phd build %s --batch 1:%d:%d' builds an engine for whole ones",
+                batching.max_batch_size, engine_max, engine_max, cfg.model_dir,
+                batching.max_batch_size, batching.max_batch_size,
+            )  # fmt: skip
         self.core = RenderCore(
             renderer,
             batching,

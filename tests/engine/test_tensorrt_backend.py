@@ -3,6 +3,9 @@ shows up as a mismatch here. Each test runs on the GPU (marked `gpu`) and on the
 test doubles with the CUDA kernels routed to the CPU ones (tests/doubles), so CI runs the same
 control flow without a GPU."""
 
+import json
+import logging
+
 import numpy as np
 import pytest
 
@@ -11,7 +14,10 @@ from p2phd.engine.core import quality
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
 from p2phd.engine.core.style import Style
+from p2phd.engine.serving.client import RenderClient
+from p2phd.engine.serving.config import ServerConfig
 from tests.doubles.fixtures import GPU_OR_DOUBLE, trt_double_fixture  # noqa: F401  (the fixture)
+from tests.server.conftest import ThreadedServer
 
 SIZES = [(32, 64), (64, 32)]
 OPTIONS = EngineOptions(batch=(1, 2, 4), sizes=SIZES)
@@ -105,7 +111,7 @@ def test_cuda_preprocessing_renders_what_the_host_path_renders(tiny_package, tin
     assert odd.shape == (2, 30, 45, 3)
 
 
-def test_a_batch_above_the_engines_profile_is_rendered_in_calls_it_takes(tiny_package):
+def test_a_batch_above_the_engines_profile_is_rendered_in_calls_it_takes(tiny_package, caplog):
     # A server's --max-batch (default 8) or `p2phd render --batch` may exceed the profile an
     # engine was built for (here max 4): the renderer splits, each image still its own.
     labels, instances = quality.synthetic_maps(6, 32, 64, 35, seed=9)
@@ -117,3 +123,16 @@ def test_a_batch_above_the_engines_profile_is_rendered_in_calls_it_takes(tiny_pa
     assert got.shape == (6, 32, 64, 3)
     assert np.abs(got.astype(int) - want).max() <= 2
     r.close()
+
+    # A server batching up to 8 on it (the engine built last: 1:2:4) says so when it starts.
+    config = ServerConfig(model_dir=tiny_package, backend="tensorrt", precision="fp32", port=0)
+    with caplog.at_level(logging.WARNING, logger="p2phd.engine.serving.server"):
+        server = ThreadedServer(config)
+    client = RenderClient(server.target)
+    try:
+        assert json.loads(client.model_info().describe_json)["max_batch"] == 4
+        assert "--max-batch 8 is above the engine's largest batch, 4" in caplog.text
+        assert client.render(labels[0], instances[0]).shape == (32, 64, 3)
+    finally:
+        client.close()
+        server.stop()
