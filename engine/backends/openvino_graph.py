@@ -17,7 +17,7 @@ import numpy as np
 
 CHANNEL_BLOCK = 16  # the CPU plugin lays out NCHW channels in blocks of 16 (AVX-512 fp32 lanes)
 BLOCK = 2  # pixels per side of a space-to-depth block
-REWRITES = "s2d2"  # in the engine cache key: blobs compiled before a change are not imported
+REWRITES = "s2d-v2"  # in the engine cache key: blobs compiled before a change are not imported
 
 
 def phase_weights(weight: np.ndarray) -> np.ndarray:
@@ -45,12 +45,12 @@ def phase_weights(weight: np.ndarray) -> np.ndarray:
 
 def _narrow(op) -> bool:
     """A Convolution this module rewrites: constant weights, odd square kernel, stride and
-    dilation 1, no padding, few output channels, and a static input of even height and width."""
+    dilation 1, no padding, few output channels, and an input of known, even height and width."""
     if op.get_type_name() != "Convolution":
         return False
     weight = op.input_value(1).get_node()
-    shape = op.input(0).get_partial_shape()
-    if weight.get_type_name() != "Constant" or shape.is_dynamic:
+    spatial = list(op.input(0).get_partial_shape())[2:]  # the batch may be dynamic
+    if weight.get_type_name() != "Constant" or not all(d.is_static for d in spatial):
         return False
     co, _, kh, kw = weight.get_output_shape(0)
     attrs = op.get_attributes()
@@ -61,7 +61,7 @@ def _narrow(op) -> bool:
         and list(attrs["strides"]) == [1, 1]
         and list(attrs["dilations"]) == [1, 1]
         and list(attrs["pads_begin"]) == [0, 0] == list(attrs["pads_end"])
-        and all(d % BLOCK == 0 for d in list(shape.to_shape())[2:])
+        and all(d.get_length() % BLOCK == 0 for d in spatial)
     )
 
 
