@@ -114,13 +114,14 @@ class P2PHDServer:
         credentials = server_credentials(cfg)
         batching = cfg.batcher_config()
         renderer = self._factory(cfg)
-        engine_max = renderer.describe().get("max_batch")
-        if engine_max and engine_max < batching.max_batch_size:
+        engine = renderer.describe()
+        engine_max, most = engine.get("max_batch"), batching.max_batch_size
+        if engine_max and engine_max < most:
             log.warning(
                 "--max-batch %d is above the engine's largest batch, %d: each batch runs as "
-                "calls of %d; 'p2phd build %s --batch 1:%d:%d' builds an engine for whole ones",
-                batching.max_batch_size, engine_max, engine_max, cfg.model_dir,
-                batching.max_batch_size, batching.max_batch_size,
+                "calls of %d; 'p2phd build %s --backend %s --batch 1:%d:%d' builds an engine "
+                "for whole ones",
+                most, engine_max, engine_max, cfg.model_dir, engine["backend"], most, most,
             )  # fmt: skip
         self.core = RenderCore(
             renderer,
