@@ -89,15 +89,17 @@ def quantized_convs(model: onnx.ModelProto) -> list[str]:
 
 def in_float(quantized: onnx.ModelProto, fp32: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
     """A copy of the Q/DQ graph `quantized` in which the convolutions `names` read their input
-    before its quantizer and the weights and bias of the same-named node of `fp32` (the graph
-    before quantization: its biases, not the quantizer's bias-corrected ones)."""
+    before its quantizer (where it has one) and the weights and bias of the same-named node of
+    `fp32` (the graph before quantization: its biases, not the quantizer's bias-corrected ones)."""
     model = copy_of(quantized)
     producer = {o: n for n in model.graph.node for o in n.output}
     originals = {n.name: n for n in fp32.graph.node}
     weights = {t.name: t for t in fp32.graph.initializer}
     for node in (n for n in model.graph.node if n.name in names):
-        dequantize = producer[node.input[0]]
-        node.input[0] = producer[dequantize.input[0]].input[0]  # DequantizeLinear <- Quantize
+        dequantize = producer.get(node.input[0])
+        if dequantize is not None and dequantize.op_type == "DequantizeLinear":
+            quantize = producer[dequantize.input[0]]  # its input: the float activation
+            node.input[0] = quantize.input[0]
         for i, name in enumerate(originals[node.name].input[1:], 1):
             tensor = onnx.TensorProto()
             tensor.CopyFrom(weights[name])

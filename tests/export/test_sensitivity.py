@@ -41,6 +41,18 @@ def test_every_convolution_back_in_float_computes_the_fp32_graph(graphs):
     one = sensitivity.in_float(quantized, model, {convs[0]})
     assert sensitivity.quantized_convs(one) == convs[1:]
 
+    # A convolution whose input NNCF left unquantized keeps that input (only its weights change).
+    bare = onnx.ModelProto()
+    bare.CopyFrom(quantized)
+    first = next(n for n in bare.graph.node if n.name == convs[0])
+    producer = {o: n for n in bare.graph.node for o in n.output}
+    first.input[0] = producer[producer[first.input[0]].input[0]].input[0]  # skip its Q/DQ
+    restored = sensitivity.in_float(bare, model, {convs[0]})
+    np.testing.assert_allclose(
+        run(restored, samples[0]),
+        run(sensitivity.in_float(quantized, model, {convs[0]}), samples[0]),
+    )
+
 
 def test_the_search_keeps_the_fewest_convolutions_in_float_it_needs(graphs, monkeypatch):
     path, model, quantized, samples = graphs
