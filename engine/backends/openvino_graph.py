@@ -13,6 +13,8 @@ back. 1.3x the multiply-adds in 4x wider vectors, the same numbers up to summati
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 CHANNEL_BLOCK = 16  # the CPU plugin lays out NCHW channels in blocks of 16 (AVX-512 fp32 lanes)
@@ -29,17 +31,13 @@ def phase_weights(weight: np.ndarray) -> np.ndarray:
     co, ci, k, _ = weight.shape
     taps = k // 2 + 1
     out = np.zeros((BLOCK * BLOCK * co, BLOCK * BLOCK * ci, taps, taps), weight.dtype)
-    for a in range(BLOCK):
-        for b in range(BLOCK):
-            rows = slice((a * BLOCK + b) * co, (a * BLOCK + b + 1) * co)
-            for r in range(BLOCK):
-                for s in range(BLOCK):
-                    cols = slice((r * BLOCK + s) * ci, (r * BLOCK + s + 1) * ci)
-                    for q in range(taps):
-                        for p in range(taps):
-                            i, j = BLOCK * q + r - a, BLOCK * p + s - b
-                            if 0 <= i < k and 0 <= j < k:
-                                out[rows, cols, q, p] = weight[:, :, i, j]
+    for a, b, r, s in itertools.product(range(BLOCK), repeat=4):
+        rows = slice((a * BLOCK + b) * co, (a * BLOCK + b + 1) * co)
+        cols = slice((r * BLOCK + s) * ci, (r * BLOCK + s + 1) * ci)
+        for q, p in itertools.product(range(taps), repeat=2):
+            i, j = BLOCK * q + r - a, BLOCK * p + s - b
+            if 0 <= i < k and 0 <= j < k:
+                out[rows, cols, q, p] = weight[:, :, i, j]
     return out
 
 
@@ -66,8 +64,8 @@ def _narrow(op) -> bool:
 
 
 def space_to_depth_narrow_convs(model) -> int:
-    """Rewrite every narrow convolution of `model` (an ov.Model with static shapes) in place as
-    SpaceToDepth, a convolution over the blocks and DepthToSpace; returns how many."""
+    """Rewrite every narrow convolution of `model` (an ov.Model reshaped to its height and width) as
+    SpaceToDepth, a convolution over the blocks and DepthToSpace, in place; returns how many."""
     import openvino.opset13 as ops
 
     narrow = [op for op in model.get_ordered_ops() if _narrow(op)]
