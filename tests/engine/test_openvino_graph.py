@@ -4,14 +4,15 @@ space-to-depth view give the same numbers, and only where the rewrite applies.""
 from __future__ import annotations
 
 import numpy as np
-import openvino as ov
-import openvino.opset13 as ops
 import pytest
 
 from p2phd.engine.backends.openvino import OpenVINOBackend
 from p2phd.engine.backends.openvino_graph import space_to_depth_narrow_convs
 from p2phd.engine.core.package import ModelPackage
 from tests.conftest import REPO
+
+ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
+ops = pytest.importorskip("openvino.opset13")
 
 
 def conv_model(shape, weight, strides=(1, 1)) -> ov.Model:
