@@ -12,7 +12,9 @@ trained one given as --full with --full-name saying what it is):
    and writes) with a warm bf16 and a warm int8 Renderer, rounds alternating so a slow spell on
    the shared machine hits both; the ratio of the medians is the result (and the same for
    Renderer.render alone over the decoded maps, without file I/O); on the default model also
-   ONNX Runtime int8 against its fp32 (Renderer.render alone).
+   ONNX Runtime int8 against its fp32 (Renderer.render alone). The original pix2pixHD path
+   (PyTorch eager fp32, batch 1, `p2phd bench`'s baseline without PNG decode and encode) runs on
+   the first EAGER_IMAGES maps in each round too, for the ratios to it (issue 20's >= 14x on AMX).
 Random weights are not a quality test: the 512p generator's gate numbers say how int8 error
 accumulates through an untrained network, not how a trained one fares. Where the gate refuses
 int8 (so `p2phd render --precision int8` would), the int8 engine is opened directly (as
@@ -31,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 CITYSCAPES = REPO.parent / "shared" / "data" / "cityscapes-sample"
 SIZE = (256, 512)
+EAGER_IMAGES = 4  # eager fp32 runs ~1 s per 512p image on 2 cores: a few per round
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "int8.json"
 
 
@@ -106,15 +110,27 @@ def decoded(data: Path, label_nc: int, count: int | None = None):
     return tuple(np.stack([m[i] for m in maps]) for i in (0, 1))
 
 
+def eager_alone(baseline, labels: np.ndarray, instances: np.ndarray) -> float:
+    """images/s of the original pix2pixHD path (bench's baseline), one map at a time."""
+    t = time.perf_counter()
+    for i in range(len(labels)):
+        x = baseline.preprocess(labels[i : i + 1], instances[i : i + 1])
+        baseline.postprocess(baseline.infer(x))
+    return len(labels) / (time.perf_counter() - t)
+
+
 def speed(model: Path, data: Path, rounds: int, batch: int, workers: int) -> dict:
-    """images/s of bf16 and int8 through `p2phd render`'s pipeline over the files, and of
-    Renderer.render alone over the decoded maps (no file I/O), all four alternating."""
+    """images/s of bf16 and int8 through `p2phd render`'s pipeline over the files, of
+    Renderer.render alone over the decoded maps (no file I/O), and of PyTorch eager fp32 on a
+    few of them, all five alternating."""
     from render_throughput import batch_render, engine_alone  # benchmarks/: this script's folder
 
+    from p2phd.engine.apps.bench.baseline import OriginalPipeline
     from p2phd.engine.backends.base import EngineOptions
 
     options = EngineOptions((1, batch, batch), [SIZE])
     renderers = {p: renderer(model, p, options) for p in ("bf16", "int8")}
+    baseline = OriginalPipeline(renderers["bf16"][0].package)
     labels, instances = decoded(data, renderers["bf16"][0].manifest.label_nc)
     runs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="p2phd-int8-out-") as tmp:
@@ -126,11 +142,16 @@ def speed(model: Path, data: Path, rounds: int, batch: int, workers: int) -> dic
                 render = batch_render(r, data, out, batch, workers)
                 runs.setdefault(f"render {p}", []).append(render)
                 runs.setdefault(f"engine {p}", []).append(engine_alone(r, labels, instances, batch))
+            few = slice(0, EAGER_IMAGES)
+            runs.setdefault("eager fp32", []).append(
+                eager_alone(baseline, labels[few], instances[few])
+            )
             done = ", ".join(f"{p} {v[-1]:.2f}" for p, v in runs.items())
             print(f"  round {k + 1} (images/s): {done}", flush=True)
     median = {p: float(np.median(v)) for p, v in runs.items()}
     for r, _ in renderers.values():
         r.close()
+    baseline.close()
     return {
         "batch": batch,
         "workers": workers,
@@ -140,6 +161,9 @@ def speed(model: Path, data: Path, rounds: int, batch: int, workers: int) -> dic
         "int8_vs_bf16": {
             how: round(median[f"{how} int8"] / median[f"{how} bf16"], 3)
             for how in ("render", "engine")
+        },
+        "vs_eager_fp32": {
+            p: round(median[p] / median["eager fp32"], 2) for p in median if p != "eager fp32"
         },
         "rounds_images_per_s": {p: [round(x, 3) for x in v] for p, v in runs.items()},
         "int8_gate_refused": renderers["int8"][1],
@@ -231,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         s = entry["speed"]
         print(f"{name}: p2phd render int8 {s['ms_per_image']['render int8']} ms/image vs bf16 "
               f"{s['ms_per_image']['render bf16']}: {s['int8_vs_bf16']['render']}x "
-              f"(engine alone {s['int8_vs_bf16']['engine']}x); gates: "
+              f"(engine alone {s['int8_vs_bf16']['engine']}x), "
+              f"{s['vs_eager_fp32']['render int8']}x PyTorch eager fp32; gates: "
               + "; ".join(f"{g['backend']}/{Path(g['calibration']).name} {g['gate']}"
                           for g in entry["gates"]))  # fmt: skip
     print(f"-> {args.output}")
