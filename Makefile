@@ -93,7 +93,8 @@ gpu-check: $(GPU_STACK)
 	@mkdir -p $(GPU_RESULTS); failed=; \
 	$(GPU_PY) -m p2phd.engine.apps.cli doctor --require-gpu > $(GPU_RESULTS)/doctor.txt 2>&1 \
 		|| failed="$$failed doctor"; cat $(GPU_RESULTS)/doctor.txt; \
-	$(GPU_PY) -m pytest -m gpu -v -rfE -p no:cacheprovider > $(GPU_RESULTS)/tests.txt 2>&1 \
+	P2PHD_CITYSCAPES_SAMPLE=$(SAMPLES) $(GPU_PY) -m pytest -m gpu -v -rfE -p no:cacheprovider \
+		> $(GPU_RESULTS)/tests.txt 2>&1 \
 		|| failed="$$failed tests"; tail -n 3 $(GPU_RESULTS)/tests.txt; \
 	$(GPU_PY) benchmarks/cuda_kernels.py --samples $(SAMPLES) \
 		-o $(GPU_RESULTS)/cuda-kernels.json > /dev/null || failed="$$failed cuda-kernels"; \

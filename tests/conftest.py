@@ -9,12 +9,17 @@ the doctor's facts a test needs beyond the GPU, driver and CUDA runtime.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CITYSCAPES_SAMPLE = REPO.parent / "shared" / "data" / "cityscapes-sample"
+# P2PHD_CITYSCAPES_SAMPLE: a copy elsewhere (make gpu-check passes its SAMPLES on machines
+# that get the checkout without ../shared)
+CITYSCAPES_SAMPLE = Path(
+    os.environ.get("P2PHD_CITYSCAPES_SAMPLE", REPO.parent / "shared" / "data" / "cityscapes-sample")
+)
 
 
 BASE_NEEDS = ("GPU", "driver", "CUDA runtime")  # what every `gpu` test needs
@@ -65,8 +70,6 @@ def pytest_runtest_setup(item):
 @pytest.fixture(scope="session", autouse=True)
 def engine_cache_dir(tmp_path_factory) -> Path:
     """A private engine cache for the session (and the CLIs it starts), not the user's own."""
-    import os
-
     path = tmp_path_factory.mktemp("engine-cache")
     os.environ["P2PHD_CACHE"] = str(path)
     return path
