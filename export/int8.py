@@ -41,7 +41,7 @@ from p2phd.common.decode import decode_pair
 from p2phd.common.errors import ConfigError, InputError
 from p2phd.common.pairing import pair_files
 from p2phd.engine.core import quality
-from p2phd.engine.core.package import ModelPackage, write_manifest
+from p2phd.engine.core.package import ModelPackage, sha256_file, write_manifest
 from p2phd.engine.core.style import Style
 from p2phd.export import sensitivity, split_concat, subpixel
 
@@ -191,7 +191,9 @@ def _render_inputs(renderer, source: str, size: tuple[int, int]) -> CalibrationS
 
 def calibrate(model_dir: str | Path, source: str, size: tuple[int, int]) -> CalibrationSet:
     """Quantize the package's generator on `source` and write generator.int8.onnx and its
-    record into the package; a package already calibrated on the same maps is left as it is."""
+    record into the package; a package already calibrated on the same maps is left as it is,
+    one whose int8 graph was deleted or changed since is calibrated anew."""
+    _drop_damaged_variant(model_dir)
     cal = calibration_set(model_dir, source, size)
     package = ModelPackage(model_dir)
     record = package.manifest.calibration.get(VARIANT, {})
@@ -218,6 +220,25 @@ def calibrate(model_dir: str | Path, source: str, size: tuple[int, int]) -> Cali
         onnx.save(quantized, str(tmp))
     _record(ModelPackage(model_dir), cal, kept, search.summary, quantized, size)
     return cal
+
+
+def _drop_damaged_variant(model_dir: str | Path) -> None:
+    """Take an int8 graph that is missing or changed since it was written, and its record, out of
+    the manifest: the package would not load with it, and calibrating makes it anew. Everything
+    else must verify first (rewriting the manifest re-hashes the files, which would otherwise
+    bless a changed generator)."""
+    package = ModelPackage(model_dir, verify=False)
+    m = package.manifest
+    name = m.variants.get(VARIANT)
+    path = package.path / str(name)
+    if name is None or (path.is_file() and sha256_file(path) == m.files.get(name)):
+        return
+    m.files.pop(name, None)
+    m.variants.pop(VARIANT)
+    m.calibration.pop(VARIANT, None)
+    package.verify()
+    log.warning("int8: %s is missing or changed since calibration; calibrating anew", path)
+    _write(package, m)
 
 
 def _record(

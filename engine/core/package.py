@@ -280,14 +280,29 @@ class ModelPackage:
         for name, expected in self.manifest.files.items():
             p = self.path / name
             if not p.is_file():
-                raise PackageError(f"{p}: listed in {MANIFEST} but missing (or not a regular file)")
+                raise PackageError(
+                    f"{p}: listed in {MANIFEST} but missing (or not a regular file); "
+                    f"{self._remake(name)}"
+                )
             self.inside(p)
             found = sha256_file(p)
             if found != expected:
                 raise PackageError(
                     f"{p}: sha256 {found[:12]}… does not match the manifest's {expected[:12]}…; "
-                    "the file was changed after export, re-export the package"
+                    f"the file was changed after it was written, {self._remake(name)}"
                 )
+
+    def _remake(self, name: str) -> str:
+        """How to make file `name` again: a calibrated variant by `p2phd build` (which replaces
+        a missing or changed one), anything else by exporting the package again."""
+        for precision, file in self.manifest.variants.items():
+            record = self.manifest.calibration.get(precision)
+            if file == name and isinstance(record, dict):
+                return (
+                    f"calibrate it again: p2phd build {self.path} --precision {precision} "
+                    f"--calibration SRC (it was calibrated on {record.get('source', '?')})"
+                )
+        return "re-export the package"
 
     def inside(self, path: Path) -> Path:
         """`path`, checked to resolve to a place inside the package (no symlink out of it)."""

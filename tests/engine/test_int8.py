@@ -333,6 +333,52 @@ def test_a_crash_while_recording_int8_leaves_the_package_usable_at_fp32(
         assert renderer.render(labels, instances).shape == (*labels.shape, 3)
 
 
+def flip_a_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["deleted", "changed"])
+def test_a_damaged_int8_graph_is_named_with_its_remedy_which_works(
+    damage, tiny_package, tiny_maps, tmp_path, monkeypatch, capsys
+):
+    from p2phd.export import int8
+
+    labels, instances = tiny_maps
+    maps = str(write_maps(tmp_path / "a", labels, instances))
+    fake_calibration(monkeypatch, "first")
+    int8.calibrate(tiny_package, maps, (32, 64))
+    graph = tiny_package / "generator.int8.onnx"
+    graph.unlink() if damage == "deleted" else flip_a_byte(graph)
+    assert main(["info", str(tiny_package)]) == 2
+    err = capsys.readouterr().err
+    assert "generator.int8.onnx" in err and f"p2phd build {tiny_package} --precision int8" in err
+    assert f"it was calibrated on {maps}" in err
+    int8.calibrate(tiny_package, maps, (32, 64))  # the remedy
+    package = ModelPackage(tiny_package)  # verifies every listed file's sha256
+    assert package.variant_path("int8") == graph and onnx.load(str(graph)).doc_string == "first"
+    assert package.manifest.calibration["int8"]["source"] == maps
+
+
+def test_a_changed_generator_is_not_blessed_by_recalibrating(
+    tiny_package, tiny_maps, tmp_path, monkeypatch
+):
+    from p2phd.common.errors import PackageError
+    from p2phd.export import int8
+
+    labels, instances = tiny_maps
+    maps = str(write_maps(tmp_path / "a", labels, instances))
+    fake_calibration(monkeypatch, "first")
+    int8.calibrate(tiny_package, maps, (32, 64))
+    (tiny_package / "generator.int8.onnx").unlink()
+    flip_a_byte(tiny_package / "generator.onnx")
+    manifest = (tiny_package / "manifest.json").read_bytes()
+    with pytest.raises(PackageError, match="generator.onnx: sha256 .* re-export the package"):
+        int8.calibrate(tiny_package, maps, (32, 64))
+    assert (tiny_package / "manifest.json").read_bytes() == manifest
+
+
 def test_info_names_what_an_incomplete_calibration_record_lacks(
     tiny_package, tiny_maps, tmp_path, monkeypatch
 ):
