@@ -39,6 +39,7 @@ from PIL import Image
 from p2phd.common.atomic import atomic_path
 from p2phd.common.decode import decode_pair
 from p2phd.common.errors import ConfigError, InputError
+from p2phd.common.file_lock import locked
 from p2phd.common.pairing import pair_files
 from p2phd.engine.core import quality
 from p2phd.engine.core.package import ModelPackage, sha256_file, write_manifest
@@ -53,6 +54,7 @@ SYNTHETIC = "synthetic"
 SYNTHETIC_SCENES = 32
 HOLD_OUT_EVERY = 4  # map i is held out of calibration when i % 4 == 3
 MIN_MAPS = 2  # at least one to calibrate on and one to hold out
+CALIBRATION_LOCK = ".int8.lock"  # in the package's engines/ (never hashed)
 RECIPE = (
     "convolution inputs only, per-channel symmetric weights, symmetric activations, overflow "
     "fix off (VNNI/AMX), transposed convolutions as sub-pixel convolutions, convolutions over "
@@ -192,7 +194,14 @@ def _render_inputs(renderer, source: str, size: tuple[int, int]) -> CalibrationS
 def calibrate(model_dir: str | Path, source: str, size: tuple[int, int]) -> CalibrationSet:
     """Quantize the package's generator on `source` and write generator.int8.onnx and its
     record into the package; a package already calibrated on the same maps is left as it is,
-    one whose int8 graph was deleted or changed since is calibrated anew."""
+    one whose int8 graph was deleted or changed since is calibrated anew. One calibration of a
+    package at a time: a second waits, then finds the maps calibrated or replaces the first's."""
+    package = ModelPackage(model_dir, verify=False)  # a package, before anything is written
+    with locked(package.engines_dir / CALIBRATION_LOCK, f"{model_dir}'s int8 graph"):
+        return _calibrate(model_dir, source, size)
+
+
+def _calibrate(model_dir: str | Path, source: str, size: tuple[int, int]) -> CalibrationSet:
     _drop_damaged_variant(model_dir)
     cal = calibration_set(model_dir, source, size)
     package = ModelPackage(model_dir)

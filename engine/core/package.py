@@ -11,8 +11,9 @@ Layout::
       generator.fp16.onnx  optional precision variant (manifest.variants), same input and output
       generator.int8.onnx  optional Q/DQ int8 variant made by `p2phd build --precision int8
                        --calibration DIR`, its calibration record in manifest.calibration
-      engines/quality.json  written by `p2phd build` (never hashed); compiled engines live in
-                       the engine cache outside the package (`p2phd.engine.core.compiled_cache`)
+      engines/quality.json  written by `p2phd build` (never hashed; beside it the lock files
+                       that make concurrent builds take turns); compiled engines live in the
+                       engine cache outside the package (`p2phd.engine.core.compiled_cache`)
 
 Every file named in `manifest.files` is verified against its sha256 at load, and must resolve to
 a regular file inside the package (a symlink out of it is refused). Loading never writes into

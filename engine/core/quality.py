@@ -22,8 +22,10 @@ import numpy as np
 
 from p2phd.common.atomic import atomic_write_bytes
 from p2phd.common.errors import PackageError
+from p2phd.common.file_lock import locked
 
 QUALITY_FILE = "quality.json"
+REPORT_LOCK = ".quality.lock"  # beside it: see _writing
 MIN_PSNR_DB = 40.0
 
 
@@ -108,10 +110,20 @@ def read_report(engines_dir: Path) -> dict[str, dict]:
     return data
 
 
+def _writing(engines_dir: Path):
+    """The report's lock: its writers read, change and replace it one at a time."""
+    return locked(Path(engines_dir) / REPORT_LOCK, str(report_path(engines_dir)))
+
+
 def write_entry(engines_dir: Path, key: str, entry: dict) -> Path:
     """Merge one '<backend>:<precision>' entry into quality.json, written atomically."""
-    report = read_report(engines_dir)
-    report[key] = {**entry, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with _writing(engines_dir):
+        report = read_report(engines_dir)
+        report[key] = {**entry, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        return _replace_report(engines_dir, report)
+
+
+def _replace_report(engines_dir: Path, report: dict[str, dict]) -> Path:
     path = report_path(engines_dir)
     atomic_write_bytes(path, json.dumps(report, indent=2, sort_keys=True).encode() + b"\n")
     return path
@@ -202,13 +214,13 @@ def carry_over(engines_dir: Path, old_key: str, new_key: str) -> None:
     """After a new int8 graph is written into the package (its content hash changes, its fp32
     generator does not): entries measured on the old export count for the new one, except the
     int8 ones, which measured the graph just replaced."""
-    report = read_report(engines_dir)
-    if not report:
-        return
-    kept = {
-        key: {**entry, "package": new_key} if entry.get("package") == old_key else entry
-        for key, entry in report.items()
-        if not key.endswith(":int8")
-    }
-    path = report_path(engines_dir)
-    atomic_write_bytes(path, json.dumps(kept, indent=2, sort_keys=True).encode() + b"\n")
+    with _writing(engines_dir):
+        report = read_report(engines_dir)
+        if not report:
+            return
+        kept = {
+            key: {**entry, "package": new_key} if entry.get("package") == old_key else entry
+            for key, entry in report.items()
+            if not key.endswith(":int8")
+        }
+        _replace_report(engines_dir, kept)

@@ -9,6 +9,7 @@ runs on its test double. Input errors are checked on the tiny package (they stop
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -377,6 +378,31 @@ def test_a_changed_generator_is_not_blessed_by_recalibrating(
     with pytest.raises(PackageError, match="generator.onnx: sha256 .* re-export the package"):
         int8.calibrate(tiny_package, maps, (32, 64))
     assert (tiny_package / "manifest.json").read_bytes() == manifest
+
+
+def test_a_second_calibration_of_a_package_waits_for_the_first(
+    tiny_package, tiny_maps, tmp_path, monkeypatch, caplog
+):
+    import threading
+
+    from p2phd.common.file_lock import locked
+    from p2phd.export import int8
+
+    labels, instances = tiny_maps
+    maps = str(write_maps(tmp_path / "a", labels, instances))
+    fake_calibration(monkeypatch, "second")
+    lock = ModelPackage(tiny_package).engines_dir / int8.CALIBRATION_LOCK
+    waiting = threading.Event()
+    caplog.set_level(logging.WARNING, logger="p2phd.common.file_lock")
+    monkeypatch.setattr(caplog.handler, "emit", lambda record: waiting.set())
+    with locked(lock, "the first calibration"):  # another `p2phd build` holds it
+        second = threading.Thread(target=int8.calibrate, args=(tiny_package, maps, (32, 64)))
+        second.start()
+        assert waiting.wait(30)
+        assert second.is_alive() and ModelPackage(tiny_package).variant_path("int8") is None
+    second.join(60)
+    assert not second.is_alive()
+    assert ModelPackage(tiny_package).variant_path("int8") is not None
 
 
 def test_info_names_what_an_incomplete_calibration_record_lacks(
