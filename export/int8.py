@@ -28,6 +28,7 @@ Layers are found by op type and by what measurement says, never by a name writte
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,10 @@ SYNTHETIC = "synthetic"
 SYNTHETIC_SCENES = 32
 HOLD_OUT_EVERY = 4  # map i is held out of calibration when i % 4 == 3
 MIN_MAPS = 2  # at least one to calibrate on and one to hold out
+# A folder may hold thousands of maps (gtFine/train: 2975): calibration takes at most this many,
+# spread evenly over them, and no more than fit MAX_SET_BYTES of dense inputs (held together).
+MAX_MAPS = 64
+MAX_SET_BYTES = 2 << 30
 CALIBRATION_LOCK = ".int8.lock"  # in the package's engines/ (never hashed)
 RECIPE = (
     "convolution inputs only, per-channel symmetric weights, symmetric activations, overflow "
@@ -127,9 +132,22 @@ def _resized(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(a).resize((w, h), Image.Resampling.NEAREST))
 
 
-def _read_maps(source: Path, label_nc: int, instance: bool, size: tuple[int, int]):
-    """(key, labels [H,W] uint8, instances [H,W] int32 or None) for each paired map in a folder
-    or list file, resized (nearest) to `size`; pairing as `p2phd render` does."""
+def map_limit(channels: int, size: tuple[int, int]) -> int:
+    """How many maps a calibration set holds at most: MAX_MAPS, fewer where their dense inputs
+    would pass MAX_SET_BYTES, never fewer than MIN_MAPS."""
+    per_map = channels * size[0] * size[1] * np.dtype(np.float32).itemsize
+    return max(MIN_MAPS, min(MAX_MAPS, MAX_SET_BYTES // per_map))
+
+
+def _evenly(items: list, k: int) -> list:
+    """At most `k` of `items`, spread evenly over them, in their order."""
+    return items if len(items) <= k else [items[i * len(items) // k] for i in range(k)]
+
+
+def _read_maps(source: Path, label_nc: int, instance: bool, size: tuple[int, int], limit: int):
+    """(where, [(key, labels [H,W] uint8, instances [H,W] int32 or None)]): at most `limit` of
+    the paired maps in a folder or list file (pairing as `p2phd render` does), spread evenly
+    over them, resized (nearest) to `size`; only those are decoded."""
     from p2phd.engine.batch.render import list_images
 
     labels = list_images(source, "label")
@@ -137,10 +155,18 @@ def _read_maps(source: Path, label_nc: int, instance: bool, size: tuple[int, int
     for maps in (labels, instances or labels):
         if not maps:
             raise InputError(f"{source}: no label maps (PNG files) found for calibration")
-    for pair in pair_files(labels, instances):
+    pairs = pair_files(labels, instances)
+    chosen = _evenly(pairs, limit)
+    where = str(source)
+    if len(chosen) < len(pairs):
+        where += f" ({len(chosen)} of its {len(pairs)} maps, evenly spaced)"
+        log.info("int8: calibrating on %s", where)
+    maps = []
+    for pair in chosen:
         lab, ins = decode_pair(pair.label, pair.instance, label_nc)
         ins = None if ins is None else _resized(ins.astype(np.int32), size)
-        yield pair.key, _resized(lab, size), ins
+        maps.append((pair.key, _resized(lab, size), ins))
+    return where, maps
 
 
 def _synthetic_maps(size: tuple[int, int]):
@@ -168,10 +194,12 @@ def _render_inputs(renderer, source: str, size: tuple[int, int]) -> CalibrationS
             f"{renderer.package.path}: int8 calibration takes label maps; this is an image-input "
             "model"
         )
+    limit = map_limit(m.input_channels, size)
     if source == SYNTHETIC:
-        maps, where = list(_synthetic_maps(size)), f"{SYNTHETIC_SCENES} synthetic street scenes"
+        maps = list(itertools.islice(_synthetic_maps(size), limit))
+        where = f"{len(maps)} synthetic street scenes"
     else:
-        maps, where = list(_read_maps(Path(source), m.label_nc, m.instance, size)), str(source)
+        where, maps = _read_maps(Path(source), m.label_nc, m.instance, size, limit)
     if len(maps) < MIN_MAPS:
         raise InputError(
             f"{source}: {len(maps)} label map(s); int8 calibration needs at least {MIN_MAPS} "

@@ -204,6 +204,36 @@ def test_calibration_maps_must_pair_and_be_enough(tiny_package, tmp_path, capsys
     assert not (tiny_package / "generator.int8.onnx").exists()
 
 
+def test_a_large_folder_calibrates_on_an_evenly_spread_bounded_subset(
+    tiny_package, tmp_path, monkeypatch
+):
+    from p2phd.export import int8
+
+    labels, instances = quality.synthetic_maps(20, 32, 64, 35)
+    maps = str(write_maps(tmp_path / "many", labels, instances))
+    monkeypatch.setattr(int8, "MAX_MAPS", 6)
+    decoded = []
+    decode = int8.decode_pair
+    monkeypatch.setattr(int8, "decode_pair", lambda lab, *a: decoded.append(lab) or decode(lab, *a))
+    fake_calibration(monkeypatch, "subset")
+    int8.calibrate(tiny_package, maps, (32, 64))
+    record = ModelPackage(tiny_package).manifest.calibration["int8"]
+    used = sorted(record["calibration_maps"] + record["held_out_maps"])
+    assert used == [f"k{i:03d}" for i in (0, 3, 6, 10, 13, 16)] and len(decoded) == 6
+    assert record["source"] == f"{maps} (6 of its 20 maps, evenly spaced)"
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((256, 512), 64), ((1024, 2048), 7), ((8192, 16384), 2)],  # 18, 288, 4608 MiB per map
+)
+def test_the_calibration_set_is_bounded_in_memory(size, expected):
+    from p2phd.export import int8
+
+    assert int8.map_limit(36, size) == expected
+    assert expected == int8.MIN_MAPS or expected * 36 * size[0] * size[1] * 4 <= int8.MAX_SET_BYTES
+
+
 @pytest.mark.parametrize(
     ("flags", "vendor", "family", "expected"),
     [

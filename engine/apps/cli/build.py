@@ -18,8 +18,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--calibration",
         metavar="DIR",
         help="int8: label maps to calibrate on (a folder or list file of *_labelIds.png with "
-        "their *_instanceIds.png, paired as p2phd render pairs them; every 4th is held out for "
-        "the quality gate), or 'synthetic' for a model trained on p2phd synth scenes",
+        "their *_instanceIds.png, paired as p2phd render pairs them; at most 64, spread evenly "
+        "over a larger folder, fewer where their inputs would pass 2 GiB; every 4th is held "
+        "out for the quality gate), or 'synthetic' for a model trained on p2phd synth scenes",
     )
     parser.add_argument(
         "--batch", default="1:1:4", metavar="MIN:OPT:MAX", help="batch sizes (default 1:1:4)"
