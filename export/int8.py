@@ -169,6 +169,17 @@ def _read_maps(source: Path, label_nc: int, instance: bool, size: tuple[int, int
     return where, maps
 
 
+def _check_synthetic_fits(label_nc: int) -> None:
+    from p2phd.train.synth import MAX_LABEL
+
+    if label_nc <= MAX_LABEL:
+        raise ConfigError(
+            f"--calibration {SYNTHETIC}: its street scenes use Cityscapes label ids up to "
+            f"{MAX_LABEL}, and this model takes {label_nc} labels; calibrate on its own label "
+            "maps (--calibration DIR)"
+        )
+
+
 def _synthetic_maps(size: tuple[int, int]):
     from p2phd.train.synth import render_scene
 
@@ -196,6 +207,7 @@ def _render_inputs(renderer, source: str, size: tuple[int, int]) -> CalibrationS
         )
     limit = map_limit(m.input_channels, size)
     if source == SYNTHETIC:
+        _check_synthetic_fits(m.label_nc)
         maps = list(itertools.islice(_synthetic_maps(size), limit))
         where = f"{len(maps)} synthetic street scenes"
     else:

@@ -20,6 +20,7 @@ from p2phd.common.errors import ConfigError
 
 ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, CAR = 7, 8, 11, 17, 21, 23, 24, 26
 THING_CLASSES = (BUILDING, PERSON, CAR)
+MAX_LABEL = max(ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, CAR)  # Cityscapes ids
 
 # Base photo colour per class (RGB, 0..1), varied per scene and per instance.
 _BASE = {

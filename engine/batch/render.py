@@ -35,6 +35,7 @@ from p2phd.engine.core.style import Style
 log = logging.getLogger(__name__)
 
 BATCH = 4  # images per engine call, the batch renderers' default
+MAX_LIST_BYTES = 64 << 20  # a list file of input paths: about a million of them
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
@@ -93,7 +94,7 @@ def list_images(
     src = Path(source)
     if src.is_file() and src.suffix.lower() not in IMAGE_EXTENSIONS:
         base = src.parent
-        lines = (ln.strip() for ln in src.read_text().splitlines())
+        lines = (ln.strip() for ln in _list_lines(src))
         found = [
             p if p.is_absolute() else base / p
             for p in (Path(ln) for ln in lines if ln and not ln.startswith("#"))
@@ -112,6 +113,21 @@ def list_images(
     if exclude is not None:
         found = _outside(found, exclude, source)
     return found
+
+
+def _list_lines(src: Path) -> list[str]:
+    """The lines of a list file: UTF-8 text of at most MAX_LIST_BYTES."""
+    with open(src, "rb") as f:
+        data = f.read(MAX_LIST_BYTES + 1)
+    if len(data) > MAX_LIST_BYTES:
+        raise InputError(f"{src}: a list file over {MAX_LIST_BYTES >> 20} MiB; split the run")
+    try:
+        return data.decode().splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{src}: not a list of image paths (UTF-8 text, one per line): {e.reason} at byte "
+            f"{e.start}"
+        ) from e
 
 
 def _outside(paths: list[Path], directory: Path, source: str | Path) -> list[Path]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from p2phd.common.decode import DEFAULT_MAX_PIXELS
 from p2phd.common.errors import ConfigError
 from p2phd.common.image_input import to_model_input
 from p2phd.engine.backends import backend_class, choose_backend
@@ -32,6 +33,7 @@ from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.core import quality
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.size_policy import DEFAULT_MAX_SIDE
 from p2phd.engine.core.style import Style
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,18 @@ def parse_batch(text: str) -> tuple[int, int, int]:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' -> (h, w)."""
+    """'HxW' -> (h, w), within what p2phd renders by default (an engine for more would never
+    be served, and building it only exhausts memory)."""
     match = re.fullmatch(r"(\d+)[xX](\d+)", text)
     if not match or 0 in (int(match[1]), int(match[2])):
         raise ConfigError(f"--size {text!r}: expected HxW, e.g. 512x1024")
-    return int(match[1]), int(match[2])
+    h, w = int(match[1]), int(match[2])
+    if h * w > DEFAULT_MAX_PIXELS or max(h, w) > DEFAULT_MAX_SIDE:
+        raise ConfigError(
+            f"--size {text}: past the largest input p2phd serves by default ({DEFAULT_MAX_PIXELS} "
+            f"pixels, {DEFAULT_MAX_SIDE} a side)"
+        )
+    return h, w
 
 
 def _reference(package: ModelPackage):
@@ -85,7 +94,8 @@ def _reference(package: ModelPackage):
     raise ConfigError("no fp32 reference backend (torch or onnxruntime) is installed")
 
 
-def _check_sizes(options: EngineOptions, multiple: int) -> None:
+def check_sizes(options: EngineOptions, multiple: int) -> None:
+    """ConfigError unless every size is a multiple of the model's `multiple`."""
     for sh, sw in options.sizes:
         if sh % multiple or sw % multiple:
             raise ConfigError(
@@ -141,7 +151,7 @@ def build_engine(
 def _build_and_measure(renderer: Renderer, options: EngineOptions) -> BuildResult:
     """Build `renderer`'s engine and measure it against the fp32 reference on synthetic input."""
     m = renderer.manifest
-    _check_sizes(options, m.size_multiple)
+    check_sizes(options, m.size_multiple)
     files = renderer.backend.build()
     mult = m.size_multiple
     h, w = options.sizes[0] if options.sizes else QUALITY_SIZE
@@ -172,7 +182,7 @@ def build_int8(
     the gate this build measures has passed."""
     package = ModelPackage(model_dir)
     name, _ = choose_backend(backend)
-    _check_sizes(options, package.manifest.size_multiple)
+    check_sizes(options, package.manifest.size_multiple)
     engine = backend_class(name)(package, "int8", options)
     try:
         files = engine.build()

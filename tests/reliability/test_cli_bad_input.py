@@ -36,3 +36,36 @@ def test_render_reports_each_bad_file_and_renders_the_good_ones(server_package, 
         assert said and case.reason in said[0], (case.name, said)
     for image in out.glob("*.png"):
         assert np.asarray(Image.open(image)).shape == (32, 64, 3)
+
+
+def test_a_list_file_that_is_not_text_or_too_large_is_named(
+    server_package, tmp_path, capsys, monkeypatch
+):
+    from p2phd.engine.batch import render
+
+    binary = tmp_path / "labels.txt"
+    binary.write_bytes(b"\xf3\x00\xff" * 100)
+    argv = ["render", str(server_package), "--no-instance", "-o", str(tmp_path / "out")]
+    assert main([*argv, "--labels", str(binary)]) == 2
+    err = capsys.readouterr().err
+    assert f"{binary}: not a list of image paths (UTF-8 text, one per line)" in err
+    assert "Traceback" not in err
+    monkeypatch.setattr(render, "MAX_LIST_BYTES", 1 << 10)
+    long = tmp_path / "long.txt"
+    long.write_text("label.png\n" * 200)
+    assert main([*argv, "--labels", str(long)]) == 2
+    assert f"{long}: a list file over" in capsys.readouterr().err
+
+
+def test_build_refuses_what_it_cannot_do_before_any_work(server_package, tmp_path, capsys):
+    argv = ["build", str(server_package), "--backend", "onnxruntime"]
+    assert main([*argv, "--size", "100000x100000"]) == 2
+    assert "past the largest input p2phd serves" in capsys.readouterr().err
+    int8 = [*argv, "--precision", "int8", "--calibration", "synthetic", "--size", "33x65"]
+    assert main(int8) == 2  # before calibrating: no NNCF run, no int8 graph
+    assert "multiples of" in capsys.readouterr().err
+    assert main([*int8[:-1], "32x64"]) == 2  # synthetic street scenes for a 12-label model
+    assert "--calibration synthetic: its street scenes use Cityscapes label ids up to 26" in (
+        capsys.readouterr().err
+    )
+    assert not (server_package / "generator.int8.onnx").exists()

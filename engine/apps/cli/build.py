@@ -36,11 +36,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from p2phd.engine.backends.base import EngineOptions
-    from p2phd.engine.core.build import build_engine, parse_batch, parse_size
+    from p2phd.engine.core.build import build_engine, check_sizes, parse_batch, parse_size
+    from p2phd.engine.core.package import ModelPackage
 
     options = EngineOptions(parse_batch(args.batch), [parse_size(s) for s in args.size])
-    if args.precision == "int8":
+    if args.precision == "int8":  # what would refuse the build, before calibrating for it
         _check_int8_runs(args.backend)
+        check_sizes(options, ModelPackage(args.model_dir, verify=False).manifest.size_multiple)
     held_out = _calibrate(args, options) if args.precision == "int8" else None
     if args.calibration and held_out is None:
         raise ConfigError("--calibration is for --precision int8")
