@@ -20,6 +20,7 @@ from p2phd.common.errors import ConfigError
 
 ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, CAR = 7, 8, 11, 17, 21, 23, 24, 26
 THING_CLASSES = (BUILDING, PERSON, CAR)
+MIN_SIDE = 8  # the smallest scene side the layout draws
 MAX_LABEL = max(ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, PERSON, CAR)  # Cityscapes ids
 
 # Base photo colour per class (RGB, 0..1), varied per scene and per instance.
@@ -204,17 +205,6 @@ def _pole(c: _Canvas, cx: float, bottom: float, horizon: float) -> None:
     top = horizon - 0.25 * c.h
     mask = (np.abs(c.xx - cx) < pw / 2) & (c.yy >= top) & (c.yy < bottom)
     c.paint(mask, POLE, c.jitter(_BASE[POLE], 0.05), POLE)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' -> (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"size must be HxW (e.g. 128x256), got {text!r}") from None
-    if h < 8 or w < 8:
-        raise ConfigError(f"size must be at least 8x8, got {text!r}")
-    return h, w
 
 
 def write_dataset(

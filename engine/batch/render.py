@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 4  # images per engine call, the batch renderers' default
 MAX_LIST_BYTES = 64 << 20  # a list file of input paths: about a million of them
+MAX_JOBS = 1_000_000  # images one run plans (maps x styles): ~460 MB and ~15 s of planning
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
@@ -168,6 +169,11 @@ def plan_jobs(
                 f"{min(shared)}: picked as both label map and {what}; name them "
                 f"*_labelIds.png and *{suffix}.png, or use separate directories"
             )
+    if len(by_label) * len(seeds) > MAX_JOBS:
+        raise InputError(
+            f"{len(by_label)} input(s) x {len(seeds)} style(s) = {len(by_label) * len(seeds)} "
+            f"images; one run renders at most {MAX_JOBS}: split it (fewer --styles or inputs)"
+        )
     jobs, failures = [], []
     for key, label in sorted(by_label.items()):
         missing = [role for role, index in partners.items() if key not in index]

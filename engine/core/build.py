@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from p2phd.common.decode import DEFAULT_MAX_PIXELS
 from p2phd.common.errors import ConfigError
 from p2phd.common.image_input import to_model_input
 from p2phd.engine.backends import backend_class, choose_backend
@@ -33,7 +31,6 @@ from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.core import quality
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
-from p2phd.engine.core.size_policy import DEFAULT_MAX_SIDE
 from p2phd.engine.core.style import Style
 
 log = logging.getLogger(__name__)
@@ -68,21 +65,6 @@ def parse_batch(text: str) -> tuple[int, int, int]:
         raise ConfigError(f"--batch {text!r}: expected MIN:OPT:MAX, e.g. 1:2:8")
     lo, opt, hi = (int(p) for p in parts)
     return lo, opt, hi
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' -> (h, w), within what p2phd renders by default (an engine for more would never
-    be served, and building it only exhausts memory)."""
-    match = re.fullmatch(r"(\d+)[xX](\d+)", text)
-    if not match or 0 in (int(match[1]), int(match[2])):
-        raise ConfigError(f"--size {text!r}: expected HxW, e.g. 512x1024")
-    h, w = int(match[1]), int(match[2])
-    if h * w > DEFAULT_MAX_PIXELS or max(h, w) > DEFAULT_MAX_SIDE:
-        raise ConfigError(
-            f"--size {text}: past the largest input p2phd serves by default ({DEFAULT_MAX_PIXELS} "
-            f"pixels, {DEFAULT_MAX_SIDE} a side)"
-        )
-    return h, w
 
 
 def _reference(package: ModelPackage):

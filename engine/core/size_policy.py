@@ -7,6 +7,7 @@ the content is unchanged), resize (nearest for ids, the output resized back), or
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,11 +15,28 @@ from enum import StrEnum
 import numpy as np
 from PIL import Image
 
+from p2phd.common.decode import DEFAULT_MAX_PIXELS
 from p2phd.common.errors import ConfigError, InputError
 
 # The longest side the generator computes for one image (after the size policy): with the
 # pixel limit it bounds a request's work and its aspect (a 1 x N strip padded to 32 x N).
 DEFAULT_MAX_SIDE = 8192
+
+
+def parse_size(text: str, min_side: int = 1) -> tuple[int, int]:
+    """'HxW' -> (h, w), within what p2phd serves by default: an engine, a benchmark or a
+    dataset at a larger size would only exhaust memory."""
+    match = re.fullmatch(r"(\d+)[xX](\d+)", text)
+    if not match or min(int(match[1]), int(match[2])) < max(min_side, 1):
+        at_least = f", at least {min_side}x{min_side}" if min_side > 1 else ""
+        raise ConfigError(f"--size {text!r}: expected HxW{at_least}, e.g. 512x1024")
+    h, w = int(match[1]), int(match[2])
+    if h * w > DEFAULT_MAX_PIXELS or max(h, w) > DEFAULT_MAX_SIDE:
+        raise ConfigError(
+            f"--size {text}: past the largest input p2phd serves by default ({DEFAULT_MAX_PIXELS} "
+            f"pixels, {DEFAULT_MAX_SIDE} a side)"
+        )
+    return h, w
 
 
 class SizePolicy(StrEnum):

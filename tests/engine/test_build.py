@@ -11,10 +11,11 @@ from p2phd.common.errors import ConfigError
 from p2phd.engine.backends import backend_class
 from p2phd.engine.backends.base import EngineOptions
 from p2phd.engine.core import quality
-from p2phd.engine.core.build import build_engine, parse_batch, parse_size
+from p2phd.engine.core.build import build_engine, parse_batch
 from p2phd.engine.core.cpu_features import has_native_bf16
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.renderer import Renderer
+from p2phd.engine.core.size_policy import parse_size
 from p2phd.export.package_info import describe_package
 
 
@@ -78,6 +79,9 @@ def test_build_command_reports_bad_options_without_traceback(tiny_package):
 def test_option_parsing():
     assert parse_batch("1:4:8") == (1, 4, 8) and parse_batch("2") == (2, 2, 2)
     assert parse_size("512x1024") == (512, 1024)
+    for text, said in [("0x8", "expected HxW"), ("4x16", "at least 8x8"), ("9000x9", "past")]:
+        with pytest.raises(ConfigError, match=said):
+            parse_size(text, min_side=8)
     with pytest.raises(ConfigError, match="MIN <= OPT <= MAX"):
         EngineOptions(batch=parse_batch("4:2:8"))
     with pytest.raises(ConfigError):

@@ -69,3 +69,15 @@ def test_build_refuses_what_it_cannot_do_before_any_work(server_package, tmp_pat
         capsys.readouterr().err
     )
     assert not (server_package / "generator.int8.onnx").exists()
+
+
+def test_more_images_than_one_run_plans_is_refused_at_once(server_package, tmp_path, capsys):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i in range(3):
+        (labels / f"m{i}.png").write_bytes(png(make_maps(seed=i)[0]))
+    argv = ["render", str(server_package), "--labels", str(labels), "--no-instance"]
+    assert main([*argv, "-o", str(tmp_path / "out"), "--styles", "400000000"]) == 2
+    err = capsys.readouterr().err  # before planning 1.2e9 jobs (~460 bytes each)
+    assert "3 input(s) x 400000000 style(s) = 1200000000 images; one run renders at most" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

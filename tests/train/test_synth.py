@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from p2phd.common.classes import CITYSCAPES_BY_NAME
-from p2phd.train.synth import THING_CLASSES, parse_size, render_scene, write_dataset
+from p2phd.train.synth import THING_CLASSES, render_scene, write_dataset
 
 REQUIRED = ("road", "sidewalk", "building", "vegetation", "sky", "pole", "person", "car")
 P2PHD = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "p2phd"
@@ -84,5 +84,6 @@ def test_cli_rejects_a_malformed_size_without_traceback(tmp_path):
     )
     assert out.returncode == 2
     assert "HxW" in out.stderr and "Traceback" not in out.stderr
-    with pytest.raises(ValueError):
-        parse_size("0x64")
+    huge = [str(P2PHD), "synth", "-o", str(tmp_path), "--size", "100000x100000"]
+    out = subprocess.run(huge, capture_output=True, text=True)
+    assert out.returncode == 2 and "past the largest input" in out.stderr

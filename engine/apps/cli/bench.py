@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from p2phd.common.errors import ConfigError
     from p2phd.engine.apps.bench.harness import BenchConfig, run_bench
     from p2phd.engine.apps.bench.report import write_report
-    from p2phd.engine.core.build import parse_size
+    from p2phd.engine.core.size_policy import parse_size
 
     try:
         batches = tuple(int(b) for b in _csv(args.batch))

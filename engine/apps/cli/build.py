@@ -36,8 +36,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from p2phd.engine.backends.base import EngineOptions
-    from p2phd.engine.core.build import build_engine, check_sizes, parse_batch, parse_size
+    from p2phd.engine.core.build import build_engine, check_sizes, parse_batch
     from p2phd.engine.core.package import ModelPackage
+    from p2phd.engine.core.size_policy import parse_size
 
     options = EngineOptions(parse_batch(args.batch), [parse_size(s) for s in args.size])
     if args.precision == "int8":  # what would refuse the build, before calibrating for it

@@ -27,16 +27,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p2phd.train.synth import parse_size, write_dataset
+    from p2phd.engine.core.size_policy import parse_size
+    from p2phd.train.synth import MIN_SIDE, write_dataset
 
     if args.pix2pix:
         from p2phd.train.pix2pix.data import write_pix2pix_dataset
 
-        size = parse_size(args.size)
+        size = parse_size(args.size, MIN_SIDE)
         keys = write_pix2pix_dataset(args.out, args.num, size, args.seed, args.phase, args.pix2pix)
         where = args.phase if args.pix2pix == "aligned" else f"{args.phase}{{A,B}}"
         print(f"wrote {len(keys)} pix2pix pairs to {args.out}/{where}/")
         return 0
-    keys = write_dataset(args.out, args.num, parse_size(args.size), args.seed, args.phase)
+    keys = write_dataset(args.out, args.num, parse_size(args.size, MIN_SIDE), args.seed, args.phase)
     print(f"wrote {len(keys)} scenes to {args.out}/{args.phase}_{{label,inst,img}}/")
     return 0
