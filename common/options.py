@@ -12,6 +12,7 @@ from dataclasses import MISSING, Field, dataclass, field
 from typing import Any
 
 FLAG = "p2phd.flag"
+PORT = (0, 65535)  # a TCP port's bounds; 0: one the system picks
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Flag:
     scale: int = 1  # the field holds the flag's value times this (a MiB flag for a bytes field)
     repeat: bool = False  # a tuple field given by repeating the flag (else: values after it)
     metavar: str | None = None
+    bounds: tuple[int, int] | None = None  # the least and the greatest value it takes
 
     def flag_name(self, field_name: str) -> str:
         return self.name or "--" + field_name.replace("_", "-")

@@ -19,6 +19,9 @@ def read_config_dict(path: str | Path | None, overrides: list[str] = ()) -> dict
             raw = yaml.safe_load(path.read_text()) or {}
         except OSError as e:
             raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+        except UnicodeDecodeError as e:
+            why = f"{e.reason} at byte {e.start}"
+            raise ConfigError(f"{path}: not a YAML text file ({why})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(raw, dict):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from p2phd.common.decode import DEFAULT_MAX_PIXELS
 from p2phd.common.errors import ConfigError
-from p2phd.common.options import flag_of, option
+from p2phd.common.options import PORT, flag_of, option
 from p2phd.engine.core.size_policy import DEFAULT_MAX_SIDE, SizePolicy
 from p2phd.engine.serving.batcher import BatcherConfig
 
@@ -31,7 +31,7 @@ class ServerConfig:
 
     model_dir: Path = option(help="model package directory", metavar="MODEL_DIR")
     host: str = option("127.0.0.1", "address to bind")
-    port: int = option(50051, "gRPC port")
+    port: int = option(50051, "gRPC port", bounds=PORT)
     model_name: str = option("p2phd", "model name for KServe v2 calls")
     backend: str = option("auto", "engine backend", group=MODEL)
     precision: str = option("auto", "engine precision", group=MODEL)
@@ -96,7 +96,9 @@ class ServerConfig:
     grace_seconds: float = option(
         30.0, "seconds to finish work in flight after SIGTERM", name="--grace", group=LIMITS
     )
-    metrics_port: int | None = option(None, "serve Prometheus /metrics on this port", group=LIMITS)
+    metrics_port: int | None = option(
+        None, "serve Prometheus /metrics on this port", group=LIMITS, bounds=PORT
+    )
     io_threads: int = option(2, "threads decoding, checking and encoding requests", group=LIMITS)
     tls_cert: Path | None = option(None, "server certificate chain (PEM)", group=TLS)
     tls_key: Path | None = option(None, "server private key (PEM)", group=TLS)

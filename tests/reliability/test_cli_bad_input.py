@@ -4,6 +4,7 @@ with its reason, the good files still render, and nothing prints a traceback."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from p2phd.common.decode import DEFAULT_MAX_PIXELS
@@ -81,3 +82,38 @@ def test_more_images_than_one_run_plans_is_refused_at_once(server_package, tmp_p
     err = capsys.readouterr().err  # before planning 1.2e9 jobs (~460 bytes each)
     assert "3 input(s) x 400000000 style(s) = 1200000000 images; one run renders at most" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "PKG", "--port", "99999"],
+        ["serve", "PKG", "--port", "-1"],
+        ["serve", "PKG", "--metrics-port", "70000"],
+        ["edit", "PKG", "--port", "65536"],
+    ],
+)
+def test_a_port_out_of_range_is_refused_before_starting(server_package, argv, capsys):
+    argv = [str(server_package) if a == "PKG" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert f"{argv[-1]}: expected 0 to 65535" in capsys.readouterr().err
+
+
+def test_unusable_paths_are_one_line_errors(server_package, tmp_path, capsys):
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(b"\xf3\x00\xff" * 10)
+    assert main(["train", "--config", str(binary)]) == 2
+    assert f"{binary}: not a YAML text file" in capsys.readouterr().err
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    under_a_file = str(a_file / "out")  # a directory inside a regular file
+    bench = ["bench", str(server_package), "--backends", "onnxruntime", "--size", "32x64"]
+    assert main([*bench, "--batch", "1", "--iters", "1", "--warmup", "0", "-o", under_a_file]) == 2
+    out, err = capsys.readouterr()
+    assert f"{a_file} is not a directory" in err and "Traceback" not in err
+    assert "bench:" not in out  # refused before the benchmark ran, not after
+    assert main(["demo", "-o", under_a_file]) == 2  # the OS's own reason, in one line
+    err = capsys.readouterr().err
+    assert "Not a directory" in err and under_a_file in err and "Traceback" not in err

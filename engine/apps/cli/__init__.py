@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     except P2PHDError as e:
         print(f"p2phd {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the user named: unwritable, not a directory, disk full, ...
+        logging.getLogger("p2phd").debug("%s", e, exc_info=True)  # the trace with --verbose
+        print(f"p2phd {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"p2phd {args.command}: interrupted", file=sys.stderr)
         return 130

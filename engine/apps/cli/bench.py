@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from p2phd.engine.backends import backend_names, precisions
@@ -44,6 +45,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_writable(folder: Path) -> None:
+    """ConfigError unless `folder` is, or can be made, a writable directory (made nothing)."""
+    from p2phd.common.errors import ConfigError
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--output {folder}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {folder}: {existing} is not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     from p2phd.common.errors import ConfigError
     from p2phd.engine.apps.bench.harness import BenchConfig, run_bench
@@ -64,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         iters=args.iters,
         baseline=args.baseline,
     )
+    out = Path(args.output or Path("benchmarks/results") / f"bench-{Path(args.model_dir).name}")
+    _check_writable(out)  # now, not after the run
     result = run_bench(config, progress=lambda msg: print(f"bench: {msg}", flush=True))
     share = result["other_load"]["other_cpu_share"]
     if share is not None and share > OTHER_LOAD_LIMIT:
@@ -71,7 +87,6 @@ def run(args: argparse.Namespace) -> int:
             f"other processes used {share:.0%} of the CPUs during the run "
             f"(> {OTHER_LOAD_LIMIT:.0%}): timings are noisy"
         )
-    out = Path(args.output or Path("benchmarks/results") / f"bench-{Path(args.model_dir).name}")
     for path in write_report(result, out):
         print(f"wrote {path}")
     failed = [r for r in result["rows"] if r["status"] == "failed"]

@@ -29,6 +29,20 @@ def _value_type(hint: Any) -> tuple[type, bool]:
     return hint, False
 
 
+def _within(value_type: type, bounds: tuple[int, int]):
+    """`value_type`, refusing a value outside `bounds` with argparse's one-line error."""
+    low, high = bounds
+
+    def parse(text: str):
+        value = value_type(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text}: expected {low} to {high}")
+        return value
+
+    parse.__name__ = value_type.__name__  # what argparse names in "invalid int value"
+    return parse
+
+
 def _flagged(config_class: type, only: Collection[str] | None, skip: Collection[str]):
     hints = typing.get_type_hints(config_class)
     for f in fields(config_class):
@@ -66,6 +80,8 @@ def add_config_flags(
         text = flag.help + notes.get(f.name, "")
         if default is not None and default != () and default is not MISSING:
             text += " (default %(default)s)"
+        if flag.bounds is not None:
+            value_type = _within(value_type, flag.bounds)
         kwargs: dict[str, Any] = {"type": value_type, "help": text, "metavar": flag.metavar}
         if flag.choices is not None:
             kwargs["choices"] = flag.choices

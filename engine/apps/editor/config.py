@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2phd.common.options import option
+from p2phd.common.options import PORT, option
 
 
 @dataclass
@@ -18,7 +18,7 @@ class EditorConfig:
     """The editor's address, who may reach it, and how much it serves at once."""
 
     model_dir: Path = option(help="the model package", metavar="MODEL_DIR")
-    port: int = option(8080, "HTTP port")
+    port: int = option(8080, "HTTP port", bounds=PORT)
     host: str = option("127.0.0.1", "address to bind; 127.0.0.1 is this machine only")
     server: str | None = option(
         None, "render through a running `p2phd serve` at this address", metavar="HOST:PORT"
