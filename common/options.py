@@ -13,6 +13,8 @@ from typing import Any
 
 FLAG = "p2phd.flag"
 PORT = (0, 65535)  # a TCP port's bounds; 0: one the system picks
+POSITIVE = (1, None)  # a count of at least one
+NOT_NEGATIVE = (0, None)  # a duration
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class Flag:
     scale: int = 1  # the field holds the flag's value times this (a MiB flag for a bytes field)
     repeat: bool = False  # a tuple field given by repeating the flag (else: values after it)
     metavar: str | None = None
-    bounds: tuple[int, int] | None = None  # the least and the greatest value it takes
+    bounds: tuple[float, float | None] | None = None  # the least and greatest value (None: any)
 
     def flag_name(self, field_name: str) -> str:
         return self.name or "--" + field_name.replace("_", "-")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from p2phd.common.decode import DEFAULT_MAX_PIXELS
 from p2phd.common.errors import ConfigError
-from p2phd.common.options import PORT, flag_of, option
+from p2phd.common.options import NOT_NEGATIVE, PORT, POSITIVE, flag_of, option
 from p2phd.engine.core.size_policy import DEFAULT_MAX_SIDE, SizePolicy
 from p2phd.engine.serving.batcher import BatcherConfig
 
@@ -45,12 +45,14 @@ class ServerConfig:
         DEFAULT_MAX_PIXELS,
         "max pixels per image, as sent and as computed after padding or resizing",
         group=MODEL,
+        bounds=POSITIVE,
     )
     # With max_image_pixels, the most work one image can cost, whatever its aspect.
     max_image_side: int = option(
         DEFAULT_MAX_SIDE,
         "max pixels a side the generator computes per image, after padding or resizing",
         group=MODEL,
+        bounds=POSITIVE,
     )
     max_batch_size: int = option(
         BatcherConfig.max_batch_size, "max images per engine call", name="--max-batch",
@@ -78,6 +80,7 @@ class ServerConfig:
         name="--max-message-mb",
         scale=1 << 20,
         group=LIMITS,
+        bounds=(1, 2047),  # gRPC's lengths are signed 32-bit
     )
     # Received messages are held whole, so memory for requests is bounded by (this + the
     # liveness reserve) x max_message_bytes x protobuf's parsed-size factor.
@@ -86,20 +89,28 @@ class ServerConfig:
         "calls open at once (a stream is one; health and liveness checks are not counted); "
         "beyond it RESOURCE_EXHAUSTED",
         group=LIMITS,
+        bounds=POSITIVE,
     )
     stream_idle_seconds: float = option(
         60.0,
         "seconds a stream that sends nothing, with nothing pending, stays open",
         name="--stream-idle-timeout",
         group=LIMITS,
+        bounds=NOT_NEGATIVE,
     )
     grace_seconds: float = option(
-        30.0, "seconds to finish work in flight after SIGTERM", name="--grace", group=LIMITS
+        30.0,
+        "seconds to finish work in flight after SIGTERM",
+        name="--grace",
+        group=LIMITS,
+        bounds=NOT_NEGATIVE,
     )
     metrics_port: int | None = option(
         None, "serve Prometheus /metrics on this port", group=LIMITS, bounds=PORT
     )
-    io_threads: int = option(2, "threads decoding, checking and encoding requests", group=LIMITS)
+    io_threads: int = option(
+        2, "threads decoding, checking and encoding requests", group=LIMITS, bounds=POSITIVE
+    )
     tls_cert: Path | None = option(None, "server certificate chain (PEM)", group=TLS)
     tls_key: Path | None = option(None, "server private key (PEM)", group=TLS)
     tls_client_ca: Path | None = option(None, "require client certificates from this CA",

@@ -85,20 +85,29 @@ def test_more_images_than_one_run_plans_is_refused_at_once(server_package, tmp_p
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "expected"),
     [
-        ["serve", "PKG", "--port", "99999"],
-        ["serve", "PKG", "--port", "-1"],
-        ["serve", "PKG", "--metrics-port", "70000"],
-        ["edit", "PKG", "--port", "65536"],
+        (["serve", "PKG", "--port", "99999"], "expected 0 to 65535"),
+        (["serve", "PKG", "--port", "-1"], "expected 0 to 65535"),
+        (["serve", "PKG", "--metrics-port", "70000"], "expected 0 to 65535"),
+        (["edit", "PKG", "--port", "65536"], "expected 0 to 65535"),
+        (["serve", "PKG", "--io-threads", "0"], "expected >= 1"),  # was a ValueError trace
+        (["serve", "PKG", "--max-concurrent-rpcs", "0"], "expected >= 1"),  # refused every call
+        (["serve", "PKG", "--max-image-pixels", "0"], "expected >= 1"),
+        (["serve", "PKG", "--max-message-mb", "4096"], "expected 1 to 2047"),
+        (["serve", "PKG", "--grace", "-1"], "expected >= 0"),
+        (["serve", "PKG", "--grace", "nan"], "expected >= 0"),
+        (["edit", "PKG", "--max-renders", "0"], "expected >= 1"),  # every render waited, 503
     ],
 )
-def test_a_port_out_of_range_is_refused_before_starting(server_package, argv, capsys):
+def test_a_setting_out_of_its_bounds_is_refused_before_starting(
+    server_package, argv, expected, capsys
+):
     argv = [str(server_package) if a == "PKG" else a for a in argv]
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
-    assert f"{argv[-1]}: expected 0 to 65535" in capsys.readouterr().err
+    assert f"argument {argv[-2]}: {argv[-1]}: {expected}" in capsys.readouterr().err
 
 
 def test_unusable_paths_are_one_line_errors(server_package, tmp_path, capsys):

@@ -29,14 +29,15 @@ def _value_type(hint: Any) -> tuple[type, bool]:
     return hint, False
 
 
-def _within(value_type: type, bounds: tuple[int, int]):
+def _within(value_type: type, bounds: tuple[float, float | None]):
     """`value_type`, refusing a value outside `bounds` with argparse's one-line error."""
     low, high = bounds
+    expected = f"expected >= {low}" if high is None else f"expected {low} to {high}"
 
     def parse(text: str):
         value = value_type(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text}: expected {low} to {high}")
+        if not (low <= value and (high is None or value <= high)):
+            raise argparse.ArgumentTypeError(f"{text}: {expected}")
         return value
 
     parse.__name__ = value_type.__name__  # what argparse names in "invalid int value"

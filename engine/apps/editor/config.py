@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2phd.common.options import PORT, option
+from p2phd.common.options import PORT, POSITIVE, option
 
 
 @dataclass
@@ -31,7 +31,11 @@ class EditorConfig:
         metavar="NAME",
     )
     # Each render costs the engine's working memory.
-    max_renders: int = option(2, "uploads decoded or rendered at once; more wait, then 503")
+    max_renders: int = option(
+        2, "uploads decoded or rendered at once; more wait, then 503", bounds=POSITIVE
+    )
     max_connections: int = option(
-        16, "HTTP connections served at once; more are closed at once (a browser opens 6)"
+        16,
+        "HTTP connections served at once; more are closed at once (a browser opens 6)",
+        bounds=POSITIVE,
     )
