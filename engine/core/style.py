@@ -23,6 +23,7 @@ from p2phd.common.image_input import to_model_input
 # instances than any image holds, while a request cannot make the server build millions of
 # entries for ids that are not even in its image.
 MAX_STYLE_ENTRIES = 4096
+SEED_RANGE = (0, 2**63 - 1)  # what every caller may ask for (the wire's uint64, JSON's int64)
 
 
 def check_entries(what: str, count: int) -> None:

@@ -98,6 +98,11 @@ def test_more_images_than_one_run_plans_is_refused_at_once(server_package, tmp_p
         (["serve", "PKG", "--grace", "-1"], "expected >= 0"),
         (["serve", "PKG", "--grace", "nan"], "expected >= 0"),
         (["edit", "PKG", "--max-renders", "0"], "expected >= 1"),  # every render waited, 503
+        (["render", "PKG", "--styles", "-3"], "expected >= 1"),  # rendered nothing, exit 0
+        (["render", "PKG", "--batch", "0"], "expected 1 to 1024"),
+        (["render", "PKG", "--seed", "-1"], "expected 0 to 9223372036854775807"),  # a trace
+        (["synth", "-o", "PKG", "--seed", "-1"], "expected 0 to 9223372036854775807"),
+        (["client", "127.0.0.1:1", "--seed", "-5"], "expected 0 to 9223372036854775807"),
     ],
 )
 def test_a_setting_out_of_its_bounds_is_refused_before_starting(

@@ -132,4 +132,6 @@ def test_onnxruntime_returns_a_large_shapes_memory_after_the_call(server_package
     backend.infer(np.zeros((1, channels, 32, 64), np.float32))
     kept = memory.rss() - baseline
     backend.close()
-    assert peak > 150 and kept < peak / 2, (peak, kept)  # the arena kept 256 of 280 MB
+    # The arena kept 256 of 280 MB (91%). Returned, a full suite's process still measured up to
+    # 50% kept (144 of 288 MB: its heap is fragmented by then), so the bound sits between.
+    assert peak > 150 and kept < peak * 0.7, (peak, kept)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from p2phd.engine.apps.cli.config_flags import bounded
+from p2phd.engine.core.style import SEED_RANGE
 from p2phd.engine.serving.config import CLIENT_TIMEOUT_S
 
 HELP = "render a label/instance PNG pair on a running p2phd server"
@@ -17,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--image", help="input image PNG/JPEG of an image-to-image model")
     parser.add_argument("--instance", default=None, help="instance map PNG (optional)")
     parser.add_argument("-o", "--output", required=True, help="output image PNG")
-    parser.add_argument("--seed", type=int, default=None, help="style seed")
+    parser.add_argument("--seed", type=bounded(int, SEED_RANGE), default=None, help="style seed")
     parser.add_argument(
         "--timeout",
         type=float,

@@ -29,7 +29,7 @@ def _value_type(hint: Any) -> tuple[type, bool]:
     return hint, False
 
 
-def _within(value_type: type, bounds: tuple[float, float | None]):
+def bounded(value_type: type, bounds: tuple[float, float | None]):
     """`value_type`, refusing a value outside `bounds` with argparse's one-line error."""
     low, high = bounds
     expected = f"expected >= {low}" if high is None else f"expected {low} to {high}"
@@ -82,7 +82,7 @@ def add_config_flags(
         if default is not None and default != () and default is not MISSING:
             text += " (default %(default)s)"
         if flag.bounds is not None:
-            value_type = _within(value_type, flag.bounds)
+            value_type = bounded(value_type, flag.bounds)
         kwargs: dict[str, Any] = {"type": value_type, "help": text, "metavar": flag.metavar}
         if flag.choices is not None:
             kwargs["choices"] = flag.choices

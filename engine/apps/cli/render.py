@@ -8,8 +8,11 @@ import logging
 import os
 import sys
 
+from p2phd.common.options import POSITIVE
+from p2phd.engine.apps.cli.config_flags import bounded
 from p2phd.engine.backends import backend_choices, precision_choices
 from p2phd.engine.batch.render import BATCH
+from p2phd.engine.core.style import SEED_RANGE
 
 HELP = "render a directory, glob or list of label maps or images into photos (resumable)"
 
@@ -42,15 +45,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=backend_choices())
     parser.add_argument("--precision", default="auto", choices=precision_choices())
     parser.add_argument(
-        "--batch", type=int, default=BATCH, help=f"images per engine call (default {BATCH})"
+        "--batch",
+        type=bounded(int, (1, 1024)),
+        default=BATCH,
+        help=f"images per engine call (default {BATCH})",
     )
     parser.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="decode/encode threads"
+        "--workers",
+        type=bounded(int, (1, 256)),
+        default=min(4, os.cpu_count() or 1),
+        help="decode/encode threads",
     )
     style = parser.add_mutually_exclusive_group()
-    style.add_argument("--seed", type=int, default=0, help="style seed (default 0)")
     style.add_argument(
-        "--styles", type=int, metavar="N", help="N styles per map: OUT/<key>_s<seed>.png"
+        "--seed", type=bounded(int, SEED_RANGE), default=0, help="style seed (default 0)"
+    )
+    style.add_argument(
+        "--styles",
+        type=bounded(int, POSITIVE),
+        metavar="N",
+        help="N styles per map: OUT/<key>_s<seed>.png",
     )
     remote = parser.add_mutually_exclusive_group()
     remote.add_argument("--server", metavar="HOST:PORT", help="render through a running server")
@@ -61,7 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ADDRESS",
         help="render on Ray Data, one engine per actor (a local Ray instance without ADDRESS)",
     )
-    parser.add_argument("--ray-actors", type=int, help="actors (default: one per GPU, else 1)")
+    parser.add_argument(
+        "--ray-actors", type=bounded(int, POSITIVE), help="actors (default: one per GPU, else 1)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import argparse
 
+from p2phd.common.options import POSITIVE
+from p2phd.engine.apps.cli.config_flags import bounded
+from p2phd.engine.core.style import SEED_RANGE
+
 HELP = "write synthetic street scenes (labels, instances, photos) for training and demos"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, help="output directory")
-    parser.add_argument("-n", "--num", type=int, default=16, help="number of scenes (16)")
+    parser.add_argument(
+        "-n", "--num", type=bounded(int, POSITIVE), default=16, help="number of scenes (16)"
+    )
     parser.add_argument("--size", default="128x256", help="HxW in pixels (128x256)")
-    parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (0)")
+    parser.add_argument(
+        "--seed", type=bounded(int, SEED_RANGE), default=0, help="same seed, same bytes (0)"
+    )
     parser.add_argument(
         "--phase", default="train", help="folder prefix: <phase>_label/ ... (train)"
     )

@@ -33,7 +33,7 @@ from p2phd.common.pairing import choose_maps
 from p2phd.engine.apps.editor.access import allowed_hosts, refusal
 from p2phd.engine.apps.editor.config import EditorConfig
 from p2phd.engine.core.package import ModelPackage
-from p2phd.engine.core.style import Style
+from p2phd.engine.core.style import SEED_RANGE, Style
 from p2phd.engine.serving.render_core import RendererLike, encode_png
 
 STATIC = Path(__file__).parent / "static"
@@ -41,7 +41,6 @@ EDITOR_MAX_PIXELS = 2048 * 1024  # a Cityscapes frame; larger maps stop being in
 MAX_UPLOAD_BYTES = 32 << 20
 SCENE_SIZES = ((256, 128), (512, 256), (1024, 512))
 RENDER_WAIT_S = 10.0  # how long one more waits for a free slot before its 503
-SEED_RANGE = (0, 2**63 - 1)
 ID_RANGE = (0, 2**31 - 1)  # instance ids and cluster indices travel as int32
 # HTTP status per error family; anything else a P2PHDError names is the engine's fault.
 _STATUS = {"INVALID_ARGUMENT": 400, "RESOURCE_EXHAUSTED": 503, "UNAVAILABLE": 503}
