@@ -30,6 +30,8 @@ from p2phd.engine.core.package import ModelPackage
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 1024  # images one engine call takes at most: past it, input memory alone runs to GBs
+
 
 def int8_how(model, backend: str = "BACKEND") -> str:
     """How to make `model`'s int8 graph (said wherever one is missing)."""
@@ -49,8 +51,10 @@ class EngineOptions:
 
     def __post_init__(self) -> None:
         lo, opt, hi = self.batch
-        if not 1 <= lo <= opt <= hi:
-            raise ConfigError(f"batch profile {lo}:{opt}:{hi} must satisfy 1 <= MIN <= OPT <= MAX")
+        if not 1 <= lo <= opt <= hi <= MAX_BATCH:
+            raise ConfigError(
+                f"batch profile {lo}:{opt}:{hi} must satisfy 1 <= MIN <= OPT <= MAX <= {MAX_BATCH}"
+            )
 
 
 class Backend(ABC):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from p2phd.common.errors import BackendUnavailable, ConfigError, DeadlineExceeded, Overloaded
+from p2phd.engine.backends.base import MAX_BATCH
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -39,8 +40,8 @@ class BatcherConfig:
     instances: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ConfigError(f"max_batch_size {self.max_batch_size}: expected >= 1")
+        if not 1 <= self.max_batch_size <= MAX_BATCH:
+            raise ConfigError(f"max_batch_size {self.max_batch_size}: expected 1 to {MAX_BATCH}")
         if self.max_queue_delay_us < 0:
             raise ConfigError(f"max_queue_delay_us {self.max_queue_delay_us}: expected >= 0")
         if self.max_queue < 1:

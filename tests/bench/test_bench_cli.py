@@ -108,7 +108,8 @@ def first_table_line(result: dict, row: dict) -> str:
         (["--size", "30x60"], "not a multiple of this model's 4"),
         (["--backends", "openvino,cuda"], "unknown backend 'cuda'"),
         (["--batch", "1,two"], "--batch '1,two'"),
-        (["--batch", "0"], "batch sizes must be >= 1"),
+        (["--batch", "0"], "batch sizes must be 1 to 1024"),
+        (["--batch", "1,100000"], "batch sizes must be 1 to 1024"),
         (["--precision", "int4"], "unknown precision 'int4'"),
     ],
 )

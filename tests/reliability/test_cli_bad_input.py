@@ -62,6 +62,10 @@ def test_build_refuses_what_it_cannot_do_before_any_work(server_package, tmp_pat
     argv = ["build", str(server_package), "--backend", "onnxruntime"]
     assert main([*argv, "--size", "100000x100000"]) == 2
     assert "past the largest input p2phd serves" in capsys.readouterr().err
+    assert main([*argv, "--batch", "1:1:100000"]) == 2  # a TensorRT profile of that allocates
+    assert "MIN <= OPT <= MAX <= 1024" in capsys.readouterr().err
+    assert main(["serve", str(server_package), "--max-batch", "5000"]) == 2
+    assert "max_batch_size 5000: expected 1 to 1024" in capsys.readouterr().err
     int8 = [*argv, "--precision", "int8", "--calibration", "synthetic", "--size", "33x65"]
     assert main(int8) == 2  # before calibrating: no NNCF run, no int8 graph
     assert "multiples of" in capsys.readouterr().err

@@ -36,6 +36,7 @@ from p2phd.engine.apps.bench.gpu import (
 from p2phd.engine.apps.bench.machine import Peak, cpu_peak, describe_machine, gpu_peak
 from p2phd.engine.apps.bench.macs import count_model_macs
 from p2phd.engine.backends import backend_class, backend_names, precisions
+from p2phd.engine.backends.base import MAX_BATCH
 from p2phd.engine.core import quality
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.style import Style
@@ -69,8 +70,8 @@ class BenchConfig:
         if unknown:
             known = ", ".join(precisions())
             raise ConfigError(f"unknown precision {unknown[0]!r}; choose {known}")
-        if not self.batches or min(self.batches) < 1:
-            raise ConfigError(f"batch sizes must be >= 1, got {list(self.batches)}")
+        if not self.batches or min(self.batches) < 1 or max(self.batches) > MAX_BATCH:
+            raise ConfigError(f"batch sizes must be 1 to {MAX_BATCH}, got {list(self.batches)}")
         if self.warmup < 0 or self.iters < 1:
             raise ConfigError(f"need warmup >= 0 and iters >= 1, got {self.warmup}, {self.iters}")
 

@@ -11,6 +11,7 @@ import sys
 from p2phd.common.options import POSITIVE
 from p2phd.engine.apps.cli.config_flags import bounded
 from p2phd.engine.backends import backend_choices, precision_choices
+from p2phd.engine.backends.base import MAX_BATCH
 from p2phd.engine.batch.render import BATCH
 from p2phd.engine.core.style import SEED_RANGE
 
@@ -46,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=precision_choices())
     parser.add_argument(
         "--batch",
-        type=bounded(int, (1, 1024)),
+        type=bounded(int, (1, MAX_BATCH)),
         default=BATCH,
         help=f"images per engine call (default {BATCH})",
     )
