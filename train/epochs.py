@@ -2,21 +2,24 @@
 original's epoch schedule (`lr` for `niter` epochs, then linear decay to zero over `niter_decay`
 epochs; `max_iters` cuts a run short), stated once here.
 
-A training config has the fields `data`, `output`, `device`, `seed`, `batch_size`, `lr`,
-`beta1`, `beta2`, `niter`, `niter_decay` and `max_iters` (both families' use the original
+A training config has the fields `data`, `output`, `device`, `seed`, `size`, `batch_size`,
+`lr`, `beta1`, `beta2`, `niter`, `niter_decay` and `max_iters` (both families' use the original
 options' names).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from p2phd.common.decode import DEFAULT_MAX_PIXELS
 from p2phd.common.errors import ConfigError
+from p2phd.engine.core.size_policy import DEFAULT_MAX_SIDE
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,10 +32,33 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def check_epochs(niter: int, niter_decay: int) -> None:
-    """A training config's epoch counts, checked the same for every family."""
-    if niter < 0 or niter_decay < 0 or niter + niter_decay < 1:
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding, which the data loaders use
+
+
+def check_shared(cfg) -> None:
+    """The settings every family's training config has, checked the same for each: values a
+    run would otherwise take to a torch error or a silent no-op."""
+    if cfg.niter < 0 or cfg.niter_decay < 0 or cfg.niter + cfg.niter_decay < 1:
         raise ConfigError("niter and niter_decay must be >= 0 with at least one epoch in all")
+    if cfg.max_iters is not None and cfg.max_iters < 1:
+        raise ConfigError(f"max_iters must be >= 1 (null: the whole schedule), got {cfg.max_iters}")
+    if not cfg.lr > 0:
+        raise ConfigError(f"lr must be > 0, got {cfg.lr}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError(f"seed must be in 0..{SEED_MAX}, got {cfg.seed}")
+    if not DEVICE.fullmatch(cfg.device):
+        raise ConfigError(f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+    if cfg.size is not None:
+        h, w = cfg.size
+        if h * w > DEFAULT_MAX_PIXELS or max(h, w) > DEFAULT_MAX_SIDE:
+            raise ConfigError(
+                f"size {cfg.size}: past the largest input p2phd serves ({DEFAULT_MAX_PIXELS} "
+                f"pixels, {DEFAULT_MAX_SIDE} a side)"
+            )
 
 
 def lr_at_epoch(cfg, epoch: int) -> float:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from p2phd.common.errors import ConfigError
-from p2phd.train.family import config_from_json
+from p2phd.train.family import MAX_CHANNELS, config_from_json
 
 UNET_DOWNS = {"unet_128": 7, "unet_256": 8}
 RESNET_BLOCKS = {"resnet_6blocks": 6, "resnet_9blocks": 9}
@@ -44,6 +44,9 @@ class Pix2PixConfig:
         for name in ("ngf", "input_nc", "output_nc"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        widest = self.ngf * (8 if self.is_unet else 4)  # the innermost layers' channels
+        if widest > MAX_CHANNELS:
+            raise ConfigError(f"ngf {self.ngf}: {widest} channels inside; at most {MAX_CHANNELS}")
 
     @property
     def is_unet(self) -> bool:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
 from p2phd.common.errors import ConfigError
-from p2phd.train.epochs import check_epochs
+from p2phd.train.epochs import check_shared
 from p2phd.train.family import config_from_json
 from p2phd.train.pix2pix.config import Pix2PixConfig
 
@@ -56,7 +56,7 @@ class Pix2PixTrainConfig:
         for name in ("batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        check_epochs(self.niter, self.niter_decay)
+        check_shared(self)
 
     def to_json(self) -> dict:
         return {**asdict(self), "model": self.model.to_json()}

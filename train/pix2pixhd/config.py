@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 from p2phd.common.errors import ConfigError
-from p2phd.train.family import config_from_json
+from p2phd.train.family import MAX_CHANNELS, config_from_json
 
 
 @dataclass
@@ -34,12 +34,23 @@ class ModelConfig:
     # through the InstanceNorms (which remove any scene-wide shift of the features).
     tail_skip: bool = False
 
+    COUNTS: ClassVar[dict[str, tuple[int, int]]] = {  # the least and greatest of each
+        "label_nc": (1, 1024), "ngf": (1, MAX_CHANNELS), "output_nc": (1, 4), "nef": (1, 1024),
+        "n_downsample_global": (0, 8), "n_blocks_global": (0, 64), "n_local_enhancers": (0, 3),
+        "n_blocks_local": (0, 64), "n_downsample_E": (0, 8),
+    }  # fmt: skip
+
     def __post_init__(self) -> None:
         if self.netG not in ("global", "local"):
             raise ConfigError(f"netG must be 'global' or 'local', got {self.netG!r}")
-        for name in ("label_nc", "ngf", "output_nc"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, (low, high) in self.COUNTS.items():
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"{name} must be in {low}..{high}, got {getattr(self, name)}")
+        widest = {"ngf x 2^n_downsample_global": self.ngf << self.n_downsample_global,
+                  "nef x 2^n_downsample_E": self.nef << self.n_downsample_E}  # fmt: skip
+        for what, channels in widest.items():
+            if channels > MAX_CHANNELS:
+                raise ConfigError(f"{what} = {channels} channels; at most {MAX_CHANNELS}")
         if self.feat_num < 0:
             raise ConfigError(f"feat_num must be >= 0, got {self.feat_num}")
         if self.tail_skip and (self.feat_num < 1 or self.netG != "global"):

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from p2phd.common.errors import ConfigError
 from p2phd.train.config_file import read_config_dict
-from p2phd.train.epochs import check_epochs
+from p2phd.train.epochs import check_shared
 from p2phd.train.family import config_from_json
 from p2phd.train.pix2pixhd.config import ModelConfig
 
@@ -65,7 +65,7 @@ class TrainConfig:
         for name in ("batch_size", "checkpoint_every", "sample_every", "num_D"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        check_epochs(self.niter, self.niter_decay)
+        check_shared(self)
         if self.niter_fix_global and self.model.netG != "local":
             raise ConfigError("niter_fix_global only applies to model.netG 'local'")
         if self.use_vgg and not self.vgg_weights:
