@@ -106,6 +106,17 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
         torch.save(payload, tmp)
 
 
+# The paragraphs torch wraps around why weights-only unpickling refused a file.
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
+def _reason(e: Exception) -> str:
+    """Why torch.load refused a file, without the page of advice around it."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)]
+    return (said or lines or [type(e).__name__])[-1]
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint` (weights-only unpickling, onto the CPU)."""
     path = Path(path)
@@ -114,7 +125,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable p2phd checkpoint ({e})") from None
+        raise CheckpointError(f"{path}: not a readable p2phd checkpoint ({_reason(e)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a p2phd checkpoint (for original pix2pixHD *_net_G.pth files use the "

@@ -116,6 +116,11 @@ def test_foreign_files_are_clear_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="junk.pt"):
         load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"run": os.system}, tmp_path / "code.pt")  # a pickle that would call code
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(tmp_path / "code.pt")
+    said = str(refused.value)  # why, in one line, without torch's page of advice
+    assert "unsupported GLOBAL" in said and "system" in said and "\n" not in said
 
 
 def test_a_checkpoint_of_an_unknown_family_names_the_file(tmp_path):
