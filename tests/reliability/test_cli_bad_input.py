@@ -95,6 +95,7 @@ def test_more_images_than_one_run_plans_is_refused_at_once(server_package, tmp_p
         (["serve", "PKG", "--port", "-1"], "expected 0 to 65535"),
         (["serve", "PKG", "--metrics-port", "70000"], "expected 0 to 65535"),
         (["edit", "PKG", "--port", "65536"], "expected 0 to 65535"),
+        (["triton", "PKG", "--http-port", "70000"], "expected 0 to 65535"),
         (["serve", "PKG", "--io-threads", "0"], "expected >= 1"),  # was a ValueError trace
         (["serve", "PKG", "--max-concurrent-rpcs", "0"], "expected >= 1"),  # refused every call
         (["serve", "PKG", "--max-image-pixels", "0"], "expected >= 1"),

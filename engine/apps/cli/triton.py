@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from p2phd.engine.apps.cli.config_flags import add_config_flags, config_from_args
+from p2phd.common.options import PORT
+from p2phd.engine.apps.cli.config_flags import add_config_flags, bounded, config_from_args
 from p2phd.engine.apps.cli.serve import ENGINE_FLAGS, add_engine_flags
 from p2phd.engine.serving.config import MODEL_SETTINGS, InstanceGroup, ServerConfig
 
@@ -47,7 +48,9 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_repository_flags(parser, SERVER_FLAGS)
-    parser.add_argument("--http-port", type=int, default=None, help="Triton's HTTP/REST port")
+    parser.add_argument(
+        "--http-port", type=bounded(int, PORT), default=None, help="Triton's HTTP/REST port"
+    )
     parser.add_argument(
         "--repository",
         default=None,
