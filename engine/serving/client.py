@@ -16,12 +16,12 @@ import io
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import numpy as np
 from PIL import Image
 
+from p2phd.common.decode import DEFAULT_MAX_PIXELS, read_input_file
 from p2phd.common.errors import (
     BackendUnavailable,
     DeadlineExceeded,
@@ -71,13 +71,11 @@ def _map(value: MapLike | None, what: str) -> pb.Map | None:
 
 
 def _encoded(value: bytes | str | os.PathLike, what: str) -> bytes:
-    """A file's contents (an encoded image, a PEM) given as bytes or as a path to read."""
+    """A file's contents (an encoded image, a PEM) given as bytes or as a path to read: a
+    regular file within what a server takes by default (a FIFO or /dev/zero is refused)."""
     if isinstance(value, bytes | bytearray):
         return bytes(value)
-    try:
-        return Path(value).read_bytes()
-    except OSError as e:
-        raise InputError(f"{what} {value}: cannot be read ({e.strerror or e})") from e
+    return read_input_file(value, what, DEFAULT_MAX_PIXELS)
 
 
 def _input_image(value: MapLike | None) -> pb.InputImage | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -110,6 +111,17 @@ def test_client_cli_reports_an_unreachable_server_clearly(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unavailable" in err and "Traceback" not in err
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo"])
+def test_client_cli_refuses_a_label_that_is_not_a_regular_file(tmp_path, source, capsys):
+    """It read /dev/zero until memory ran out (4 GB in 5 s) and blocked forever on a FIFO."""
+    if source == "fifo":
+        source = tmp_path / "fifo"
+        os.mkfifo(source)
+    argv = ["client", f"127.0.0.1:{free_port()}", "--label", str(source)]
+    assert main([*argv, "-o", str(tmp_path / "o.png")]) == 2
+    assert f"label map {source}: not a regular file" in capsys.readouterr().err
 
 
 def test_client_cli_reports_a_bad_label_as_the_servers_reason(start_server, tmp_path, capsys):
