@@ -42,13 +42,17 @@ def max_file_bytes(max_pixels: int) -> int:
 
 
 def read_input_file(path: str | os.PathLike, what: str, max_pixels: int) -> bytes:
-    """The bytes of a regular file no larger than `max_file_bytes(max_pixels)`.
+    """The bytes of an image file: `read_regular_file` within `max_file_bytes(max_pixels)`."""
+    return read_regular_file(path, what, max_file_bytes(max_pixels))
+
+
+def read_regular_file(path: str | os.PathLike, what: str, limit: int) -> bytes:
+    """The bytes of a regular file no larger than `limit`.
 
     Opened non-blocking and checked with fstat, so a FIFO (which would block forever), a
     device such as /dev/zero (endless bytes) or a directory is refused by name, and at most
     limit + 1 bytes are ever read, so a file that grows while it is read cannot exhaust memory.
     """
-    limit = max_file_bytes(max_pixels)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:

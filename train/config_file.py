@@ -7,7 +7,10 @@ from pathlib import Path
 
 import yaml
 
+from p2phd.common.decode import read_regular_file
 from p2phd.common.errors import ConfigError
+
+MAX_CONFIG_BYTES = 1 << 20  # a training config is a page of YAML
 
 
 def read_config_dict(path: str | Path | None, overrides: list[str] = ()) -> dict:
@@ -16,9 +19,7 @@ def read_config_dict(path: str | Path | None, overrides: list[str] = ()) -> dict
     if path is not None:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+            raw = yaml.safe_load(read_regular_file(path, "config", MAX_CONFIG_BYTES).decode()) or {}
         except UnicodeDecodeError as e:
             why = f"{e.reason} at byte {e.start}"
             raise ConfigError(f"{path}: not a YAML text file ({why})") from None

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from p2phd.common.atomic import atomic_path, remove_stale_temporaries
-from p2phd.common.decode import DEFAULT_MAX_PIXELS, decode_pair, read_input_file
+from p2phd.common.decode import DEFAULT_MAX_PIXELS, decode_pair, read_input_file, read_regular_file
 from p2phd.common.errors import InputError, P2PHDError
 from p2phd.common.image_input import decode_image
 from p2phd.common.pairing import IMAGE_EXTENSIONS, index_by_key, pair_key, select_role
@@ -118,10 +118,7 @@ def list_images(
 
 def _list_lines(src: Path) -> list[str]:
     """The lines of a list file: UTF-8 text of at most MAX_LIST_BYTES."""
-    with open(src, "rb") as f:
-        data = f.read(MAX_LIST_BYTES + 1)
-    if len(data) > MAX_LIST_BYTES:
-        raise InputError(f"{src}: a list file over {MAX_LIST_BYTES >> 20} MiB; split the run")
+    data = read_regular_file(src, "list file", MAX_LIST_BYTES)
     try:
         return data.decode().splitlines()
     except UnicodeDecodeError as e:

@@ -55,7 +55,7 @@ def test_a_list_file_that_is_not_text_or_too_large_is_named(
     long = tmp_path / "long.txt"
     long.write_text("label.png\n" * 200)
     assert main([*argv, "--labels", str(long)]) == 2
-    assert f"{long}: a list file over" in capsys.readouterr().err
+    assert f"list file {long}: 2000 bytes exceeds the file limit of 1024" in capsys.readouterr().err
 
 
 def test_build_refuses_what_it_cannot_do_before_any_work(server_package, tmp_path, capsys):
@@ -125,6 +125,8 @@ def test_unusable_paths_are_one_line_errors(server_package, tmp_path, capsys):
     binary.write_bytes(b"\xf3\x00\xff" * 10)
     assert main(["train", "--config", str(binary)]) == 2
     assert f"{binary}: not a YAML text file" in capsys.readouterr().err
+    assert main(["train", "--config", "/dev/zero"]) == 2  # read until memory ran out
+    assert "config /dev/zero: not a regular file" in capsys.readouterr().err
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     under_a_file = str(a_file / "out")  # a directory inside a regular file
