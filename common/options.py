@@ -2,8 +2,9 @@
 
 `option(default, help, ...)` is a `dataclasses.field` whose metadata holds a `Flag`. The CLI
 generates its arguments from such fields (`p2phd.engine.apps.cli.config_flags`), as vLLM does
-from its engine arguments, so a setting's default, help and choices live on the field alone and
-the code that takes the config (a server, a Triton model repository) never repeats them.
+from its engine arguments, so a setting's default, help, choices and bounds live on the field
+alone and the code that takes the config (a server, a Triton model repository) never repeats
+them.
 """
 
 from __future__ import annotations

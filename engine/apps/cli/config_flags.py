@@ -3,7 +3,8 @@
 Each field declared with `p2phd.common.options.option` becomes one argument: a field without a
 default is positional, `X | None` takes an X, a `tuple[T, ...]` takes its values after the flag
 (or one per repeated flag), and a scaled field is given in the flag's unit. `--help` shows each
-default. So a command states none of its settings' defaults, help or choices itself.
+default, and a value outside the field's bounds is argparse's one-line error. So a
+command states none of its settings' defaults, help, choices or bounds itself.
 """
 
 from __future__ import annotations
