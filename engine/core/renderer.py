@@ -29,6 +29,7 @@ from p2phd.engine.core.style import ReferenceEncoder, Style, image_features
 log = logging.getLogger(__name__)
 
 StyleArg = Style | Sequence[Style] | None
+MAX_CALL_INPUT_BYTES = 1 << 30  # dense input of one engine call; a larger batch is split
 
 
 class Renderer:
@@ -186,9 +187,14 @@ class Renderer:
         """Hand a `dense_input` array back for the next batch of its shape."""
         self._inputs.give(dense)
 
-    def _chunks(self, n: int) -> list[slice]:
-        """A batch of `n` as the calls the backend takes: at most its max_batch images each."""
-        step = self.backend.max_batch or n
+    def _chunks(self, n: int, h: int, w: int, what: str) -> list[slice]:
+        """A batch of `n` h x w inputs (refused past the per-image limits, `fitted_size`) as the
+        calls the backend takes: at most its max_batch images each, and no more than
+        MAX_CALL_INPUT_BYTES of dense input (a call's working memory grows with it: 8 Cityscapes
+        frames of the 512p generator are 2.4 GB of input)."""
+        fh, fw = self.fitted_size(h, w, what)
+        per_image = self.manifest.input_channels * fh * fw * self.backend.input_dtype.itemsize
+        step = max(1, min(self.backend.max_batch or n, MAX_CALL_INPUT_BYTES // per_image))
         return [slice(i, i + step) for i in range(0, n, step)]
 
     def _render_batch(
@@ -196,7 +202,7 @@ class Renderer:
     ) -> np.ndarray:
         from p2phd.engine.kernels import to_uint8_rgb
 
-        chunks = self._chunks(len(labels))
+        chunks = self._chunks(len(labels), *labels.shape[1:3], "label map")
         if len(chunks) > 1:
             return np.concatenate(
                 [
@@ -206,7 +212,6 @@ class Renderer:
                     for c in chunks
                 ]
             )
-        self.fitted_size(*labels.shape[1:3])
         photos = None
         if any(s.reference is not None for s in styles):
             photos = np.stack(
@@ -345,10 +350,9 @@ class Renderer:
     def _render_image_batch(self, images: np.ndarray) -> np.ndarray:
         from p2phd.engine.kernels import to_uint8_rgb
 
-        chunks = self._chunks(len(images))
+        chunks = self._chunks(len(images), *images.shape[1:3], "input image")
         if len(chunks) > 1:
             return np.concatenate([self._render_image_batch(images[c]) for c in chunks])
-        self.fitted_size(*images.shape[1:3], what="input image")
         fitted = fit(None, None, self.manifest.size_multiple, self.size_policy, images,
                      min_side=self.min_side)  # fmt: skip
         x = to_model_input(fitted.images, self.backend.input_dtype)

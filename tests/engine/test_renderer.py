@@ -155,3 +155,21 @@ def test_concurrent_renders_from_threads_match_sequential_ones(tiny_package_sour
     with ThreadPoolExecutor(3) as pool:
         got = list(pool.map(lambda s: r.render(labels, instances, Style(seed=s)), range(6)))
     assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+def test_a_batch_past_the_input_budget_runs_as_several_calls_with_the_same_images(
+    tiny_package_source, tiny_maps, monkeypatch
+):
+    from p2phd.engine.core import renderer as module
+
+    labels, instances = (np.concatenate([a] * 3) for a in tiny_maps)  # 6 maps of 32x64
+    styles = [Style(seed=s) for s in range(6)]
+    r = Renderer(tiny_package_source, "onnxruntime", "fp32")
+    whole = r.render(labels, instances, styles)
+    per_image = r.manifest.input_channels * 32 * 64 * 4
+    monkeypatch.setattr(module, "MAX_CALL_INPUT_BYTES", 2 * per_image)  # two images a call
+    calls = []
+    infer = r.backend.infer
+    monkeypatch.setattr(r.backend, "infer", lambda x: calls.append(len(x)) or infer(x))
+    assert np.array_equal(r.render(labels, instances, styles), whole)
+    assert calls == [2, 2, 2]
