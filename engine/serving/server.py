@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from p2phd.common.decode import read_regular_file
 from p2phd.common.errors import ConfigError
 from p2phd.engine.serving.call_limit import CallLimit
 from p2phd.engine.serving.config import ServerConfig
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 RENDERER_SERVICE = renderer_pb2.DESCRIPTOR.services_by_name["Renderer"].full_name
 KSERVE_SERVICE = grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+MAX_PEM_BYTES = 1 << 20  # a certificate chain or key: a few KB
 
 
 def default_renderer(config: ServerConfig) -> RendererLike:
@@ -55,12 +57,8 @@ def default_renderer(config: ServerConfig) -> RendererLike:
 
 
 def _read(path: Path | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        raise ConfigError(f"{what} {path}: cannot be read ({e.strerror or e})") from e
+    """A PEM file's bytes (None without a path): a regular file of at most MAX_PEM_BYTES."""
+    return None if path is None else read_regular_file(path, what, MAX_PEM_BYTES)
 
 
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:

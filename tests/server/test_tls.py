@@ -96,3 +96,11 @@ def test_mtls_requires_a_client_certificate_from_the_ca(start_server, pki):
 def test_half_a_tls_configuration_is_a_config_error(start_server, pki):
     with pytest.raises(ConfigError, match="both --tls-cert and --tls-key"):
         start_server(tls_cert=pki["server_cert"])
+
+
+def test_a_pem_path_that_is_no_regular_file_is_refused_by_name(start_server, pki):
+    """/dev/zero as a key was read until memory ran out."""
+    from p2phd.common.errors import InputError
+
+    with pytest.raises(InputError, match="TLS key /dev/zero: not a regular file"):
+        start_server(tls_cert=pki["server_cert"], tls_key="/dev/zero")
