@@ -46,6 +46,15 @@ def read_input_file(path: str | os.PathLike, what: str, max_pixels: int) -> byte
     return read_regular_file(path, what, max_file_bytes(max_pixels))
 
 
+def read_text_file(path: str | os.PathLike, what: str, limit: int, expected: str) -> str:
+    """`read_regular_file`'s bytes as UTF-8 text; InputError saying the file is not `expected`
+    (e.g. "a YAML text file") where they are not text."""
+    try:
+        return read_regular_file(path, what, limit).decode()
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not {expected} ({e.reason} at byte {e.start})") from None
+
+
 def read_regular_file(path: str | os.PathLike, what: str, limit: int) -> bytes:
     """The bytes of a regular file no larger than `limit`.
 

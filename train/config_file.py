@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from p2phd.common.decode import read_regular_file
+from p2phd.common.decode import read_text_file
 from p2phd.common.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1 << 20  # a training config is a page of YAML
@@ -18,11 +18,9 @@ def read_config_dict(path: str | Path | None, overrides: list[str] = ()) -> dict
     raw: dict = {}
     if path is not None:
         path = Path(path)
+        text = read_text_file(path, "config", MAX_CONFIG_BYTES, "a YAML text file")
         try:
-            raw = yaml.safe_load(read_regular_file(path, "config", MAX_CONFIG_BYTES).decode()) or {}
-        except UnicodeDecodeError as e:
-            why = f"{e.reason} at byte {e.start}"
-            raise ConfigError(f"{path}: not a YAML text file ({why})") from None
+            raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(raw, dict):

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from p2phd.common.decode import DEFAULT_MAX_PIXELS
 from p2phd.common.errors import ConfigError
-from p2phd.engine.core.size_policy import DEFAULT_MAX_SIDE
+from p2phd.engine.core.size_policy import check_servable
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,12 +52,7 @@ def check_shared(cfg) -> None:
     if not DEVICE.fullmatch(cfg.device):
         raise ConfigError(f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
     if cfg.size is not None:
-        h, w = cfg.size
-        if h * w > DEFAULT_MAX_PIXELS or max(h, w) > DEFAULT_MAX_SIDE:
-            raise ConfigError(
-                f"size {cfg.size}: past the largest input p2phd serves ({DEFAULT_MAX_PIXELS} "
-                f"pixels, {DEFAULT_MAX_SIDE} a side)"
-            )
+        check_servable(*cfg.size, f"size {cfg.size}")
 
 
 def lr_at_epoch(cfg, epoch: int) -> float:

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from p2phd.common.atomic import atomic_path, remove_stale_temporaries
-from p2phd.common.decode import DEFAULT_MAX_PIXELS, decode_pair, read_input_file, read_regular_file
+from p2phd.common.decode import DEFAULT_MAX_PIXELS, decode_pair, read_input_file, read_text_file
 from p2phd.common.errors import InputError, P2PHDError
 from p2phd.common.image_input import decode_image
 from p2phd.common.pairing import IMAGE_EXTENSIONS, index_by_key, pair_key, select_role
@@ -95,7 +95,10 @@ def list_images(
     src = Path(source)
     if src.is_file() and src.suffix.lower() not in IMAGE_EXTENSIONS:
         base = src.parent
-        lines = (ln.strip() for ln in _list_lines(src))
+        text = read_text_file(
+            src, "list file", MAX_LIST_BYTES, "a list of image paths (UTF-8 text, one per line)"
+        )
+        lines = (ln.strip() for ln in text.splitlines())
         found = [
             p if p.is_absolute() else base / p
             for p in (Path(ln) for ln in lines if ln and not ln.startswith("#"))
@@ -114,18 +117,6 @@ def list_images(
     if exclude is not None:
         found = _outside(found, exclude, source)
     return found
-
-
-def _list_lines(src: Path) -> list[str]:
-    """The lines of a list file: UTF-8 text of at most MAX_LIST_BYTES."""
-    data = read_regular_file(src, "list file", MAX_LIST_BYTES)
-    try:
-        return data.decode().splitlines()
-    except UnicodeDecodeError as e:
-        raise InputError(
-            f"{src}: not a list of image paths (UTF-8 text, one per line): {e.reason} at byte "
-            f"{e.start}"
-        ) from e
 
 
 def _outside(paths: list[Path], directory: Path, source: str | Path) -> list[Path]:

@@ -31,12 +31,17 @@ def parse_size(text: str, min_side: int = 1) -> tuple[int, int]:
         at_least = f", at least {min_side}x{min_side}" if min_side > 1 else ""
         raise ConfigError(f"--size {text!r}: expected HxW{at_least}, e.g. 512x1024")
     h, w = int(match[1]), int(match[2])
+    check_servable(h, w, f"--size {text}")
+    return h, w
+
+
+def check_servable(h: int, w: int, what: str) -> None:
+    """ConfigError naming `what` when h x w is past the largest input p2phd serves by default."""
     if h * w > DEFAULT_MAX_PIXELS or max(h, w) > DEFAULT_MAX_SIDE:
         raise ConfigError(
-            f"--size {text}: past the largest input p2phd serves by default ({DEFAULT_MAX_PIXELS} "
+            f"{what}: past the largest input p2phd serves by default ({DEFAULT_MAX_PIXELS} "
             f"pixels, {DEFAULT_MAX_SIDE} a side)"
         )
-    return h, w
 
 
 class SizePolicy(StrEnum):
