@@ -1,5 +1,12 @@
 """Rewrites of an OpenVINO model, once reshaped to a static size, before it is compiled.
 
+The generator's first convolution reads the one-hot label map: 36 input channels of which one is
+1, a 7x7 kernel, at full resolution (the 512p generator at 256x512: 12% of its multiply-adds, the
+largest int8 layer on Zen 4 and on AMX, whose tiles it fills a little over half, plus a layout
+reorder of the wide float input). `first_conv` finds it, `probe_first_conv` reads its weights off
+the compiled graph, and `cut_first_conv` makes the model start after it: the backend computes it
+from the labels (p2phd.engine.kernels.one_hot_conv, a table lookup per tap) and feeds the rest.
+
 pix2pixHD's (and CycleGAN's) last layer is a 7x7 convolution from 64 channels to the image's 3 at
 full resolution: its 3 output channels fill 3 of the 16 lanes the CPU plugin computes a vector of
 channels in, so it ran at ~90 GMAC/s where the residual blocks run at ~480 (2-core Zen 4, bf16),
@@ -14,12 +21,15 @@ back. 1.3x the multiply-adds in 4x wider vectors, the same numbers up to summati
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 
+from p2phd.engine.kernels import OneHotConv, one_hot_conv, one_hot_labels
+
 CHANNEL_BLOCK = 16  # the CPU plugin lays out NCHW channels in blocks of 16 (AVX-512 fp32 lanes)
 BLOCK = 2  # pixels per side of a space-to-depth block
-REWRITES = "s2d-v2"  # in the engine cache key: blobs compiled before a change are not imported
+REWRITES = "s2d-v2-cut1"  # in the engine cache key: blobs compiled before a change are not imported
 
 
 def phase_weights(weight: np.ndarray) -> np.ndarray:
@@ -75,3 +85,164 @@ def space_to_depth_narrow_convs(model) -> int:
         conv = ops.convolution(blocks, ops.constant(weight), [1, 1], [0, 0], [0, 0], [1, 1])
         op.output(0).replace(ops.depth_to_space(conv, "blocks_first", BLOCK).output(0))
     return len(narrow)
+
+
+# Element-wise ops a quantized graph puts between its input and the first convolution (ONNX
+# QuantizeLinear/DequantizeLinear as OpenVINO reads them), each with constant other inputs.
+_QUANTIZATION = {"FakeQuantize", "Convert", "Subtract", "Multiply"}
+
+
+@dataclass
+class FirstConv:
+    """The first convolution of a model: its output (bias included), kernel size, and the Pad
+    that starts the layers it takes the place of."""
+
+    output: object  # ov.Output: the convolution's, or its bias Add's
+    kernel: int
+    pad: object  # ov.Node
+
+
+def _from_constants(output) -> bool:
+    """Whether `output` is computed from constants and shapes alone (a quantized weight and its
+    scale; a bias reshaped to the activation's rank by way of its ShapeOf)."""
+    node = output.get_node()
+    if node.get_type_name() in ("Parameter", "ShapeOf"):
+        return node.get_type_name() == "ShapeOf"
+    return all(_from_constants(i.get_source_output()) for i in node.inputs())
+
+
+def _only_consumer(output):
+    """The one input `output`'s values feed (ShapeOf reads only its shape), or None when they
+    feed none or several."""
+    targets = [t for t in output.get_target_inputs() if t.get_node().get_type_name() != "ShapeOf"]
+    return targets[0] if len(targets) == 1 else None
+
+
+def _reflect_pad(pad) -> int | None:
+    """R where `pad` reflection-pads the last two axes by R on every side (R > 0), else None."""
+    if pad.get_attributes().get("pad_mode") != "reflect":
+        return None
+    ends = [pad.input_value(i).get_node() for i in (1, 2)]
+    if any(e.get_type_name() != "Constant" for e in ends):
+        return None
+    begin, end = (list(e.get_data().ravel()) for e in ends)
+    if begin != end or len(begin) != 4 or begin[:2] != [0, 0] or begin[2] != begin[3]:
+        return None
+    return int(begin[2]) or None
+
+
+def first_conv(model) -> FirstConv | None:
+    """The convolution the model's one input reaches through a reflection Pad and quantization
+    ops only (K x K, K odd, padded by K//2: output the input's size; stride and dilation 1), as
+    pix2pixHD's and CycleGAN's first layer; None for any other graph. The input may also feed
+    other layers (a tail that reads the instance features)."""
+    if len(model.get_parameters()) != 1:
+        return None
+    pads = [
+        t for t in model.get_parameters()[0].output(0).get_target_inputs()
+        if t.get_node().get_type_name() == "Pad" and t.get_index() == 0
+    ]  # fmt: skip
+    if len(pads) != 1:
+        return None
+    radius = _reflect_pad(pads[0].get_node())
+    output = pads[0].get_node().output(0)
+    while radius is not None and (target := _only_consumer(output)) is not None:
+        node = target.get_node()
+        index = target.get_index()
+        others = [i.get_source_output() for i in node.inputs() if i.get_index() != index]
+        kind = node.get_type_name()
+        if kind == "Convolution" and index == 0:
+            return _biased(node, radius, pads[0].get_node())
+        if kind not in _QUANTIZATION or not all(_from_constants(o) for o in others):
+            return None
+        output = node.output(0)
+    return None
+
+
+def _biased(conv, radius: int, pad) -> FirstConv | None:
+    attrs = conv.get_attributes()
+    shape = conv.input(1).get_partial_shape()
+    if not shape.is_static or not _from_constants(conv.input_value(1)):
+        return None
+    kernel = list(shape.to_shape())[2:]
+    plain = (
+        list(attrs["strides"]) == [1, 1] == list(attrs["dilations"])
+        and list(attrs["pads_begin"]) == [0, 0] == list(attrs["pads_end"])
+        and kernel == [2 * radius + 1] * 2
+    )
+    if not plain:
+        return None
+    output = conv.output(0)
+    target = _only_consumer(output)
+    if target is not None and target.get_node().get_type_name() == "Add":
+        add = target.get_node()
+        if _from_constants(add.input_value(1 - target.get_index())):
+            output = add.output(0)
+    return FirstConv(output, kernel[0], pad)
+
+
+def probe_first_conv(core, model, label_nc: int) -> OneHotConv | None:
+    """The first convolution of `model` (`first_conv`) as the compiled graph computes it on 0/1
+    inputs (its input quantization included), read off its responses to single 1s; None where
+    there is none, or where the lookup then disagrees with the graph on a random label map."""
+    import openvino as ov
+
+    model = model.clone()
+    found = first_conv(model)
+    channels = model.get_parameters()[0].get_partial_shape()[1]
+    if found is None or not channels.is_static or channels.get_length() < label_nc:
+        return None
+    c, k = channels.get_length(), found.kernel
+    prefix = ov.Model([found.output.get_node()], model.get_parameters())
+    if prefix.get_output_size() != 1 or not prefix.output(0).get_partial_shape()[1].is_static:
+        return None
+    compiled = core.compile_model(prefix, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    side = 2 * k + 1  # an impulse at the centre stays clear of the reflected border
+    impulses = np.zeros((c + 1, c, side, side), np.float32)
+    impulses[np.arange(c), np.arange(c), k, k] = 1.0
+    out = compiled.create_infer_request().infer({0: impulses})[0]
+    base = out[c]  # all zeros: bias (and what the input quantization makes of a 0) everywhere
+    window = slice(k - k // 2, k + k // 2 + 1)
+    # output (k + R - dy, k + R - dx) of impulse c is weight[:, c, dy, dx]
+    weight = (out[:c] - base)[:, :, window, window][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    try:
+        conv = OneHotConv.from_weights(weight, base[:, k, k], label_nc)
+    except ValueError:
+        return None
+    return conv if _agrees(compiled, conv, label_nc) else None
+
+
+def _agrees(compiled, conv: OneHotConv, label_nc: int) -> bool:
+    """Whether the lookup matches the compiled first convolution on random labels and 0/1 dense
+    channels (edges; features are continuous, and computed unquantized by the lookup)."""
+    rng = np.random.default_rng(0)
+    c, k = conv.channels, conv.taps.shape[0]
+    h, w = 2 * k + 3, 3 * k + 2
+    labels = np.repeat(rng.integers(0, label_nc, (2, h, w // 2 + 1)), 2, axis=2)[:, :, :w]
+    x = (labels[:, None] == np.arange(c)[None, :, None, None]).astype(np.float32)
+    x[:, label_nc:] = rng.integers(0, 2, (2, c - label_nc, h, w))
+    graph = compiled.create_infer_request().infer({0: x})[0]
+    lookup = one_hot_conv(x, one_hot_labels(x, label_nc), conv)
+    return bool(np.allclose(lookup, graph, rtol=1e-4, atol=1e-4 * float(np.abs(graph).max())))
+
+
+def cut_first_conv(model) -> object:
+    """`model` (reshaped) starting after its first convolution (`first_conv`): a model whose
+    first input is that convolution's output [N, Co, H, W], as one_hot_conv writes it (planar:
+    the CPU plugin's instance normalisation reads it without a reorder, unlike channels last),
+    and whose second is the original input where other layers read it too."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    found = first_conv(model)
+    first = ops.parameter(found.output.get_partial_shape(), np.float32, name="first_conv")
+    for target in list(found.output.get_target_inputs()):
+        target.replace_source_output(first.output(0))
+    original = model.get_parameters()[0]
+    head = found.pad.get_friendly_name()
+    rest = [
+        t
+        for t in original.output(0).get_target_inputs()
+        if t.get_node().get_friendly_name() != head
+    ]
+    return ov.Model(model.get_results(), [first, original] if rest else [first])

@@ -1,7 +1,9 @@
 """The non-network work of pix2pixHD inference as native CPU kernels (NumPy in, NumPy out).
 
-The generator input is one-hot(label) ⊕ edges(instance) ⊕ features; these functions build it
-and convert the generator output back to 8-bit RGB. Inputs are validated here with InputError
+The generator input is one-hot(label) ⊕ edges(instance) ⊕ features; these functions build it,
+run the generator's first convolution on it as table lookups (`one_hot_labels`, `one_hot_conv`),
+and convert the
+generator output back to 8-bit RGB. Inputs are validated here with InputError
 messages; the C++ kernels (`_native`, threaded, GIL released) trust what this module checked.
 The same per-element arithmetic runs on the GPU through `p2phd.engine.kernels.cuda`.
 """
@@ -23,6 +25,9 @@ __all__ = [
     "compact_instances",
     "instance_boundaries",
     "instance_pool",
+    "OneHotConv",
+    "one_hot_conv",
+    "one_hot_labels",
     "to_uint8_rgb",
 ]
 
@@ -220,3 +225,79 @@ def to_uint8_rgb(output: np.ndarray) -> np.ndarray:
     rgb = np.empty((b, h, w, 3), np.uint8)
     _native.to_uint8_rgb(output, {d: c for d, c in DTYPES.values()}[output.dtype], rgb)
     return rgb
+
+
+MAX_TAPS = 31  # the widest kernel one_hot_conv takes (its row table is fixed-size)
+
+
+@dataclass(frozen=True)
+class OneHotConv:
+    """A generator's first convolution, laid out for `one_hot_conv`: K x K (odd), reflection
+    padding K//2, stride 1, over an input whose first `label_nc` channels are one-hot, to
+    `channels_out` channels. taps float32 [K, K, C, Co] and bias [Co], Co padded with zeros to
+    a multiple of 16 (the kernel's vector of channels)."""
+
+    taps: np.ndarray
+    bias: np.ndarray
+    label_nc: int
+    channels_out: int
+
+    @classmethod
+    def from_weights(cls, weight: np.ndarray, bias: np.ndarray, label_nc: int) -> OneHotConv:
+        """From convolution weights [Co, C, K, K] and bias [Co]."""
+        weight = np.asarray(weight, np.float32)
+        bias = np.asarray(bias, np.float32)
+        if weight.ndim != 4 or weight.shape[2] != weight.shape[3]:
+            raise InputError(f"weight: expected [Co, C, K, K], got shape {weight.shape}")
+        co, c, k, _ = weight.shape
+        if k % 2 == 0 or k > MAX_TAPS:
+            raise InputError(f"weight: kernel {k}x{k}; expected an odd size up to {MAX_TAPS}")
+        if not 1 <= label_nc <= min(c, 256):
+            raise InputError(f"label_nc: expected 1..{min(c, 256)}, got {label_nc}")
+        if bias.shape != (co,):
+            raise InputError(f"bias: expected shape ({co},), got {bias.shape}")
+        padded = -(-co // 16) * 16
+        taps = np.zeros((k, k, c, padded), np.float32)
+        taps[..., :co] = weight.transpose(2, 3, 1, 0)
+        return cls(taps, np.pad(bias, (0, padded - co)), label_nc, co)
+
+    @property
+    def channels(self) -> int:
+        """C: the input channels the convolution reads."""
+        return int(self.taps.shape[2])
+
+
+def one_hot_labels(x: np.ndarray, label_nc: int) -> np.ndarray | None:
+    """The labels uint8 [B, H, W] of a dense input x float32 [B, C, H, W] whose first label_nc
+    channels are one-hot; None where they are not exactly one 1 and otherwise 0s at a pixel (not
+    a label map's input)."""
+    x = _array("x", x, (np.float32,), 4)
+    if not 1 <= label_nc <= min(x.shape[1], 256):
+        raise InputError(f"label_nc: expected 1..{min(x.shape[1], 256)}, got {label_nc}")
+    labels = np.empty((x.shape[0], *x.shape[2:]), np.uint8)
+    return labels if _native.one_hot_labels(x, label_nc, labels) else None
+
+
+def one_hot_conv(
+    x: np.ndarray, labels: np.ndarray, conv: OneHotConv, out: np.ndarray | None = None
+) -> np.ndarray:
+    """`conv` on x float32 [B, C, H, W] whose labels (`one_hot_labels`) are `labels`: float32
+    [B, Co, H, W] (in `out` where given), computed as sums of weight rows."""
+    x = _array("x", x, (np.float32,), 4)
+    b, c, h, w = x.shape
+    labels = _array("labels", labels, (np.uint8,), 3)
+    _same_shape("labels", labels, (b, h, w), "x's batch")
+    k, co = conv.taps.shape[0], conv.channels_out
+    if c != conv.channels:
+        raise InputError(f"x: {c} channels; the convolution reads {conv.channels}")
+    if min(h, w) <= k // 2:
+        raise InputError(f"x: {w}x{h} is too small for a {k}x{k} reflection-padded convolution")
+    if labels.size and int(labels.max()) >= conv.label_nc:
+        raise InputError(f"labels: {int(labels.max())} is >= label_nc={conv.label_nc}")
+    shape = (b, co, h, w)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise InputError(f"out: expected a C-contiguous float32 array of shape {shape}")
+    _native.one_hot_conv(x, labels, conv.label_nc, conv.taps, conv.bias, out)
+    return out

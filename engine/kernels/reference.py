@@ -81,6 +81,21 @@ def assemble(labels, ids, label_nc, edges, table, feat_channels=0) -> np.ndarray
     return np.concatenate(parts, axis=1)
 
 
+def reflect_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """A K x K convolution (K odd) of x [B,C,H,W] with reflection padding K//2, stride 1:
+    what one_hot_conv computes from the labels, here by multiply-adds over every channel."""
+    k = weight.shape[2]
+    r = k // 2
+    padded = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (r, r), (r, r)), mode="reflect")
+    h, w = x.shape[2:]
+    out = np.zeros((x.shape[0], weight.shape[0], h, w)) + bias[None, :, None, None]
+    for dy in range(k):
+        for dx in range(k):
+            window = padded[:, :, dy : dy + h, dx : dx + w]
+            out += np.einsum("bchw,oc->bohw", window, weight[:, :, dy, dx].astype(np.float64))
+    return out.astype(np.float32)
+
+
 def to_uint8(output: np.ndarray) -> np.ndarray:
     """clamp(round_half_up((x + 1) * 127.5), 0, 255) in float32 arithmetic, NaN -> 0, to HWC."""
     x = output.astype(np.float32)

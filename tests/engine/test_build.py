@@ -142,7 +142,9 @@ def test_openvino_runs_the_largest_batch_static_where_memory_holds_a_third_model
     backend = backend_class("openvino")(ModelPackage(tiny_package), "fp32", options)
     built = {p.name.split(".")[3] for p in backend.build()}
     assert built == {"1x32x64", f"{largest}x32x64", "nx32x64"}
-    x = np.random.default_rng(0).uniform(0, 1, (4, backend.package.manifest.input_channels, 32, 64))
-    full, part = backend.infer(x.astype(np.float32)), backend.infer(x[:3].astype(np.float32))
+    x = np.zeros((4, backend.package.manifest.input_channels, 32, 64), np.float32)
+    labels = np.random.default_rng(0).integers(0, 35, (4, 1, 32, 64))
+    np.put_along_axis(x, labels, 1.0, axis=1)  # a label map's input: what build compiled for
+    full, part = backend.infer(x), backend.infer(x[:3])
     np.testing.assert_allclose(full[:3], part, atol=1e-5)  # the same numbers either way
-    assert (4 if largest == "4" else -1, 32, 64) in backend._compiled
+    assert (4 if largest == "4" else -1, 32, 64, True) in backend._compiled

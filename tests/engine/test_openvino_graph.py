@@ -1,13 +1,19 @@
-"""The OpenVINO graph rewrite (engine/backends/openvino_graph.py): narrow convolutions computed on a
-space-to-depth view give the same numbers, and only where the rewrite applies."""
+"""The OpenVINO graph rewrites (engine/backends/openvino_graph.py): narrow convolutions computed on
+a space-to-depth view, and the first convolution computed from the labels, give the same numbers,
+and only where they apply."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from p2phd.engine.backends.openvino import OpenVINOBackend
-from p2phd.engine.backends.openvino_graph import space_to_depth_narrow_convs
+from p2phd.common.errors import ConfigError
+from p2phd.engine.backends.openvino import FIRST_CONV_ENV, OpenVINOBackend
+from p2phd.engine.backends.openvino_graph import (
+    first_conv,
+    probe_first_conv,
+    space_to_depth_narrow_convs,
+)
 from p2phd.engine.core.package import ModelPackage
 from tests.conftest import REPO
 
@@ -64,6 +70,94 @@ def test_other_convolutions_are_left_as_they_are(shape, weight_shape, strides):
 
 def test_the_backend_compiles_the_default_models_last_convolution_on_blocks():
     backend = OpenVINOBackend(ModelPackage(REPO / "models" / "default"), "fp32")
-    types = op_types(backend._shaped(1, 64, 128))
+    types = op_types(backend._shaped(1, 64, 128, cut=True))
     assert types.count("SpaceToDepth") == 1  # the 7x7 convolution to the 3 image channels
-    assert backend.cache_key().endswith("-s2d-v2")  # blobs compiled without it are not imported
+    assert backend.cache_key().endswith("-s2d-v2-cut1")  # older blobs are not imported
+
+
+def dense_input(package, maps):
+    from p2phd.engine.core.renderer import Renderer
+    from p2phd.engine.core.style import Style
+
+    renderer = Renderer(package, "onnxruntime", "fp32")
+    labels, instances = maps
+    return renderer.dense_input(labels, instances, [Style(seed=1)] * len(labels))
+
+
+def backend_at(package, mode, monkeypatch, precision="fp32"):
+    monkeypatch.setenv(FIRST_CONV_ENV, mode)
+    return OpenVINOBackend(ModelPackage(package), precision)
+
+
+def test_the_first_convolution_is_read_off_the_graph_exactly(tiny_package_source):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(tiny_package_source / "generator.onnx").graph
+    conv = next(n for n in graph.node if n.op_type == "Conv")
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    model = ov.Core().read_model(tiny_package_source / "generator.onnx")
+    found = probe_first_conv(ov.Core(), model, 35)
+    weight, bias = weights[conv.input[1]], weights[conv.input[2]]
+    assert found.channels_out == weight.shape[0] == 4 and found.label_nc == 35
+    np.testing.assert_allclose(found.taps[..., :4], weight.transpose(2, 3, 1, 0), atol=1e-6)
+    np.testing.assert_allclose(found.bias[:4], bias, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])  # default: its tail reads the input too
+def test_label_maps_give_the_same_output_from_the_labels(
+    name, tiny_package_source, tiny_maps, monkeypatch
+):
+    package = tiny_package_source if name == "tiny" else REPO / "models" / "default"
+    x = dense_input(package, tiny_maps)
+    whole = backend_at(package, "graph", monkeypatch)
+    cut = backend_at(package, "labels", monkeypatch)
+    assert whole.describe()["first_conv"] == "in the graph"
+    assert cut.describe()["first_conv"] == "from the labels"
+    assert op_types(cut._shaped(2, 32, 64, cut=True)).count("Convolution") == (
+        op_types(whole._shaped(2, 32, 64, cut=False)).count("Convolution") - 1
+    )
+    np.testing.assert_allclose(cut.infer(x), whole.infer(x), atol=2e-5)
+
+
+def test_an_input_that_is_not_a_label_maps_runs_the_whole_graph(
+    tiny_package_source, tiny_maps, monkeypatch
+):
+    x = dense_input(tiny_package_source, tiny_maps)
+    x[:, :35] *= 0.5  # no longer one-hot
+    whole = backend_at(tiny_package_source, "graph", monkeypatch)
+    cut = backend_at(tiny_package_source, "labels", monkeypatch)
+    np.testing.assert_allclose(cut.infer(x), whole.infer(x), atol=1e-6)
+
+
+def test_the_switch_is_checked(tiny_package_source, monkeypatch):
+    with pytest.raises(ConfigError, match=FIRST_CONV_ENV):
+        backend_at(tiny_package_source, "gpu", monkeypatch)
+
+
+def first_layer(pad_mode="reflect", pads=3, kernel=7, strides=(1, 1), quantize=False):
+    x = ops.parameter([1, 6, 16, 16], np.float32)
+    y = ops.pad(x, [0, 0, pads, pads], [0, 0, pads, pads], pad_mode)
+    if quantize:
+        y = ops.fake_quantize(y, 0.0, 1.0, 0.0, 1.0, 256)
+    weight = np.ones((8, 6, kernel, kernel), np.float32)
+    y = ops.convolution(y, ops.constant(weight), list(strides), [0, 0], [0, 0], [1, 1])
+    return ov.Model([ops.relu(y)], [x])
+
+
+def test_a_quantized_first_layer_is_found():
+    found = first_conv(first_layer(quantize=True))
+    assert found is not None and found.kernel == 7
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        {"pad_mode": "constant"},  # zero padding: not what the lookup computes at the border
+        {"pads": 2},  # a 7x7 kernel over a 2-pixel pad: the output is smaller than the input
+        {"strides": (2, 2)},
+        {"pads": 1, "kernel": 2},
+    ],
+)
+def test_other_first_layers_stay_in_the_graph(layer):
+    assert first_conv(first_layer(**layer)) is None

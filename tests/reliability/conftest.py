@@ -6,6 +6,8 @@ process's resident set is the server's plus the test client's: a bound on it bou
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,15 @@ def _status_kib(field: str) -> int:
 def rss_mib() -> float:
     """This process's resident memory now (MiB)."""
     return _status_kib("VmRSS") / 1024
+
+
+def live_mib() -> float:
+    """This process's resident memory once glibc has handed its free heap pages back to the
+    system (malloc_trim), so that what it shows is what is still held (MiB)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+    return rss_mib()
 
 
 def peak_rss_mib() -> float:
@@ -51,6 +62,7 @@ def memory():
 
     class Memory:
         rss = staticmethod(rss_mib)
+        live = staticmethod(live_mib)
         peak = staticmethod(peak_rss_mib)
         reset_peak = staticmethod(reset_peak_rss)
 

@@ -108,12 +108,14 @@ def test_compiled_models_of_large_shapes_are_released_to_a_byte_budget(
     with Renderer(server_package, "openvino", "fp32") as r:
         grown = []
         for k in range(5):
-            h, w = 512, 1024 + 16 * k  # ~110 MB each compiled (estimated and measured)
-            before = memory.rss()
+            h, w = 512, 1024 + 16 * k  # ~100 MB each compiled (estimated; ~70 measured)
+            before = memory.live()
             r.render(np.ones((h, w), np.uint8), np.ones((h, w), np.int32))
-            grown.append(memory.rss() - before)
-        # The first shape's memory is held; each later one replaces its predecessor's.
-        assert grown[0] > 50 and sum(grown[1:]) < grown[0], grown
+            grown.append(memory.live() - before)
+        # Each later shape replaces its predecessor's model, leaving what oneDNN keeps per shape
+        # it compiled (~29 MB here); held, the four would add about four models' bytes.
+        one_model = r.backend.estimated_bytes() / len(r.backend._compiled) / 2**20
+        assert sum(grown[1:]) < 2 * one_model, (grown, one_model)
         assert len(r.backend._compiled) == 1 and r.backend.estimated_bytes() <= 160 << 20
 
 

@@ -101,6 +101,28 @@ void rgb(const py::array& output, int dtype, py::array& result) {
   to_uint8_rgb(src, dtype, B, H, W, dst);
 }
 
+bool labels_of(const py::array& x, int label_nc, py::array& labels) {
+  const int64_t B = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+  const float* src = in<float>(x);
+  uint8_t* dst = out<uint8_t>(labels);
+  py::gil_scoped_release release;
+  return one_hot_labels(src, B, C, H, W, label_nc, dst);
+}
+
+void conv(const py::array& x, const py::array& labels, int label_nc, const py::array& taps,
+          const py::array& bias, py::array& result) {
+  const int64_t B = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+  const int K = (int)taps.shape(0);
+  const int64_t Co = taps.shape(3), co_out = result.shape(1);
+  const float* src = in<float>(x);
+  const uint8_t* lab = in<uint8_t>(labels);
+  const float* t = in<float>(taps);
+  const float* b = in<float>(bias);
+  float* dst = out<float>(result);
+  py::gil_scoped_release release;
+  one_hot_conv(src, lab, B, C, H, W, label_nc, K, Co, t, b, co_out, dst);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -110,4 +132,6 @@ PYBIND11_MODULE(_native, m) {
   m.def("instance_pool", &pool, "-> False when an id is outside [0, kmax)");
   m.def("assemble_input", &assemble, "-> (label_out_of_range, id_out_of_range)");
   m.def("to_uint8_rgb", &rgb);
+  m.def("one_hot_labels", &labels_of, "-> False where the label channels are not one-hot");
+  m.def("one_hot_conv", &conv);
 }

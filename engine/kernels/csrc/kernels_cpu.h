@@ -45,6 +45,20 @@ AssembleStatus assemble_input(const uint8_t* labels, const int32_t* ids, const f
                               int64_t B, int64_t H, int64_t W, int label_nc, bool edges,
                               int64_t feat, int64_t kmax, int dtype, void* out);
 
+// The labels [B,H,W] of a generator input x [B,C,H,W] (float32) whose first label_nc channels
+// are one-hot. False where a pixel's label channels are not exactly one 1 and otherwise 0s
+// (`labels` then unspecified).
+bool one_hot_labels(const float* x, int64_t B, int64_t C, int64_t H, int64_t W, int label_nc,
+                    uint8_t* labels);
+
+// A K x K convolution (K odd, reflection padding K/2, stride 1) of such an input, `labels` its
+// one_hot_labels: out [B,co_out,H,W] = bias + the sum over taps of taps[dy][dx][label] +
+// x[c] * taps[dy][dx][c] for the other channels c >= label_nc. taps [K][K][C][Co] and bias [Co]
+// float32, Co a multiple of 16 (zeros past co_out), K <= 31, H and W > K/2.
+void one_hot_conv(const float* x, const uint8_t* labels, int64_t B, int64_t C, int64_t H,
+                  int64_t W, int label_nc, int K, int64_t Co, const float* taps,
+                  const float* bias, int64_t co_out, float* out);
+
 // Generator output [B,3,H,W] of element type `dtype` -> uint8 RGB [B,H,W,3].
 void to_uint8_rgb(const void* output, int dtype, int64_t B, int64_t H, int64_t W, uint8_t* rgb);
 
