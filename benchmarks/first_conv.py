@@ -1,0 +1,110 @@
+"""The generator's first convolution computed from the labels (the OpenVINO backend's default)
+against the same convolution left in the compiled graph ($P2PHD_OPENVINO_FIRST_CONV=graph).
+
+Both warm Renderers render the same real Cityscapes maps (the sample resized to 256x512, as
+benchmarks/int8.py writes them) through Renderer.render at batch 4, rounds alternating between
+them so a slow spell on the shared machine hits both; the ratio of the median ms/image is the
+result, with the largest and mean difference of their 8-bit outputs and each one's PSNR against
+ONNX Runtime fp32 (mean and worst image): int8 rounds differently either way, so the two differ
+by more than their distance to fp32 does.
+
+    .venv/bin/python benchmarks/first_conv.py models/default /tmp/z512/pkg \
+        --precision bf16,int8 -o benchmarks/results/first-conv/zen4.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _shared import RESULTS, machine, write_result
+from int8 import decoded, real_maps
+
+BATCH = 4
+MODES = ("graph", "labels")
+
+
+def renderers(model: Path, precision: str) -> dict:
+    """A Renderer per mode, each warmed by one render."""
+    from p2phd.engine.backends.base import EngineOptions
+    from p2phd.engine.backends.openvino import FIRST_CONV_ENV
+    from p2phd.engine.core.renderer import Renderer
+
+    out = {}
+    for mode in MODES:
+        os.environ[FIRST_CONV_ENV] = mode
+        options = EngineOptions((1, BATCH, BATCH), sizes=[(256, 512)])
+        out[mode] = Renderer(model, "openvino", precision, options=options)
+    return out
+
+
+def render_all(renderer, labels, instances) -> np.ndarray:
+    return np.concatenate([
+        renderer.render(labels[i : i + BATCH], instances[i : i + BATCH])
+        for i in range(0, len(labels), BATCH)
+    ])  # fmt: skip
+
+
+def psnr(images: np.ndarray, reference: np.ndarray) -> dict:
+    """Mean and worst per-image PSNR (dB) of uint8 images against the reference's."""
+    mse = ((images.astype(float) - reference) ** 2).reshape(len(images), -1).mean(1)
+    db = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))
+    return {"mean": round(float(db.mean()), 2), "worst": round(float(db.min()), 2)}
+
+
+def compare(model: Path, precision: str, labels, instances, rounds: int) -> dict:
+    from p2phd.engine.core.renderer import Renderer
+
+    with Renderer(model, "onnxruntime", "fp32") as fp32:
+        reference = render_all(fp32, labels, instances).astype(float)
+    pair = renderers(model, precision)
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    images = {}
+    for mode, r in pair.items():
+        images[mode] = render_all(r, labels, instances)  # warm-up
+    for _ in range(rounds):
+        for mode, r in pair.items():
+            t = time.perf_counter()
+            render_all(r, labels, instances)
+            times[mode].append((time.perf_counter() - t) * 1e3 / len(labels))
+    median = {mode: float(np.median(t)) for mode, t in times.items()}
+    diff = np.abs(images["graph"].astype(int) - images["labels"].astype(int))
+    return {
+        "model": str(model),
+        "precision": precision,
+        "first_conv": {mode: r.backend.describe()["first_conv"] for mode, r in pair.items()},
+        "ms_per_image": {mode: [round(t, 1) for t in ts] for mode, ts in times.items()},
+        "median_ms_per_image": {mode: round(m, 1) for mode, m in median.items()},
+        "speedup": round(median["graph"] / median["labels"], 3),
+        "output_difference_levels": {"max": int(diff.max()), "mean": round(float(diff.mean()), 3)},
+        "psnr_vs_fp32_db": {mode: psnr(images[mode], reference) for mode in MODES},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--precision", default="bf16,int8")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("-o", "--output", type=Path, default=RESULTS / "first_conv.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        labels, instances = decoded(real_maps(Path(tmp)), label_nc=35)
+    rows = []
+    for model in args.models:
+        for precision in args.precision.split(","):
+            rows.append(compare(model, precision, labels, instances, args.rounds))
+            print(rows[-1], flush=True)
+    write_result(args.output, {
+        "machine": machine(),
+        "maps": f"{len(labels)} Cityscapes sample maps at 256x512, batch {BATCH}",
+        "rows": rows,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
