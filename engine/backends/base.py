@@ -206,6 +206,12 @@ class Backend(ABC):
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
         """`infer` on a checked input."""
 
+    def infer_labeled(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """`infer` on a dense input built from `labels` (uint8 [B, H, W]: what its one-hot
+        channels hold), for a backend that reads the labels (OpenVINO's first convolution) and
+        so need not read them back from x."""
+        return self.infer(x)
+
     def layer_times(self, x: np.ndarray, runs: int = 5) -> list[dict] | None:
         """Per-layer times on `x` ({"layer", "mean_ms"} over `runs`, slowest first) where the
         backend can profile its layers (TensorRT), else None. The benchmark's per-layer table."""

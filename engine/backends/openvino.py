@@ -13,9 +13,9 @@ upstream), which THROUGHPUT's several CPU streams would each run with fewer core
 A generator whose first layer is a convolution over the one-hot label map (pix2pixHD's 7x7) runs
 it from the labels instead (`openvino_graph.first_conv`): its weights are read off the compiled
 graph once at load, each call computes it with p2phd.engine.kernels.one_hot_conv in float32, and
-the compiled model starts after it (on the 512p generator in int8, 8% faster on Zen 4: the
-largest int8 layer there and on AMX). An input whose label channels are not one-hot runs the
-whole graph. $P2PHD_OPENVINO_FIRST_CONV=graph keeps the whole graph always (to compare).
+the compiled model starts after it (the largest int8 layer on Zen 4 and on AMX, with its input's
+layout reorder: benchmarks/results/first-conv/). An input whose label channels are not one-hot
+runs the whole graph. $P2PHD_OPENVINO_FIRST_CONV=graph keeps the whole graph always (to compare).
 
 Compiled models are exported to the engine cache (outside the package, each blob with its own
 sha256: a changed blob is recompiled, never run), so a restart compiles nothing. In memory they
@@ -53,7 +53,7 @@ from p2phd.engine.core.cpu_features import (
     int8_unsupported,
 )
 from p2phd.engine.core.package import ModelPackage
-from p2phd.engine.kernels import one_hot_conv, one_hot_labels
+from p2phd.engine.kernels import OneHotConv, one_hot_conv, one_hot_labels
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class OpenVINOBackend(Backend):
         self._weight_bytes, self._bytes_per_pixel = self._measure_footprint()
         self._compiled: OrderedDict[tuple[int, int, int, bool], _Compiled] = OrderedDict()
 
-    def _first_conv(self):
+    def _first_conv(self) -> OneHotConv | None:
         """The generator's first convolution to compute from the labels, or None (image input,
         another first layer, or $P2PHD_OPENVINO_FIRST_CONV=graph)."""
         mode = os.environ.get(FIRST_CONV_ENV, "labels")
@@ -281,10 +281,18 @@ class OpenVINOBackend(Backend):
         return entry
 
     def infer_impl(self, x: np.ndarray) -> np.ndarray:
-        batch, _, height, width = x.shape
-        x = np.ascontiguousarray(x, np.float32)
         conv = self.first_conv
-        labels = None if conv is None else one_hot_labels(x, conv.label_nc)
+        x = np.ascontiguousarray(x, np.float32)
+        return self._run(x, None if conv is None else one_hot_labels(x, conv.label_nc))
+
+    def infer_labeled(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(self.check_input(x), np.float32)
+        return self._run(x, None if self.first_conv is None else labels)
+
+    def _run(self, x: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """The network on x; from after its first convolution where x's labels are given."""
+        batch, _, height, width = x.shape
+        conv = self.first_conv
         entry = self._entry(batch, height, width, labels is not None)
         request = entry.request
         if labels is None:  # not a label map's input (or no first convolution to cut)

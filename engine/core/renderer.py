@@ -241,7 +241,7 @@ class Renderer:
         x = self.dense_input(fitted.labels, fitted.instances, styles, fitted.images)
         try:
             with self._infer_lock:
-                out = self.backend.infer(x)
+                out = self.backend.infer_labeled(x, fitted.labels)
         finally:
             self.release(x)
         return fitted.restore(to_uint8_rgb(np.ascontiguousarray(out, np.float32)))

@@ -118,6 +118,8 @@ def test_label_maps_give_the_same_output_from_the_labels(
         op_types(whole._shaped(2, 32, 64, cut=False)).count("Convolution") - 1
     )
     np.testing.assert_allclose(cut.infer(x), whole.infer(x), atol=2e-5)
+    labels = tiny_maps[0].astype(np.uint8)  # what the renderer hands over with x
+    np.testing.assert_allclose(cut.infer_labeled(x, labels), whole.infer(x), atol=2e-5)
 
 
 def test_an_input_that_is_not_a_label_maps_runs_the_whole_graph(
