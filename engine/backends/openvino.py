@@ -316,13 +316,14 @@ class OpenVINOBackend(Backend):
         return sorted(p for p in paths if p is not None and p.is_file())
 
     def describe(self) -> dict:
-        isa, int8_isa = bf16_instructions(), int8_instructions()
+        isa, int8_isa, conv = bf16_instructions(), int8_instructions(), self.first_conv
         return {
             **super().describe(),
             "performance_hint": self.performance_hint,
             "cpu_bf16": ", ".join(isa) if isa else "none",
             "cpu_int8": ", ".join(int8_isa) if int8_isa else "none",
-            "first_conv": "from the labels" if self.first_conv is not None else "in the graph",
+            "first_conv": "in the graph" if conv is None else "from the labels",
+            **({} if conv is None else {"first_conv_macs_per_pixel": conv.macs_per_pixel}),
             "openvino": self._ov.__version__,
         }
 

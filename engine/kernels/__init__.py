@@ -266,6 +266,12 @@ class OneHotConv:
         """C: the input channels the convolution reads."""
         return int(self.taps.shape[2])
 
+    @property
+    def macs_per_pixel(self) -> int:
+        """The multiply-adds the convolution stands for per output pixel (K * K * C * Co)."""
+        k, _, c, _ = self.taps.shape
+        return int(k * k * c * self.channels_out)
+
 
 def one_hot_labels(x: np.ndarray, label_nc: int) -> np.ndarray | None:
     """The labels uint8 [B, H, W] of a dense input x float32 [B, C, H, W] whose first label_nc

@@ -51,6 +51,16 @@ def test_engine_rows_have_every_measurement(bench_result, bench_shape):
             assert r["peak_rss_mib"] > 0 and r["gmacs"] > 0
             assert 0 < r["efficiency_pct"] < 100
             assert r["speedup"] > 0
+            # OpenVINO computes the first convolution (7x7, 39 channels in, 4 out) from the
+            # labels: table lookups, which % of peak leaves out (GMAC/s counts the model's)
+            model_pct = 100 * r["achieved_gmacs_per_s"] / r["peak_gmacs_per_s"]
+            if backend == "openvino":
+                first = 7 * 7 * 39 * 4 * h * w * r["batch"] / 1e9
+                assert math.isclose(r["table_lookup_gmacs"], first, abs_tol=1e-3)
+                assert r["efficiency_pct"] < model_pct / 2  # the lookups are ~87% of its MACs
+            else:
+                assert "table_lookup_gmacs" not in r
+                assert math.isclose(r["efficiency_pct"], model_pct, rel_tol=0.02)
 
 
 def test_baseline_row_is_the_original_path_at_batch_one(bench_result):

@@ -99,7 +99,9 @@ def markdown(result: dict) -> str:
         f"{result['config']['iters']} timed runs after {result['config']['warmup']} warm-up. "
         "Speed-up is images/s over the baseline (original pix2pixHD path: PyTorch eager fp32, "
         "batch 1) at the same size. % of peak: the generator's MACs over the median infer time, "
-        "against the peak for the row's precision (see the JSON's machine.peak). "
+        "against the peak for the row's precision (see the JSON's machine.peak), without those "
+        "of a first convolution the backend computes from the labels as table lookups (the "
+        "JSON's table_lookup_gmacs; GMAC/s counts them). "
         "Quality: vs the fp32 PyTorch output on the same input; worst px: the largest "
         "error of any pixel channel of the uint8 image, in levels of 255.",
         "",
