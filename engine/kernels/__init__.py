@@ -2,8 +2,7 @@
 
 The generator input is one-hot(label) ⊕ edges(instance) ⊕ features; these functions build it,
 run the generator's first convolution on it as table lookups (`one_hot_labels`, `one_hot_conv`),
-and convert the
-generator output back to 8-bit RGB. Inputs are validated here with InputError
+and convert the generator output back to 8-bit RGB. Inputs are validated here with InputError
 messages; the C++ kernels (`_native`, threaded, GIL released) trust what this module checked.
 The same per-element arithmetic runs on the GPU through `p2phd.engine.kernels.cuda`.
 """
@@ -305,5 +304,7 @@ def one_hot_conv(
         out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise InputError(f"out: expected a C-contiguous float32 array of shape {shape}")
+    elif not out.flags.writeable:
+        raise InputError("out: the buffer is read-only")
     _native.one_hot_conv(x, labels, conv.label_nc, conv.taps, conv.bias, out)
     return out

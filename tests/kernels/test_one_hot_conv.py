@@ -114,6 +114,10 @@ def test_bad_weights_and_inputs_are_named():
         one_hot_conv(x[:, :, :3, :3], labels[:, :3, :3], conv)
     with pytest.raises(InputError, match="out"):
         one_hot_conv(x, labels, conv, np.empty((2, 20, 19, 44), np.float32))
+    read_only = np.empty((2, 20, 19, 45), np.float32)
+    read_only.flags.writeable = False
+    with pytest.raises(InputError, match="read-only"):
+        one_hot_conv(x, labels, conv, read_only)
     with pytest.raises(InputError, match="labels: shape"):
         one_hot_conv(x, labels[:1], conv)
     with pytest.raises(InputError, match="labels: 35 is >= label_nc=35"):
