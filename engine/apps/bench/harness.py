@@ -218,7 +218,7 @@ class EnginePipeline:
         if self.on_device:
             m = self.renderer.manifest
             return self.backend.render_maps(*x, m.instance, m.feat_num)
-        return self.backend.infer(x)
+        return self.backend.infer_labeled(x, self._fitted.labels)  # as the renderer calls it
 
     def postprocess(self, out: np.ndarray) -> np.ndarray:
         from p2phd.engine.kernels import to_uint8_rgb
