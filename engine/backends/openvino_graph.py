@@ -94,21 +94,31 @@ _QUANTIZATION = {"FakeQuantize", "Convert", "Subtract", "Multiply"}
 
 @dataclass
 class FirstConv:
-    """The first convolution of a model: its output (bias included), kernel size, and the Pad
-    that starts the layers it takes the place of."""
+    """The first convolution of a model: its output (bias included) and kernel size."""
 
     output: object  # ov.Output: the convolution's, or its bias Add's
     kernel: int
-    pad: object  # ov.Node
+
+
+def _ancestors(outputs, stop=("ShapeOf",)) -> dict[str, object]:
+    """The nodes `outputs` are computed from, by friendly name, each visited once; the inputs of
+    `stop` types are not followed (a ShapeOf reads only its input's shape)."""
+    seen, todo = {}, [o.get_node() for o in outputs]
+    while todo:
+        node = todo.pop()
+        name = node.get_friendly_name()
+        if name in seen:
+            continue
+        seen[name] = node
+        if node.get_type_name() not in stop:
+            todo.extend(i.get_source_output().get_node() for i in node.inputs())
+    return seen
 
 
 def _from_constants(output) -> bool:
     """Whether `output` is computed from constants and shapes alone (a quantized weight and its
     scale; a bias reshaped to the activation's rank by way of its ShapeOf)."""
-    node = output.get_node()
-    if node.get_type_name() in ("Parameter", "ShapeOf"):
-        return node.get_type_name() == "ShapeOf"
-    return all(_from_constants(i.get_source_output()) for i in node.inputs())
+    return all(n.get_type_name() != "Parameter" for n in _ancestors([output]).values())
 
 
 def _only_consumer(output):
@@ -152,14 +162,14 @@ def first_conv(model) -> FirstConv | None:
         others = [i.get_source_output() for i in node.inputs() if i.get_index() != index]
         kind = node.get_type_name()
         if kind == "Convolution" and index == 0:
-            return _biased(node, radius, pads[0].get_node())
+            return _biased(node, radius)
         if kind not in _QUANTIZATION or not all(_from_constants(o) for o in others):
             return None
         output = node.output(0)
     return None
 
 
-def _biased(conv, radius: int, pad) -> FirstConv | None:
+def _biased(conv, radius: int) -> FirstConv | None:
     attrs = conv.get_attributes()
     shape = conv.input(1).get_partial_shape()
     if not shape.is_static or not _from_constants(conv.input_value(1)):
@@ -178,7 +188,7 @@ def _biased(conv, radius: int, pad) -> FirstConv | None:
         add = target.get_node()
         if _from_constants(add.input_value(1 - target.get_index())):
             output = add.output(0)
-    return FirstConv(output, kernel[0], pad)
+    return FirstConv(output, kernel[0])
 
 
 def probe_first_conv(core, model, label_nc: int) -> OneHotConv | None:
@@ -239,10 +249,5 @@ def cut_first_conv(model) -> object:
     for target in list(found.output.get_target_inputs()):
         target.replace_source_output(first.output(0))
     original = model.get_parameters()[0]
-    head = found.pad.get_friendly_name()
-    rest = [
-        t
-        for t in original.output(0).get_target_inputs()
-        if t.get_node().get_friendly_name() != head
-    ]
-    return ov.Model(model.get_results(), [first, original] if rest else [first])
+    read = original.get_friendly_name() in _ancestors(model.outputs, stop=())
+    return ov.Model(model.get_results(), [first, original] if read else [first])
