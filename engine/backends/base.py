@@ -73,6 +73,9 @@ class Backend(ABC):
     # True where `render_maps` runs the whole pipeline on the device from the compact maps (the
     # renderer then hands it those instead of the dense input).
     renders_maps: bool = False
+    # False where `infer_labeled` reads the labels and never the dense input's one-hot channels
+    # (the renderer then leaves them unwritten).
+    reads_one_hot: bool = True
     # The largest batch one call takes (a TensorRT engine's profile), None: any. The renderer
     # splits larger batches (a server's --max-batch or `p2phd render --batch` above it).
     max_batch: int | None = None

@@ -154,6 +154,7 @@ class OpenVINOBackend(Backend):
             "PERFORMANCE_HINT": self.performance_hint,
         }
         self.first_conv = self._first_conv()
+        self.reads_one_hot = self.first_conv is None or self._cut_reads_input()
         self.memory_budget = memory_budget()
         self._folder = self.cache_folder()  # None: compile every shape, cache nothing
         self._weight_bytes, self._bytes_per_pixel = self._measure_footprint()
@@ -171,6 +172,12 @@ class OpenVINOBackend(Backend):
         conv = probe_first_conv(self.core, self.model, m.label_nc)
         log.debug("openvino: first convolution %s", "from the labels" if conv else "in the graph")
         return conv
+
+    def _cut_reads_input(self) -> bool:
+        """Whether the layers after the first convolution read the dense input too (a tail that
+        reads the instance features, a local enhancer's downsampled input)."""
+        side = self.package.manifest.size_multiple * 2
+        return len(self._shaped(1, side, side, cut=True).inputs) > 1
 
     @classmethod
     def reduced_unsupported_impl(cls, precision: str) -> str | None:

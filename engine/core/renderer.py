@@ -164,9 +164,13 @@ class Renderer:
         instances: np.ndarray | None,
         styles: Sequence[Style],
         photos: np.ndarray | None = None,
+        *,
+        one_hot: bool = True,
     ) -> np.ndarray:
         """The generator's input [B, C, H, W] for maps already fitted to the size multiple, in
-        an array of the renderer's pool: `release` it once the backend has read it."""
+        an array of the renderer's pool: `release` it once the backend has read it. Without
+        `one_hot` its one-hot channels are left unwritten (for `Backend.infer_labeled` where the
+        backend does not read them)."""
         from p2phd.engine import kernels
 
         m = self.manifest
@@ -181,6 +185,7 @@ class Renderer:
             dtype=dtype.name,
             out=self._inputs.take((len(labels), m.input_channels, *labels.shape[1:]), dtype),
             feat_channels=m.feat_num,
+            one_hot=one_hot,
         )
 
     def release(self, dense: np.ndarray) -> None:
@@ -238,7 +243,10 @@ class Renderer:
             with self._infer_lock:
                 images = self.backend.render_maps(lab, compact, table, m.instance, m.feat_num)
             return fitted.restore(images)
-        x = self.dense_input(fitted.labels, fitted.instances, styles, fitted.images)
+        one_hot = self.backend.reads_one_hot
+        x = self.dense_input(
+            fitted.labels, fitted.instances, styles, fitted.images, one_hot=one_hot
+        )
         try:
             with self._infer_lock:
                 out = self.backend.infer_labeled(x, fitted.labels)

@@ -147,6 +147,7 @@ def assemble_input(
     out: np.ndarray | None = None,
     *,
     feat_channels: int = 0,
+    one_hot: bool = True,
 ) -> np.ndarray:
     """The dense generator input [B, label_nc + edges + F, H, W], every element written once.
 
@@ -154,6 +155,8 @@ def assemble_input(
     F feature channels holding feature_table[b, id, f] (float32 [B,Kmax,F]) at each pixel. With
     no table, `feat_channels` zero channels are written (a model with features run without
     style). `out` may be a preallocated C-contiguous buffer of the exact shape and dtype.
+    `one_hot=False` leaves the one-hot channels unwritten, for a backend that reads the labels
+    instead (`Backend.reads_one_hot`): a fresh buffer's pages there are then never touched.
     Raises InputError for a label >= label_nc, naming the value, image and pixel.
     """
     if dtype not in DTYPES:
@@ -198,7 +201,7 @@ def assemble_input(
         raise InputError("out: the buffer is read-only")
     kmax = inst.kmax if inst is not None else 0
     bad_label, bad_id = _native.assemble_input(
-        labels, ids, feature_table, label_nc, bool(edges), feat, kmax, code, out
+        labels, ids, feature_table, label_nc, bool(one_hot), bool(edges), feat, kmax, code, out
     )
     if bad_label:
         flat = int(np.argmax(labels.reshape(-1) >= label_nc))

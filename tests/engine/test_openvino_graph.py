@@ -122,6 +122,47 @@ def test_label_maps_give_the_same_output_from_the_labels(
     np.testing.assert_allclose(cut.infer_labeled(x, labels), whole.infer(x), atol=2e-5)
 
 
+@pytest.fixture(scope="module")
+def local_package(tmp_path_factory):
+    """A tiny coarse-to-fine generator: its global part reads the downsampled input."""
+    import torch
+
+    from p2phd.export.package_writer import export_package
+    from p2phd.train.pix2pixhd.config import ModelConfig
+    from p2phd.train.pix2pixhd.networks import build_generator
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(label_nc=35, netG="local", ngf=8, n_downsample_global=1, n_blocks_global=1,
+                      n_blocks_local=1)  # fmt: skip
+    out = tmp_path_factory.mktemp("local") / "pkg"
+    return export_package(out, build_generator(cfg), cfg, fp16=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "reads_one_hot"), [("tiny", False), ("default", True), ("local", True)]
+)
+def test_the_renderer_writes_the_one_hot_channels_only_where_they_are_read(
+    name, reads_one_hot, tiny_package_source, local_package, tiny_maps, monkeypatch
+):
+    """The tiny model's layers after the first read only its output: the renderer leaves the
+    one-hot channels unwritten. The default model's tail reads the input's features, a local
+    enhancer's global generator the whole downsampled input: they get it all."""
+    from p2phd.engine.core.renderer import Renderer
+
+    package = {"tiny": tiny_package_source, "local": local_package}.get(
+        name, REPO / "models" / "default"
+    )
+    images = {}
+    for mode in ("graph", "labels"):
+        monkeypatch.setenv(FIRST_CONV_ENV, mode)
+        with Renderer(package, "openvino", "fp32") as r:
+            assert r.backend.reads_one_hot == (mode == "graph" or reads_one_hot)
+            images[mode] = r.render(*tiny_maps).astype(int)
+            images[mode + " again"] = r.render(*tiny_maps).astype(int)  # a reused input buffer
+    for key in ("labels", "labels again", "graph again"):
+        assert np.abs(images[key] - images["graph"]).max() <= 1, key
+
+
 def test_an_input_that_is_not_a_label_maps_runs_the_whole_graph(
     tiny_package_source, tiny_maps, monkeypatch
 ):

@@ -198,6 +198,21 @@ def test_assembly_without_instances_is_one_hot_only():
 
 
 @pytest.mark.parametrize("dtype", sorted(NP_DTYPES))
+def test_assembly_for_a_reader_of_the_labels_leaves_the_one_hot_channels_alone(dtype):
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 35, size=(2, 9, 37), dtype=np.uint8)
+    inst = kernels.compact_instances(rng.integers(0, 6, (2, 9, 37)).astype(np.int32), labels)
+    table = rng.normal(0, 1, (2, inst.kmax, 3)).astype(np.float32)
+    full = kernels.assemble_input(labels, inst, 35, True, table, dtype)
+    out = np.full(full.shape, 7, NP_DTYPES[dtype])
+    kernels.assemble_input(labels, inst, 35, True, table, dtype, out, one_hot=False)
+    assert (out[:, :35].astype(np.float32) == 7).all()  # untouched
+    np.testing.assert_array_equal(out[:, 35:], full[:, 35:])
+    with pytest.raises(InputError, match="label_nc"):  # labels are still checked
+        kernels.assemble_input(labels, inst, 20, True, table, dtype, one_hot=False)
+
+
+@pytest.mark.parametrize("dtype", sorted(NP_DTYPES))
 def test_feature_values_round_like_numpy_and_ml_dtypes(dtype):
     """The shared float->fp16/bf16 conversion: subnormals, rounding ties, overflow, inf, NaN."""
     rng = np.random.default_rng(4)

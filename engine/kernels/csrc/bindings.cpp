@@ -79,7 +79,8 @@ bool pool(const py::array& features, const py::array& ids, int64_t kmax, py::arr
 }
 
 py::tuple assemble(const py::array& labels, py::object ids, py::object table, int label_nc,
-                   bool edges, int64_t feat, int64_t kmax, int dtype, py::array& result) {
+                   bool one_hot, bool edges, int64_t feat, int64_t kmax, int dtype,
+                   py::array& result) {
   const int64_t B = labels.shape(0), H = labels.shape(1), W = labels.shape(2);
   const int32_t* i = ids.is_none() ? nullptr : in<int32_t>(ids.cast<py::array>());
   const float* t = table.is_none() ? nullptr : in<float>(table.cast<py::array>());
@@ -88,7 +89,7 @@ py::tuple assemble(const py::array& labels, py::object ids, py::object table, in
   AssembleStatus s;
   {
     py::gil_scoped_release release;
-    s = assemble_input(lab, i, t, B, H, W, label_nc, edges, feat, kmax, dtype, dst);
+    s = assemble_input(lab, i, t, B, H, W, label_nc, one_hot, edges, feat, kmax, dtype, dst);
   }
   return py::make_tuple(s.label_out_of_range, s.id_out_of_range);
 }

@@ -254,8 +254,8 @@ P2PHD_CLONES void rgb_row(const typename Storage<DT>::type* red, int64_t plane, 
 
 template <int DT>
 AssembleStatus assemble(const uint8_t* labels, const int32_t* ids, const float* table, int64_t B,
-                        int64_t H, int64_t W, int label_nc, bool edges, int64_t feat, int64_t kmax,
-                        void* out) {
+                        int64_t H, int64_t W, int label_nc, bool one_hot, bool edges, int64_t feat,
+                        int64_t kmax, void* out) {
   using S = typename Storage<DT>::type;
   const S one = encode<DT>(1.0f), zero = encode<DT>(0.0f);
   const int64_t plane = H * W, channels = label_nc + (edges ? 1 : 0) + feat;
@@ -270,7 +270,7 @@ AssembleStatus assemble(const uint8_t* labels, const int32_t* ids, const float* 
     int max_label = 0;
     for (int64_t x = 0; x < W; ++x) max_label = std::max<int>(max_label, lab[x]);
     if (max_label >= label_nc) bad_label.store(true, std::memory_order_relaxed);
-    one_hot_row(lab, W, label_nc, img, plane, one, zero);
+    if (one_hot) one_hot_row(lab, W, label_nc, img, plane, one, zero);
     const int32_t* row = ids ? ids + r * W : nullptr;
     if (edges) {
       const int32_t* up = y > 0 ? row - W : row;
@@ -432,15 +432,18 @@ bool instance_pool(const float* features, const int32_t* ids, int64_t B, int64_t
 }
 
 AssembleStatus assemble_input(const uint8_t* labels, const int32_t* ids, const float* table,
-                              int64_t B, int64_t H, int64_t W, int label_nc, bool edges,
-                              int64_t feat, int64_t kmax, int dtype, void* out) {
+                              int64_t B, int64_t H, int64_t W, int label_nc, bool one_hot,
+                              bool edges, int64_t feat, int64_t kmax, int dtype, void* out) {
   switch (dtype) {
     case kFloat16:
-      return assemble<kFloat16>(labels, ids, table, B, H, W, label_nc, edges, feat, kmax, out);
+      return assemble<kFloat16>(labels, ids, table, B, H, W, label_nc, one_hot, edges, feat, kmax,
+                                out);
     case kBFloat16:
-      return assemble<kBFloat16>(labels, ids, table, B, H, W, label_nc, edges, feat, kmax, out);
+      return assemble<kBFloat16>(labels, ids, table, B, H, W, label_nc, one_hot, edges, feat,
+                                 kmax, out);
     default:
-      return assemble<kFloat32>(labels, ids, table, B, H, W, label_nc, edges, feat, kmax, out);
+      return assemble<kFloat32>(labels, ids, table, B, H, W, label_nc, one_hot, edges, feat, kmax,
+                                out);
   }
 }
 

@@ -40,10 +40,11 @@ struct AssembleStatus {
 // The generator input [B, label_nc + edges + feat, H, W] of element type `dtype` (DType):
 // one-hot labels, then the instance boundary channel (when `edges`), then `feat` channels of
 // table[b, id, f] (table [B,kmax,feat]) or zeros when `table` is null. `ids` may be null when
-// neither edges nor a table is used. Every element of `out` is written exactly once.
+// neither edges nor a table is used. Every element of `out` is written exactly once, except
+// the one-hot channels without `one_hot` (left as they are, for a reader of the labels).
 AssembleStatus assemble_input(const uint8_t* labels, const int32_t* ids, const float* table,
-                              int64_t B, int64_t H, int64_t W, int label_nc, bool edges,
-                              int64_t feat, int64_t kmax, int dtype, void* out);
+                              int64_t B, int64_t H, int64_t W, int label_nc, bool one_hot,
+                              bool edges, int64_t feat, int64_t kmax, int dtype, void* out);
 
 // The labels [B,H,W] of a generator input x [B,C,H,W] (float32) whose first label_nc channels
 // are one-hot. False where a pixel's label channels are not exactly one 1 and otherwise 0s
