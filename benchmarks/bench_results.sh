@@ -13,6 +13,9 @@
 #   kernels   the native kernels vs NumPy and the original per-instance loop       (~1 min)
 #   render    p2phd render's pipeline vs the engine alone at 256x512: the default model,
 #             then the full-size 512p generator in bf16                          (~2 min)
+#   firstconv OpenVINO's first convolution from the labels vs in the graph, bf16, the
+#             default model and the full-size 512p generator (int8 needs a calibrated
+#             package: benchmarks/results/first-conv/README.md)                  (~5 min)
 #   load      the gRPC server under 16 clients, batching on and off                (~4 min)
 #   editor    p2phd edit's round trip, HTTP and in headless Chromium               (~1 min)
 #   overload  4x capacity for 60 s                                                 (~2 min)
@@ -30,8 +33,8 @@ full_package() {  # the full-size 512p generator from random weights, exported o
     --n-downsample 4 --n-blocks 9 --label-nc 35
 }
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(engine gemm kernels render load editor overload pix2pix)
-[ "${PARTS[0]}" = all ] && PARTS=(engine gemm kernels render load editor overload pix2pix soak)
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(engine gemm kernels render firstconv load editor overload pix2pix)
+[ "${PARTS[0]}" = all ] && PARTS=(engine gemm kernels render firstconv load editor overload pix2pix soak)
 
 for part in "${PARTS[@]}"; do
   echo "== $part ($(date -u +%H:%M:%S), load average $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -51,12 +54,16 @@ for part in "${PARTS[@]}"; do
       full_package
       "$PY" benchmarks/render_throughput.py --model "$FULL" --precision bf16 --size 256x512 \
         --batch 4 -n 24 --rounds 2 -o "$OUT/render_throughput-512p.json" ;;
+    firstconv)
+      full_package
+      "$PY" benchmarks/first_conv.py models/default "$FULL" --precision bf16 \
+        -o "$OUT/first_conv.json" ;;
     load) "$PY" benchmarks/load.py --model models/default --clients 16 --rounds 5 ;;
     editor) "$PY" benchmarks/editor_latency.py --model models/default --screenshot docs/editor.png ;;
     overload) "$PY" benchmarks/overload.py --model models/default --load 4 --seconds 60 ;;
     pix2pix) "$PY" benchmarks/pix2pix.py ;;
     soak) "$PY" benchmarks/soak.py --model models/default --seconds 600 ;;
-    *) echo "unknown part: $part (engine gemm kernels render load editor overload pix2pix soak all)" >&2
+    *) echo "unknown part: $part (engine gemm kernels render firstconv load editor overload pix2pix soak all)" >&2
        exit 2 ;;
   esac
 done
