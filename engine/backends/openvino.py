@@ -154,10 +154,17 @@ class OpenVINOBackend(Backend):
             "PERFORMANCE_HINT": self.performance_hint,
         }
         self.first_conv = self._first_conv()
-        self.reads_one_hot = self.first_conv is None or self._cut_reads_input()
         self.memory_budget = memory_budget()
         self._folder = self.cache_folder()  # None: compile every shape, cache nothing
-        self._weight_bytes, self._bytes_per_pixel = self._measure_footprint()
+        # One small shape of the graph the label maps run on tells: whether the layers after a
+        # cut first convolution read the dense input too (a tail that reads the instance
+        # features, a local enhancer's downsampled input), and the compiled models' weight
+        # bytes and other bytes per image pixel.
+        side = self.package.manifest.size_multiple * 8
+        sample = self._shaped(1, side, side, self.first_conv is not None)
+        self.reads_one_hot = self.first_conv is None or len(sample.inputs) > 1
+        weights, held = _footprint(sample, 2 if self._bf16_float(self.precision) else 4)
+        self._weight_bytes, self._bytes_per_pixel = weights, held / (side * side)
         self._compiled: OrderedDict[tuple[int, int, int, bool], _Compiled] = OrderedDict()
 
     def _first_conv(self) -> OneHotConv | None:
@@ -172,12 +179,6 @@ class OpenVINOBackend(Backend):
         conv = probe_first_conv(self.core, self.model, m.label_nc)
         log.debug("openvino: first convolution %s", "from the labels" if conv else "in the graph")
         return conv
-
-    def _cut_reads_input(self) -> bool:
-        """Whether the layers after the first convolution read the dense input too (a tail that
-        reads the instance features, a local enhancer's downsampled input)."""
-        side = self.package.manifest.size_multiple * 2
-        return len(self._shaped(1, side, side, cut=True).inputs) > 1
 
     @classmethod
     def reduced_unsupported_impl(cls, precision: str) -> str | None:
@@ -196,13 +197,6 @@ class OpenVINOBackend(Backend):
         return f"openvino-{self._ov.__version__.split('-')[0]}-cpu-{flags}-{REWRITES}"
 
     # -- memory ---------------------------------------------------------------------------------
-
-    def _measure_footprint(self) -> tuple[int, float]:
-        """(weight bytes, other bytes per image pixel), from the graph at one small shape."""
-        side = self.package.manifest.size_multiple * 8
-        model = self._shaped(1, side, side, self.first_conv is not None)
-        weights, held = _footprint(model, 2 if self._bf16_float(self.precision) else 4)
-        return weights, held / (side * side)
 
     def estimated_bytes(self) -> int:
         """What the compiled models held now take, estimated from their shapes and batches."""
