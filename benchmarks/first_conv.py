@@ -51,16 +51,17 @@ def render_all(renderer, labels, instances) -> np.ndarray:
 
 def psnr(images: np.ndarray, reference: np.ndarray) -> dict:
     """Mean and worst per-image PSNR (dB) of uint8 images against the reference's."""
-    mse = ((images.astype(float) - reference) ** 2).reshape(len(images), -1).mean(1)
-    db = 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))
-    return {"mean": round(float(db.mean()), 2), "worst": round(float(db.min()), 2)}
+    from p2phd.engine.core.quality import psnr_db
+
+    db = [psnr_db(ref, image) for ref, image in zip(reference, images, strict=True)]
+    return {"mean": round(float(np.mean(db)), 2), "worst": round(min(db), 2)}
 
 
 def compare(model: Path, precision: str, labels, instances, rounds: int) -> dict:
     from p2phd.engine.core.renderer import Renderer
 
     with Renderer(model, "onnxruntime", "fp32") as fp32:
-        reference = render_all(fp32, labels, instances).astype(float)
+        reference = render_all(fp32, labels, instances)
     pair = renderers(model, precision)
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     images = {}

@@ -211,6 +211,8 @@ class EnginePipeline:
             return np.ascontiguousarray(fitted.labels), compact, table
         if self._dense is not None:  # the previous run's input is read by now: reuse it
             r.release(self._dense)
+        # whole, one-hot channels included even where the backend reads the labels instead
+        # (the renderer skips those): the quality check runs the reference on this input
         self._dense = r.dense_input(fitted.labels, fitted.instances, styles)
         return self._dense
 
