@@ -11,20 +11,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from p2phd.engine.backends.base import EngineOptions
-from p2phd.engine.core.renderer import Renderer
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/
+from _shared import cityscapes_frames  # noqa: E402
 
-SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "data" / "cityscapes-sample"
+from p2phd.engine.backends.base import EngineOptions  # noqa: E402
+from p2phd.engine.core.renderer import Renderer  # noqa: E402
 
 package, precision, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-names = sorted((SAMPLES / "test_inst").glob("*_instanceIds.png"))[:n]
-instances = np.stack([np.asarray(Image.open(p)) for p in names]).astype(np.int32)
-labels = np.stack([
-    np.asarray(Image.open(SAMPLES / "test_label" / p.name.replace("instanceIds", "labelIds")))
-    for p in names
-])  # fmt: skip
+source, frames = cityscapes_frames(n)
+instances = np.concatenate([i for i, _ in frames]).astype(np.int32)
+labels = np.concatenate([lab for _, lab in frames])
 renderer = Renderer(package, "openvino", precision,
                     options=EngineOptions((1, n, n), sizes=[labels.shape[1:]]))  # fmt: skip
 renderer.render(labels, instances)
