@@ -1,8 +1,9 @@
 """The non-network work of pix2pixHD inference as native CPU kernels (NumPy in, NumPy out).
 
 The generator input is one-hot(label) ⊕ edges(instance) ⊕ features; these functions build it,
-run the generator's first convolution on it as table lookups (`one_hot_labels`, `one_hot_conv`),
-and convert the generator output back to 8-bit RGB. Inputs are validated here with InputError
+run the generator's first convolution on it as table lookups (`one_hot_labels`, `one_hot_conv`;
+`one_hot_conv_levels` with the normalisation after it, quantised for an int8 layer), and
+convert the generator output back to 8-bit RGB. Inputs are validated here with InputError
 messages; the C++ kernels (`_native`, threaded, GIL released) trust what this module checked.
 The same per-element arithmetic runs on the GPU through `p2phd.engine.kernels.cuda`.
 """
@@ -24,8 +25,10 @@ __all__ = [
     "compact_instances",
     "instance_boundaries",
     "instance_pool",
+    "Levels",
     "OneHotConv",
     "one_hot_conv",
+    "one_hot_conv_levels",
     "one_hot_labels",
     "to_uint8_rgb",
 ]
@@ -286,28 +289,81 @@ def one_hot_labels(x: np.ndarray, label_nc: int) -> np.ndarray | None:
     return labels if _native.one_hot_labels(x, label_nc, labels) else None
 
 
-def one_hot_conv(
-    x: np.ndarray, labels: np.ndarray, conv: OneHotConv, out: np.ndarray | None = None
-) -> np.ndarray:
-    """`conv` on x float32 [B, C, H, W] whose labels (`one_hot_labels`) are `labels`: float32
-    [B, Co, H, W] (in `out` where given), computed as sums of weight rows."""
+def _conv_input(x: np.ndarray, labels: np.ndarray, conv: OneHotConv) -> tuple:
+    """x and labels checked for `conv` (one_hot_conv's and one_hot_conv_levels' inputs)."""
     x = _array("x", x, (np.float32,), 4)
     b, c, h, w = x.shape
     labels = _array("labels", labels, (np.uint8,), 3)
     _same_shape("labels", labels, (b, h, w), "x's batch")
-    k, co = conv.taps.shape[0], conv.channels_out
+    k = conv.taps.shape[0]
     if c != conv.channels:
         raise InputError(f"x: {c} channels; the convolution reads {conv.channels}")
     if min(h, w) <= k // 2:
         raise InputError(f"x: {w}x{h} is too small for a {k}x{k} reflection-padded convolution")
     if labels.size and int(labels.max()) >= conv.label_nc:
         raise InputError(f"labels: {int(labels.max())} is >= label_nc={conv.label_nc}")
-    shape = (b, co, h, w)
+    return x, labels
+
+
+def _out(out: np.ndarray | None, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """`out` checked as a writable C-contiguous array of `shape` and `dtype`, or a new one."""
     if out is None:
-        out = np.empty(shape, np.float32)
-    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise InputError(f"out: expected a C-contiguous float32 array of shape {shape}")
-    elif not out.flags.writeable:
+        return np.empty(shape, dtype)
+    if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        name = np.dtype(dtype).name
+        raise InputError(f"out: expected a C-contiguous {name} array of shape {shape}")
+    if not out.flags.writeable:
         raise InputError("out: the buffer is read-only")
+    return out
+
+
+def one_hot_conv(
+    x: np.ndarray, labels: np.ndarray, conv: OneHotConv, out: np.ndarray | None = None
+) -> np.ndarray:
+    """`conv` on x float32 [B, C, H, W] whose labels (`one_hot_labels`) are `labels`: float32
+    [B, Co, H, W] (in `out` where given), computed as sums of weight rows."""
+    x, labels = _conv_input(x, labels, conv)
+    b, _, h, w = x.shape
+    out = _out(out, (b, conv.channels_out, h, w), np.float32)
     _native.one_hot_conv(x, labels, conv.label_nc, conv.taps, conv.bias, out)
+    return out
+
+
+@dataclass(frozen=True)
+class Levels:
+    """What follows a OneHotConv in an int8 graph, up to the next layer's uint8 input: instance
+    normalisation (per image and channel, (y - mean) / sqrt(variance + eps), times `scale` plus
+    `shift`, float32 [Co]), ReLU, and quantisation to levels of `step`: round(z / step) clamped
+    to [0, 255], ties to even."""
+
+    eps: float
+    scale: np.ndarray
+    shift: np.ndarray
+    step: float
+
+    def __post_init__(self):
+        if not (self.eps > 0 and self.step > 0):
+            raise InputError(f"levels: eps and step must be > 0, got {self.eps} and {self.step}")
+
+
+def one_hot_conv_levels(
+    x: np.ndarray,
+    labels: np.ndarray,
+    conv: OneHotConv,
+    levels: Levels,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """`conv` then `levels` on x float32 [B, C, H, W] whose labels are `labels`: uint8
+    [B, H, W, Co], channels last (in `out` where given). The convolution is summed twice (for
+    the normalisation's moments, then for the levels), its float output never stored."""
+    x, labels = _conv_input(x, labels, conv)
+    b, _, h, w = x.shape
+    co = conv.channels_out
+    scale, shift = (np.ascontiguousarray(v, np.float32) for v in (levels.scale, levels.shift))
+    if scale.shape != (co,) or shift.shape != (co,):
+        raise InputError(f"levels: scale and shift must have shape ({co},)")
+    out = _out(out, (b, h, w, co), np.uint8)
+    _native.one_hot_conv_levels(
+        x, labels, conv.label_nc, conv.taps, conv.bias, levels.eps, scale, shift, levels.step, out
+    )
     return out

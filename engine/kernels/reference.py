@@ -96,6 +96,23 @@ def reflect_conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndar
     return out.astype(np.float32)
 
 
+def norm_steps(y: np.ndarray, eps: float, scale, shift, step: float) -> np.ndarray:
+    """Instance normalisation of y [B,C,H,W] (times scale plus shift per channel) and ReLU, in
+    steps of `step` (float64, before rounding), channels last."""
+    y = y.astype(np.float64)
+    mean = y.mean(axis=(2, 3), keepdims=True)
+    variance = y.var(axis=(2, 3), keepdims=True)
+    z = (y - mean) / np.sqrt(variance + eps) * np.asarray(scale, np.float64)[None, :, None, None]
+    z += np.asarray(shift, np.float64)[None, :, None, None]
+    return (np.maximum(z, 0) / step).transpose(0, 2, 3, 1)
+
+
+def norm_levels(y: np.ndarray, eps: float, scale, shift, step: float) -> np.ndarray:
+    """`norm_steps` as uint8 levels, rounded (ties to even) and clamped to 255: what
+    one_hot_conv_levels computes after the convolution, here from its stored output."""
+    return np.clip(np.round(norm_steps(y, eps, scale, shift, step)), 0, 255).astype(np.uint8)
+
+
 def to_uint8(output: np.ndarray) -> np.ndarray:
     """clamp(round_half_up((x + 1) * 127.5), 0, 255) in float32 arithmetic, NaN -> 0, to HWC."""
     x = output.astype(np.float32)

@@ -124,6 +124,23 @@ void conv(const py::array& x, const py::array& labels, int label_nc, const py::a
   one_hot_conv(src, lab, B, C, H, W, label_nc, K, Co, t, b, co_out, dst);
 }
 
+void conv_levels(const py::array& x, const py::array& labels, int label_nc,
+                 const py::array& taps, const py::array& bias, double eps,
+                 const py::array& scale, const py::array& shift, double step, py::array& result) {
+  const int64_t B = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+  const int K = (int)taps.shape(0);
+  const int64_t Co = taps.shape(3), co_out = result.shape(3);
+  const float* src = in<float>(x);
+  const uint8_t* lab = in<uint8_t>(labels);
+  const float* t = in<float>(taps);
+  const float* b = in<float>(bias);
+  const float* g = in<float>(scale);
+  const float* s = in<float>(shift);
+  uint8_t* dst = out<uint8_t>(result);
+  py::gil_scoped_release release;
+  one_hot_conv_levels(src, lab, B, C, H, W, label_nc, K, Co, t, b, co_out, eps, g, s, step, dst);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -135,4 +152,5 @@ PYBIND11_MODULE(_native, m) {
   m.def("to_uint8_rgb", &rgb);
   m.def("one_hot_labels", &labels_of, "-> False where the label channels are not one-hot");
   m.def("one_hot_conv", &conv);
+  m.def("one_hot_conv_levels", &conv_levels);
 }

@@ -60,6 +60,16 @@ void one_hot_conv(const float* x, const uint8_t* labels, int64_t B, int64_t C, i
                   int64_t W, int label_nc, int K, int64_t Co, const float* taps,
                   const float* bias, int64_t co_out, float* out);
 
+// That convolution followed by instance normalisation (per image and channel: (y - mean) /
+// sqrt(variance + eps), times scale[c] plus shift[c]), ReLU and quantisation to levels of
+// `step`: out uint8 [B,H,W,co_out] (channels last) = round(z / step) clamped to [0, 255],
+// ties to even, what an int8 layer after it reads. Two passes over the labels (the moments,
+// then the levels), none over a float output.
+void one_hot_conv_levels(const float* x, const uint8_t* labels, int64_t B, int64_t C, int64_t H,
+                         int64_t W, int label_nc, int K, int64_t Co, const float* taps,
+                         const float* bias, int64_t co_out, double eps, const float* scale,
+                         const float* shift, double step, uint8_t* out);
+
 // Generator output [B,3,H,W] of element type `dtype` -> uint8 RGB [B,H,W,3].
 void to_uint8_rgb(const void* output, int dtype, int64_t B, int64_t H, int64_t W, uint8_t* rgb);
 
