@@ -14,8 +14,11 @@ A generator whose first layer is a convolution over the one-hot label map (pix2p
 it from the labels instead (`openvino_graph.first_conv`): its weights are read off the compiled
 graph once at load, each call computes it with p2phd.engine.kernels.one_hot_conv in float32, and
 the compiled model starts after it (the largest int8 layer on Zen 4 and on AMX, with its input's
-layout reorder: benchmarks/results/first-conv/). An input whose label channels are not one-hot
-runs the whole graph. $P2PHD_OPENVINO_FIRST_CONV=graph keeps the whole graph always (to compare).
+layout reorder: benchmarks/results/first-conv/). In an int8 graph whose next layer reads the
+convolution's normalised output as uint8 levels, the kernel computes those levels too
+(one_hot_conv_levels) and the compiled model starts at them. An input whose label channels are
+not one-hot runs the whole graph. $P2PHD_OPENVINO_FIRST_CONV (to compare): `graph` keeps the
+whole graph, `conv` computes the convolution alone, `labels` (the default) as much as it can.
 
 Compiled models are exported to the engine cache (outside the package, each blob with its own
 sha256: a changed blob is recompiled, never run), so a restart compiles nothing. In memory they
@@ -43,6 +46,7 @@ from p2phd.engine.backends.openvino_graph import (
     REWRITES,
     cut_first_conv,
     probe_first_conv,
+    probe_levels,
     space_to_depth_narrow_convs,
 )
 from p2phd.engine.core import compiled_cache
@@ -53,13 +57,20 @@ from p2phd.engine.core.cpu_features import (
     int8_unsupported,
 )
 from p2phd.engine.core.package import ModelPackage
-from p2phd.engine.kernels import OneHotConv, one_hot_conv, one_hot_labels
+from p2phd.engine.kernels import (
+    Levels,
+    OneHotConv,
+    one_hot_conv,
+    one_hot_conv_levels,
+    one_hot_labels,
+)
 
 log = logging.getLogger(__name__)
 
 MEMORY_ENV = "P2PHD_ENGINE_MEMORY_MB"
 DEFAULT_MEMORY_MB = 2048
-FIRST_CONV_ENV = "P2PHD_OPENVINO_FIRST_CONV"  # "labels" (default) or "graph"
+FIRST_CONV_ENV = "P2PHD_OPENVINO_FIRST_CONV"
+FIRST_CONV_MODES = ("labels", "conv", "graph")  # the default first
 
 
 @dataclass
@@ -153,7 +164,7 @@ class OpenVINOBackend(Backend):
             "INFERENCE_PRECISION_HINT": "bf16" if self._bf16_float(self.precision) else "f32",
             "PERFORMANCE_HINT": self.performance_hint,
         }
-        self.first_conv = self._first_conv()
+        self.first_conv, self.levels = self._first_layer()
         self.memory_budget = memory_budget()
         self._folder = self.cache_folder()  # None: compile every shape, cache nothing
         # One small shape of the graph the label maps run on tells: whether the layers after a
@@ -167,18 +178,28 @@ class OpenVINOBackend(Backend):
         self._weight_bytes, self._bytes_per_pixel = weights, held / (side * side)
         self._compiled: OrderedDict[tuple[int, int, int, bool], _Compiled] = OrderedDict()
 
-    def _first_conv(self) -> OneHotConv | None:
+    def _first_layer(self) -> tuple[OneHotConv | None, Levels | None]:
         """The generator's first convolution to compute from the labels, or None (image input,
-        another first layer, or $P2PHD_OPENVINO_FIRST_CONV=graph)."""
-        mode = os.environ.get(FIRST_CONV_ENV, "labels")
-        if mode not in ("labels", "graph"):
-            raise ConfigError(f"${FIRST_CONV_ENV}: expected 'labels' or 'graph', got {mode!r}")
+        another first layer, or $P2PHD_OPENVINO_FIRST_CONV=graph); and the uint8 levels of its
+        normalised output to compute with it, or None (no int8 layer reads them, or =conv)."""
+        mode = os.environ.get(FIRST_CONV_ENV, FIRST_CONV_MODES[0])
+        if mode not in FIRST_CONV_MODES:
+            expected = ", ".join(repr(m) for m in FIRST_CONV_MODES)
+            raise ConfigError(f"${FIRST_CONV_ENV}: expected one of {expected}, got {mode!r}")
         m = self.package.manifest
         if mode == "graph" or m.image_input:
-            return None
+            return None, None
         conv = probe_first_conv(self.core, self.model, m.label_nc)
-        log.debug("openvino: first convolution %s", "from the labels" if conv else "in the graph")
-        return conv
+        quantized = conv is not None and mode == "labels"
+        levels = probe_levels(self.core, self.model, conv, m.size_multiple) if quantized else None
+        log.debug("openvino: first layer %s", self._first_layer_text(conv, levels))
+        return conv, levels
+
+    @staticmethod
+    def _first_layer_text(conv: OneHotConv | None, levels: Levels | None) -> str:
+        if conv is None:
+            return "in the graph"
+        return "from the labels" + (", normalised to uint8 levels" if levels else "")
 
     @classmethod
     def reduced_unsupported_impl(cls, precision: str) -> str | None:
@@ -220,7 +241,7 @@ class OpenVINOBackend(Backend):
         channels = self.package.manifest.input_channels
         model.reshape({self.input_name: self._ov.PartialShape([batch, channels, height, width])})
         if cut:
-            model = cut_first_conv(model)
+            model = cut_first_conv(model, levels=self.levels is not None)
         space_to_depth_narrow_convs(model)
         return model
 
@@ -231,7 +252,7 @@ class OpenVINOBackend(Backend):
             return None
         hint = self.performance_hint.lower()
         shape = f"{'n' if batch == -1 else batch}x{height}x{width}"
-        start = ".cut" if cut else ""
+        start = (".levels" if self.levels else ".cut") if cut else ""
         return self._folder / f"generator.{self.precision}.{hint}.{shape}{start}.blob"
 
     def _compile(self, key: tuple[int, int, int, bool]):
@@ -300,8 +321,12 @@ class OpenVINOBackend(Backend):
             request.infer({0: x}, share_inputs=True)
         else:  # the first convolution written straight into the request's input tensor
             tensor = request.get_input_tensor(0)
-            tensor.set_shape([batch, conv.channels_out, height, width])
-            one_hot_conv(x, labels, conv, out=tensor.data)
+            if self.levels is None:
+                tensor.set_shape([batch, conv.channels_out, height, width])
+                one_hot_conv(x, labels, conv, out=tensor.data)
+            else:
+                tensor.set_shape([batch, height, width, conv.channels_out])
+                one_hot_conv_levels(x, labels, conv, self.levels, out=tensor.data)
             # layers past the first may read the input too (a tail reading the features)
             request.infer({1: x} if len(entry.model.inputs) == 2 else {}, share_inputs=True)
         return request.get_output_tensor(0).data.copy()
@@ -323,7 +348,7 @@ class OpenVINOBackend(Backend):
             "performance_hint": self.performance_hint,
             "cpu_bf16": ", ".join(isa) if isa else "none",
             "cpu_int8": ", ".join(int8_isa) if int8_isa else "none",
-            "first_conv": "in the graph" if conv is None else "from the labels",
+            "first_conv": self._first_layer_text(conv, self.levels),
             **({} if conv is None else {"first_conv_macs_per_pixel": conv.macs_per_pixel}),
             "openvino": self._ov.__version__,
         }

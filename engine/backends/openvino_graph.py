@@ -6,6 +6,11 @@ largest int8 layer on Zen 4 and on AMX, whose tiles it fills a little over half,
 reorder of the wide float input). `first_conv` finds it, `probe_first_conv` reads its weights off
 the compiled graph, and `cut_first_conv` makes the model start after it: the backend computes it
 from the labels (p2phd.engine.kernels.one_hot_conv, a table lookup per tap) and feeds the rest.
+In an int8 graph the layer after it reads its instance-normalised, ReLU'd output as uint8
+levels: `probe_levels` reads that normalisation and quantisation off the graph too, and the cut
+then starts at those levels (one_hot_conv_levels), channels last, where the CPU plugin's int8
+convolution reads them without a reorder (the 512p generator at 256x512 on Zen 4: the input's
+float32 reorder, 3-5 ms an image, and the normalisation, 1-2 ms, leave the graph).
 
 pix2pixHD's (and CycleGAN's) last layer is a 7x7 convolution from 64 channels to the image's 3 at
 full resolution: its 3 output channels fill 3 of the 16 lanes the CPU plugin computes a vector of
@@ -25,11 +30,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from p2phd.engine.kernels import OneHotConv, one_hot_conv, one_hot_labels
+from p2phd.engine.kernels import (
+    Levels,
+    OneHotConv,
+    one_hot_conv,
+    one_hot_conv_levels,
+    one_hot_labels,
+)
 
 CHANNEL_BLOCK = 16  # the CPU plugin lays out NCHW channels in blocks of 16 (AVX-512 fp32 lanes)
 BLOCK = 2  # pixels per side of a space-to-depth block
-REWRITES = "s2d-v2-cut1"  # in the engine cache key: blobs compiled before a change are not imported
+REWRITES = "s2d-v2-cut2"  # in the engine cache key: blobs compiled before a change are not imported
 
 
 def phase_weights(weight: np.ndarray) -> np.ndarray:
@@ -191,6 +202,71 @@ def _biased(conv, radius: int) -> FirstConv | None:
     return FirstConv(output, kernel[0])
 
 
+@dataclass
+class NormChain:
+    """What an int8 graph computes from its first convolution's output up to the next layer's
+    input: instance normalisation (MVN over H and W, a per-channel Multiply and Add), ReLU, a
+    FakeQuantize to levels 0..255, Convert to uint8 (`levels`), and back to float: Convert,
+    Subtract of the zero point (`zero_point`, where there is one) and Multiply by the step
+    (`step`), whose output (`dequantized`) that layer reads."""
+
+    mvn: object
+    scale: object  # ov.Output of per-channel values
+    shift: object
+    quantize: object
+    levels: object  # ov.Output: uint8 levels [N, Co, H, W]
+    zero_point: object | None  # ov.Output, one value
+    step: object  # ov.Output, one value
+    dequantized: object  # ov.Output
+
+
+def _one_value(output) -> bool:
+    shape = output.get_partial_shape()
+    return shape.is_static and int(np.prod(list(shape.to_shape()), dtype=np.int64)) == 1
+
+
+def _norm_chain(output) -> NormChain | None:
+    """The NormChain after `output` (a first convolution's), each node its input's only reader
+    and its other inputs constants, the zero point and step one value each; None for any other
+    graph."""
+    import openvino as ov
+
+    nodes = []
+    for kind in ("MVN", "Multiply", "Add", "Relu", "FakeQuantize", "Convert", "Convert",
+                 "Subtract", "Multiply"):  # fmt: skip
+        target = _only_consumer(output)
+        node = None if target is None else target.get_node()
+        if kind == "Subtract" and node is not None and node.get_type_name() == "Multiply":
+            nodes.append(None)  # no zero point
+            continue
+        if node is None or node.get_type_name() != kind or target.get_index() != 0:
+            return None
+        if not all(_from_constants(i.get_source_output()) for i in node.inputs()[1:]):
+            return None
+        nodes.append(node)
+        output = node.output(0)
+    mvn, scale, shift, _, quantize, to_levels, _, zero, step = nodes
+    attrs = mvn.get_attributes()
+    if not attrs["normalize_variance"] or attrs["eps_mode"].upper() != "INSIDE_SQRT":
+        return None
+    if quantize.get_attributes()["levels"] != 256:
+        return None
+    if to_levels.get_output_element_type(0) != ov.Type.u8:
+        return None
+    scalars = [step.input_value(1)] + ([] if zero is None else [zero.input_value(1)])
+    if not all(_one_value(o) for o in scalars):
+        return None
+    return NormChain(mvn, scale.input_value(1), shift.input_value(1), quantize,
+                     to_levels.output(0), None if zero is None else zero.input_value(1),
+                     step.input_value(1), output)  # fmt: skip
+
+
+def _value(output) -> np.ndarray | None:
+    """The value of `output` where its node is a Constant (after constant folding), else None."""
+    node = output.get_node()
+    return node.get_data() if node.get_type_name() == "Constant" else None
+
+
 def probe_first_conv(core, model, label_nc: int) -> OneHotConv | None:
     """The first convolution of `model` (`first_conv`) as the compiled graph computes it on 0/1
     inputs (its input quantization included), read off its responses to single 1s; None where
@@ -222,32 +298,95 @@ def probe_first_conv(core, model, label_nc: int) -> OneHotConv | None:
     return conv if _agrees(compiled, conv, label_nc) else None
 
 
-def _agrees(compiled, conv: OneHotConv, label_nc: int) -> bool:
-    """Whether the lookup matches the compiled first convolution on random labels and 0/1 dense
-    channels (edges; features are continuous, and computed unquantized by the lookup)."""
+def _random_input(conv: OneHotConv, multiple: int = 1) -> np.ndarray:
+    """A small label map's input x [2, C, H, W] (H and W multiples of `multiple`): random
+    labels in runs of two, 0/1 dense channels (edges; features are continuous, and computed
+    unquantized by the lookup)."""
     rng = np.random.default_rng(0)
-    c, k = conv.channels, conv.taps.shape[0]
-    h, w = 2 * k + 3, 3 * k + 2
+    c, k, label_nc = conv.channels, conv.taps.shape[0], conv.label_nc
+    h, w = (-(-n // multiple) * multiple for n in (2 * k + 3, 3 * k + 2))
     labels = np.repeat(rng.integers(0, label_nc, (2, h, w // 2 + 1)), 2, axis=2)[:, :, :w]
     x = (labels[:, None] == np.arange(c)[None, :, None, None]).astype(np.float32)
     x[:, label_nc:] = rng.integers(0, 2, (2, c - label_nc, h, w))
+    return x
+
+
+def _agrees(compiled, conv: OneHotConv, label_nc: int) -> bool:
+    """Whether the lookup matches the compiled first convolution on `_random_input`."""
+    x = _random_input(conv)
     graph = compiled.create_infer_request().infer({0: x})[0]
     lookup = one_hot_conv(x, one_hot_labels(x, label_nc), conv)
     return bool(np.allclose(lookup, graph, rtol=1e-4, atol=1e-4 * float(np.abs(graph).max())))
 
 
-def cut_first_conv(model) -> object:
+def probe_levels(core, model, conv: OneHotConv, multiple: int) -> Levels | None:
+    """The normalisation and quantisation an int8 graph applies to its first convolution's
+    output (`NormChain`), read off the graph with its constants folded (at a size that is a
+    multiple of `multiple`, which the graph takes); None where there is none, or where
+    one_hot_conv_levels then disagrees with the compiled graph on a random label map by more
+    than one level anywhere (float sums in another order round a level apart)."""
+    import openvino as ov
+    from openvino.passes import ConstantFolding, Manager
+
+    x = _random_input(conv, multiple)
+    model = model.clone()
+    model.reshape({model.get_parameters()[0].output(0): ov.PartialShape(list(x.shape))})
+    passes = Manager()
+    passes.register_pass(ConstantFolding())
+    passes.run_passes(model)
+    found = first_conv(model)
+    chain = None if found is None else _norm_chain(found.output)
+    if chain is None:
+        return None
+    axes, scale, shift = (_value(o) for o in (chain.mvn.input_value(1), chain.scale, chain.shift))
+    zero = np.zeros(1) if chain.zero_point is None else _value(chain.zero_point)
+    bounds = [_value(chain.quantize.input_value(i)) for i in range(1, 5)]
+    if any(v is None for v in [axes, scale, shift, zero, *bounds]):
+        return None
+    low, high, out_low, out_high = (float(v.ravel()[0]) if v.size == 1 else None for v in bounds)
+    if sorted(axes.ravel().tolist()) != [2, 3] or zero.any():
+        return None
+    if not (low == out_low == 0 and out_high == 255 and high is not None and high > 0):
+        return None
+    co = conv.channels_out
+    if scale.size not in (1, co) or shift.size not in (1, co):
+        return None
+    scale, shift = (np.broadcast_to(v.ravel(), (co,)).astype(np.float32) for v in (scale, shift))
+    levels = Levels(float(chain.mvn.get_attributes()["eps"]), scale, shift, high / 255)
+    prefix = ov.Model([chain.levels.get_node()], model.get_parameters())
+    compiled = core.compile_model(prefix, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    graph = compiled.create_infer_request().infer({0: x})[0].astype(np.int32)
+    mine = one_hot_conv_levels(x, one_hot_labels(x, conv.label_nc), conv, levels)
+    return levels if np.abs(mine.transpose(0, 3, 1, 2) - graph).max() <= 1 else None
+
+
+def cut_first_conv(model, levels: bool = False) -> object:
     """`model` (reshaped) starting after its first convolution (`first_conv`): a model whose
     first input is that convolution's output [N, Co, H, W], as one_hot_conv writes it (planar:
     the CPU plugin's instance normalisation reads it without a reorder, unlike channels last),
-    and whose second is the original input where other layers read it too."""
+    and whose second is the original input where other layers read it too. With `levels`, it
+    starts after the NormChain instead: the first input is its uint8 levels [N, H, W, Co], as
+    one_hot_conv_levels writes them, dequantized and transposed (which the plugin folds into
+    its int8 convolution's channels-last input)."""
     import openvino as ov
     import openvino.opset13 as ops
 
     found = first_conv(model)
-    first = ops.parameter(found.output.get_partial_shape(), np.float32, name="first_conv")
-    for target in list(found.output.get_target_inputs()):
-        target.replace_source_output(first.output(0))
+    output = found.output
+    if levels:
+        chain = _norm_chain(output)
+        n, c, h, w = output.get_partial_shape()
+        first = ops.parameter([n, h, w, c], np.uint8, name="first_conv")
+        value = ops.convert(first, chain.dequantized.get_element_type())
+        if chain.zero_point is not None:
+            value = ops.subtract(value, chain.zero_point)
+        value = ops.multiply(value, chain.step)
+        value = ops.transpose(value, ops.constant(np.array([0, 3, 1, 2], np.int64)))
+        output = chain.dequantized
+    else:
+        first = value = ops.parameter(output.get_partial_shape(), np.float32, name="first_conv")
+    for target in list(output.get_target_inputs()):
+        target.replace_source_output(value.output(0))
     original = model.get_parameters()[0]
     read = original.get_friendly_name() in _ancestors(model.outputs, stop=())
     return ov.Model(model.get_results(), [first, original] if read else [first])

@@ -108,6 +108,8 @@ def test_int8_build_passes_the_gate_then_renders_on_request_only(
     with_int8 = Renderer(default_model, backend, "int8")
     assert with_int8.describe()["precision"] == "int8"
     assert "passed the int8 gate" in with_int8.describe()["precision_reason"]
+    if backend == "openvino":  # the first layer's output the int8 layer reads: from the labels
+        assert with_int8.describe()["first_conv"] == "from the labels, normalised to uint8 levels"
     fp32 = Renderer(default_model, backend, "fp32")
     psnr = quality.psnr_db(fp32.render(labels, instances), with_int8.render(labels, instances))
     assert psnr > 30

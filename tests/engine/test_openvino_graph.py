@@ -1,6 +1,7 @@
 """The OpenVINO graph rewrites (engine/backends/openvino_graph.py): narrow convolutions computed on
-a space-to-depth view, and the first convolution computed from the labels, give the same numbers,
-and only where they apply."""
+a space-to-depth view, and the first convolution computed from the labels (in an int8 graph with
+the normalisation to the uint8 levels the next layer reads), give the same numbers, and only
+where they apply."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import pytest
 from p2phd.common.errors import ConfigError
 from p2phd.engine.backends.openvino import FIRST_CONV_ENV, OpenVINOBackend
 from p2phd.engine.backends.openvino_graph import (
+    cut_first_conv,
     first_conv,
     probe_first_conv,
+    probe_levels,
     space_to_depth_narrow_convs,
 )
 from p2phd.engine.core.package import ModelPackage
+from p2phd.engine.kernels import one_hot_conv_levels, one_hot_labels
 from tests.conftest import REPO
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install openvino)")
@@ -72,7 +76,7 @@ def test_the_backend_compiles_the_default_models_last_convolution_on_blocks():
     backend = OpenVINOBackend(ModelPackage(REPO / "models" / "default"), "fp32")
     types = op_types(backend._shaped(1, 64, 128, cut=True))
     assert types.count("SpaceToDepth") == 1  # the 7x7 convolution to the 3 image channels
-    assert backend.cache_key().endswith("-s2d-v2-cut1")  # older blobs are not imported
+    assert backend.cache_key().endswith("-s2d-v2-cut2")  # older blobs are not imported
 
 
 def dense_input(package, maps):
@@ -204,3 +208,71 @@ def test_a_quantized_first_layer_is_found():
 )
 def test_other_first_layers_stay_in_the_graph(layer):
     assert first_conv(first_layer(**layer)) is None
+
+
+STEP = 0.03  # the int8 layer's input step
+
+
+def int8_first_layers(levels=256, zero_point=0.0, step_shape=()) -> ov.Model:
+    """A first layer as OpenVINO reads an int8 graph's: a reflection-padded 7x7 convolution of
+    the one-hot labels (5) and an edge channel, instance normalisation with a scale and shift,
+    ReLU, a quantizer to uint8 levels and back (step STEP), and the int8 layer after it."""
+    rng = np.random.default_rng(8)
+    x = ops.parameter([-1, 6, -1, -1], np.float32)
+    y = ops.pad(x, [0, 0, 3, 3], [0, 0, 3, 3], "reflect")
+    y = ops.convolution(y, rng.normal(0, 0.3, (8, 6, 7, 7)).astype(np.float32), [1, 1], [0, 0],
+                        [0, 0], [1, 1])  # fmt: skip
+    y = ops.add(y, rng.normal(0, 1, (1, 8, 1, 1)).astype(np.float32))
+    y = ops.mvn(y, np.array([2, 3], np.int64), True, 1e-5, "inside_sqrt")
+    y = ops.multiply(y, rng.uniform(0.5, 2, (1, 8, 1, 1)).astype(np.float32))
+    y = ops.add(y, rng.normal(0, 0.5, (1, 8, 1, 1)).astype(np.float32))
+    y = ops.relu(y)
+    low, high, top = (np.float32(v) for v in (0, 255 * STEP, 255))
+    y = ops.fake_quantize(y, low, high, low, top, levels)
+    y = ops.convert(ops.convert(y, "u8"), "f32")
+    y = ops.subtract(y, np.float32(zero_point))
+    y = ops.multiply(y, np.full(step_shape, STEP, np.float32))
+    y = ops.convolution(y, rng.normal(0, 0.1, (4, 8, 3, 3)).astype(np.float32), [1, 1], [1, 1],
+                        [1, 1], [1, 1])  # fmt: skip
+    return ov.Model([y], [x])
+
+
+def label_input(shape=(2, 16, 24)) -> np.ndarray:
+    labels = np.random.default_rng(9).integers(0, 5, shape).repeat(2, axis=2)[..., : shape[2]]
+    x = (labels[:, None] == np.arange(6)[None, :, None, None]).astype(np.float32)
+    x[:, 5] = np.random.default_rng(10).random(shape) < 0.2  # edges
+    return x
+
+
+def test_an_int8_graph_starts_at_the_levels_its_next_layer_reads():
+    core, model = ov.Core(), int8_first_layers()
+    conv = probe_first_conv(core, model, 5)
+    levels = probe_levels(core, model, conv, 1)
+    assert levels.step == pytest.approx(STEP) and levels.eps == pytest.approx(1e-5)
+    x = label_input()
+    model.reshape(list(x.shape))
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    whole = core.compile_model(model.clone(), "CPU", config).create_infer_request().infer({0: x})[0]
+    cut = cut_first_conv(model.clone(), levels=True)
+    first = cut.inputs[0]
+    assert len(cut.inputs) == 1 and first.get_element_type() == ov.Type.u8
+    assert list(first.get_partial_shape().to_shape()) == [2, 16, 24, 8]  # channels last
+    assert "MVN" not in op_types(cut) and op_types(cut).count("Convolution") == 1
+    start = one_hot_conv_levels(x, one_hot_labels(x, 5), conv, levels)
+    out = core.compile_model(cut, "CPU", config).create_infer_request().infer({0: start})[0]
+    # a level apart where a value lies on a rounding boundary: STEP times a weight or so
+    assert np.abs(out - whole).max() < STEP and np.mean(np.abs(out - whole) > 1e-4) < 0.02
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        {"levels": 255},  # not the 0..255 levels the kernel writes
+        {"zero_point": 3.0},
+        {"step_shape": (1, 8, 1, 1)},  # a step per channel: not one value for all
+    ],
+)
+def test_other_quantizers_leave_the_normalisation_in_the_graph(chain):
+    core, model = ov.Core(), int8_first_layers(**chain)
+    conv = probe_first_conv(core, model, 5)
+    assert conv is not None and probe_levels(core, model, conv, 1) is None
