@@ -1,15 +1,17 @@
-"""The generator's first convolution computed from the labels (the OpenVINO backend's default)
-against the same convolution left in the compiled graph ($P2PHD_OPENVINO_FIRST_CONV=graph).
+"""The generator's first layer computed from the labels (the OpenVINO backend's default) against
+the same layer left in the compiled graph, one Renderer per $P2PHD_OPENVINO_FIRST_CONV mode:
+`graph` (the whole graph), `conv` (the convolution from the labels) and `labels` (in an int8
+graph, its normalisation to uint8 levels too; otherwise what `conv` does).
 
-Both warm Renderers render the same real Cityscapes maps (the sample resized to 256x512, as
+The warm Renderers render the same real Cityscapes maps (the sample resized to 256x512, as
 benchmarks/int8.py writes them) through Renderer.render at batch 4, rounds alternating between
-them so a slow spell on the shared machine hits both; the ratio of the median ms/image is the
-result, with the largest and mean difference of their 8-bit outputs and each one's PSNR against
-ONNX Runtime fp32 (mean and worst image): int8 rounds differently either way, so the two differ
-by more than their distance to fp32 does.
+them so a slow spell on the shared machine hits all; the ratios of the median ms/image to the
+first mode's are the result, with the largest and mean difference of their 8-bit outputs from
+the first mode's and each one's PSNR against ONNX Runtime fp32 (mean and worst image): int8
+rounds differently either way, so two modes differ by more than their distance to fp32 does.
 
     .venv/bin/python benchmarks/first_conv.py models/default /tmp/z512/pkg \
-        --precision bf16,int8 -o benchmarks/results/first-conv/zen4.json
+        --precision bf16,int8 --modes graph,labels -o benchmarks/results/first-conv/zen4.json
 """
 
 from __future__ import annotations
@@ -25,17 +27,16 @@ from _shared import RESULTS, machine, write_result
 from int8 import decoded, real_maps
 
 BATCH = 4
-MODES = ("graph", "labels")
 
 
-def renderers(model: Path, precision: str) -> dict:
+def renderers(model: Path, precision: str, modes: list[str]) -> dict:
     """A Renderer per mode, each warmed by one render."""
     from p2phd.engine.backends.base import EngineOptions
     from p2phd.engine.backends.openvino import FIRST_CONV_ENV
     from p2phd.engine.core.renderer import Renderer
 
     out = {}
-    for mode in MODES:
+    for mode in modes:
         os.environ[FIRST_CONV_ENV] = mode
         options = EngineOptions((1, BATCH, BATCH), sizes=[(256, 512)])
         out[mode] = Renderer(model, "openvino", precision, options=options)
@@ -57,13 +58,13 @@ def psnr(images: np.ndarray, reference: np.ndarray) -> dict:
     return {"mean": round(float(np.mean(db)), 2), "worst": round(min(db), 2)}
 
 
-def compare(model: Path, precision: str, labels, instances, rounds: int) -> dict:
+def compare(model: Path, precision: str, modes: list[str], labels, instances, rounds: int) -> dict:
     from p2phd.engine.core.renderer import Renderer
 
     with Renderer(model, "onnxruntime", "fp32") as fp32:
         reference = render_all(fp32, labels, instances)
-    pair = renderers(model, precision)
-    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    pair = renderers(model, precision, modes)
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
     images = {}
     for mode, r in pair.items():
         images[mode] = render_all(r, labels, instances)  # warm-up
@@ -73,16 +74,19 @@ def compare(model: Path, precision: str, labels, instances, rounds: int) -> dict
             render_all(r, labels, instances)
             times[mode].append((time.perf_counter() - t) * 1e3 / len(labels))
     median = {mode: float(np.median(t)) for mode, t in times.items()}
-    diff = np.abs(images["graph"].astype(int) - images["labels"].astype(int))
+    first, others = modes[0], modes[1:]
+    diff = {m: np.abs(images[first].astype(int) - images[m].astype(int)) for m in others}
     return {
         "model": str(model),
         "precision": precision,
         "first_conv": {mode: r.backend.describe()["first_conv"] for mode, r in pair.items()},
         "ms_per_image": {mode: [round(t, 1) for t in ts] for mode, ts in times.items()},
         "median_ms_per_image": {mode: round(m, 1) for mode, m in median.items()},
-        "speedup": round(median["graph"] / median["labels"], 3),
-        "output_difference_levels": {"max": int(diff.max()), "mean": round(float(diff.mean()), 3)},
-        "psnr_vs_fp32_db": {mode: psnr(images[mode], reference) for mode in MODES},
+        "speedup": {m: round(median[first] / median[m], 3) for m in others},
+        "output_difference_levels": {
+            m: {"max": int(d.max()), "mean": round(float(d.mean()), 3)} for m, d in diff.items()
+        },
+        "psnr_vs_fp32_db": {mode: psnr(images[mode], reference) for mode in modes},
     }
 
 
@@ -90,6 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--precision", default="bf16,int8")
+    parser.add_argument("--modes", default="graph,conv,labels", help="the first is the baseline")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("-o", "--output", type=Path, default=RESULTS / "first_conv.json")
     args = parser.parse_args()
@@ -98,7 +103,8 @@ def main() -> None:
     rows = []
     for model in args.models:
         for precision in args.precision.split(","):
-            rows.append(compare(model, precision, labels, instances, args.rounds))
+            modes = args.modes.split(",")
+            rows.append(compare(model, precision, modes, labels, instances, args.rounds))
             print(rows[-1], flush=True)
     write_result(args.output, {
         "machine": machine(),

@@ -2,7 +2,7 @@
 (batch N, OpenVINO), the second of two renders timed, and print the process's peak resident
 memory. Run it once per $P2PHD_OPENVINO_FIRST_CONV mode:
 
-    for m in graph labels; do P2PHD_OPENVINO_FIRST_CONV=$m .venv/bin/python \\
+    for m in graph conv labels; do P2PHD_OPENVINO_FIRST_CONV=$m .venv/bin/python \\
         benchmarks/results/first-conv/full_size.py /tmp/z512/pkg int8 2; done
 """
 
