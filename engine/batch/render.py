@@ -30,6 +30,7 @@ from p2phd.common.decode import DEFAULT_MAX_PIXELS, decode_pair, read_input_file
 from p2phd.common.errors import InputError, P2PHDError
 from p2phd.common.image_input import decode_image
 from p2phd.common.pairing import IMAGE_EXTENSIONS, index_by_key, pair_key, select_role
+from p2phd.common.png import encode_png
 from p2phd.engine.core.style import Style
 
 log = logging.getLogger(__name__)
@@ -367,10 +368,9 @@ def _decode_photo(path: Path, shape: tuple[int, int], max_pixels: int) -> np.nda
 
 def _write_png(job: Job, image: np.ndarray) -> tuple[Job, str | None]:
     try:
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+        png = encode_png(image)
         with atomic_path(job.output) as tmp:
-            tmp.write_bytes(buf.getvalue())
+            tmp.write_bytes(png)
         return job, None
     except OSError as e:
         return job, f"cannot write {job.output}: {e}"

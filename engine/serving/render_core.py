@@ -8,7 +8,6 @@ own before it is queued, so one bad request cannot fail the batch it would have 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +17,6 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 import numpy as np
-from PIL import Image
 
 from p2phd.common.decode import validate_maps
 from p2phd.common.errors import (
@@ -106,14 +104,6 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     else:
         code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"
     return code, _cut(message, MAX_STATUS_CHARS)
-
-
-def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """PNG bytes of a uint8 [H, W, 3] image (fast compression: the server's time is latency;
-    0 stores it uncompressed, for a link where bytes are cheaper than milliseconds)."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
 
 
 class RenderCore:

@@ -20,8 +20,9 @@ from PIL import Image
 from p2phd.common.decode import decode_instance, decode_label
 from p2phd.common.errors import InputError
 from p2phd.common.image_input import decode_image
+from p2phd.common.png import encode_png
 from p2phd.engine.core.style import Style, check_entries
-from p2phd.engine.serving.render_core import Item, RenderCore, clipped, encode_png
+from p2phd.engine.serving.render_core import Item, RenderCore, clipped
 from p2phd.engine.serving.wire import renderer_pb2 as pb
 from p2phd.engine.serving.wire import renderer_pb2_grpc
 

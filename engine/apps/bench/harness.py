@@ -297,7 +297,7 @@ def time_pipeline(
     pipe, pngs: list[tuple[bytes, bytes]], label_nc: int, warmup: int, iters: int, nvtx: Nvtx
 ) -> Timings:
     """Run decode -> preprocess -> infer -> postprocess -> encode warmup + iters times."""
-    from p2phd.engine.serving.render_core import encode_png
+    from p2phd.common.png import encode_png
 
     backend = getattr(pipe, "backend", None)
     events = device_timer(backend)

@@ -33,8 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from p2phd.common.atomic import atomic_write_bytes
+    from p2phd.common.png import encode_png
     from p2phd.engine.serving.client import RenderClient
-    from p2phd.engine.serving.render_core import encode_png
 
     with RenderClient(
         args.target, timeout=args.timeout, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key

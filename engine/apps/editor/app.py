@@ -30,11 +30,12 @@ from werkzeug.exceptions import HTTPException
 from p2phd.common.decode import decode_pair, validate_maps
 from p2phd.common.errors import InputError, P2PHDError
 from p2phd.common.pairing import choose_maps
+from p2phd.common.png import encode_png
 from p2phd.engine.apps.editor.access import allowed_hosts, refusal
 from p2phd.engine.apps.editor.config import EditorConfig
 from p2phd.engine.core.package import ModelPackage
 from p2phd.engine.core.style import SEED_RANGE, Style
-from p2phd.engine.serving.render_core import RendererLike, encode_png
+from p2phd.engine.serving.render_core import RendererLike
 
 STATIC = Path(__file__).parent / "static"
 EDITOR_MAX_PIXELS = 2048 * 1024  # a Cityscapes frame; larger maps stop being interactive
