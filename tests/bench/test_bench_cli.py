@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 from PIL import Image
 
@@ -147,3 +149,32 @@ def test_an_image_input_package_is_refused_naming_the_pix2pix_benchmark(tmp_path
     err = capsys.readouterr().err
     assert "takes images (pix2pix/CycleGAN)" in err and "benchmarks/pix2pix.py" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_engine_rows_time_the_renderers_input_and_check_quality_on_the_whole_one(
+    bench_package, monkeypatch
+):
+    """Where OpenVINO reads the labels instead of the one-hot channels, the timed input leaves
+    them unwritten as `p2phd render`'s does; the quality check still gets the whole input."""
+    from p2phd.engine.apps.bench.harness import EnginePipeline
+    from p2phd.engine.core.quality import synthetic_maps
+    from p2phd.engine.core.renderer import Renderer
+    from p2phd.engine.core.style import Style
+
+    labels, instances = synthetic_maps(2, 32, 64, 35, seed=3)
+    with Renderer(bench_package, "openvino", "fp32") as renderer:
+        assert not renderer.backend.reads_one_hot
+        pipe = EnginePipeline(renderer)
+        built, dense_input = [], renderer.dense_input
+        monkeypatch.setattr(
+            renderer, "dense_input", lambda *a, **k: built.append(k) or dense_input(*a, **k)
+        )
+        x = pipe.preprocess(labels, instances)
+        assert built == [{"one_hot": False}]  # as Renderer.render builds it for this backend
+        x[:, :35] = 0.5  # whatever the pooled buffer held there: the backend reads the labels
+        out = pipe.infer(x)
+        dense, output = pipe.quality_pair(x, out)
+        whole = dense_input(labels, instances, [Style(seed=0)] * 2)
+        assert output is out
+        assert (dense == whole).all() and (dense[:, :35].sum(axis=1) == 1).all()
+        np.testing.assert_allclose(renderer.backend.infer(whole), out, atol=1e-4)

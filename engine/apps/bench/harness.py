@@ -211,9 +211,9 @@ class EnginePipeline:
             return np.ascontiguousarray(fitted.labels), compact, table
         if self._dense is not None:  # the previous run's input is read by now: reuse it
             r.release(self._dense)
-        # whole, one-hot channels included even where the backend reads the labels instead
-        # (the renderer skips those): the quality check runs the reference on this input
-        self._dense = r.dense_input(fitted.labels, fitted.instances, styles)
+        # as the renderer builds it: the one-hot channels only where the backend reads them
+        one_hot = self.backend.reads_one_hot
+        self._dense = r.dense_input(fitted.labels, fitted.instances, styles, one_hot=one_hot)
         return self._dense
 
     def infer(self, x) -> np.ndarray:
@@ -230,13 +230,15 @@ class EnginePipeline:
         return self._fitted.restore(to_uint8_rgb(np.ascontiguousarray(out, np.float32)))
 
     def quality_pair(self, x, out) -> tuple[np.ndarray, np.ndarray]:
-        """(dense input, float output) of the last run, for the quality check; on the device
-        path the last maps' dense input is built on the host and run through `infer`."""
-        if not self.on_device:
+        """(dense input, float output) of the last run, for the quality check: the whole input
+        the reference reads, built again where the timed one left its one-hot channels to the
+        backend's labels; on the device path the last maps' input is built on the host and run
+        through `infer`."""
+        if not self.on_device and self.backend.reads_one_hot:
             return x, out
         f = self._fitted
         dense = self.renderer.dense_input(f.labels, f.instances, [Style(seed=0)] * len(f.labels))
-        return dense, self.backend.infer(dense)
+        return dense, out if not self.on_device else self.backend.infer(dense)
 
     def describe(self) -> dict:
         return self.renderer.describe()
