@@ -45,8 +45,12 @@ from p2phd.engine.backends.openvino_graph import (
     CHANNEL_BLOCK,
     REWRITES,
     cut_first_conv,
+    drop_biases,
+    droppable_biases,
+    folded,
     probe_first_conv,
     probe_levels,
+    probe_shape,
     space_to_depth_narrow_convs,
 )
 from p2phd.engine.core import compiled_cache
@@ -164,7 +168,11 @@ class OpenVINOBackend(Backend):
             "INFERENCE_PRECISION_HINT": "bf16" if self._bf16_float(self.precision) else "f32",
             "PERFORMANCE_HINT": self.performance_hint,
         }
-        self.first_conv, self.levels = self._first_layer()
+        # a copy at a small size with its constants folded: what later rewrites read values off
+        m = self.package.manifest
+        small = folded(self.model, probe_shape(m.input_channels, m.size_multiple))
+        self.first_conv, self.levels = self._first_layer(small)
+        self._biases = droppable_biases(small)
         self.memory_budget = memory_budget()
         self._folder = self.cache_folder()  # None: compile every shape, cache nothing
         # One small shape of the graph the label maps run on tells: whether the layers after a
@@ -178,10 +186,11 @@ class OpenVINOBackend(Backend):
         self._weight_bytes, self._bytes_per_pixel = weights, held / (side * side)
         self._compiled: OrderedDict[tuple[int, int, int, bool], _Compiled] = OrderedDict()
 
-    def _first_layer(self) -> tuple[OneHotConv | None, Levels | None]:
+    def _first_layer(self, small) -> tuple[OneHotConv | None, Levels | None]:
         """The generator's first convolution to compute from the labels, or None (image input,
         another first layer, or $P2PHD_OPENVINO_FIRST_CONV=graph); and the uint8 levels of its
-        normalised output to compute with it, or None (no int8 layer reads them, or =conv)."""
+        normalised output to compute with it, or None (no int8 layer reads them, or =conv);
+        `small`: the model at `probe_shape`, its constants folded."""
         mode = os.environ.get(FIRST_CONV_ENV, FIRST_CONV_MODES[0])
         if mode not in FIRST_CONV_MODES:
             expected = ", ".join(repr(m) for m in FIRST_CONV_MODES)
@@ -191,7 +200,7 @@ class OpenVINOBackend(Backend):
             return None, None
         conv = probe_first_conv(self.core, self.model, m.label_nc)
         quantized = conv is not None and mode == "labels"
-        levels = probe_levels(self.core, self.model, conv, m.size_multiple) if quantized else None
+        levels = probe_levels(self.core, small, conv) if quantized else None
         log.debug("openvino: first layer %s", self._first_layer_text(conv, levels))
         return conv, levels
 
@@ -242,6 +251,7 @@ class OpenVINOBackend(Backend):
         model.reshape({self.input_name: self._ov.PartialShape([batch, channels, height, width])})
         if cut:
             model = cut_first_conv(model, levels=self.levels is not None)
+        drop_biases(model, self._biases)
         space_to_depth_narrow_convs(model)
         return model
 

@@ -12,9 +12,13 @@ from p2phd.common.errors import ConfigError
 from p2phd.engine.backends.openvino import FIRST_CONV_ENV, OpenVINOBackend
 from p2phd.engine.backends.openvino_graph import (
     cut_first_conv,
+    drop_biases,
+    droppable_biases,
     first_conv,
+    folded,
     probe_first_conv,
     probe_levels,
+    probe_shape,
     space_to_depth_narrow_convs,
 )
 from p2phd.engine.core.package import ModelPackage
@@ -76,7 +80,7 @@ def test_the_backend_compiles_the_default_models_last_convolution_on_blocks():
     backend = OpenVINOBackend(ModelPackage(REPO / "models" / "default"), "fp32")
     types = op_types(backend._shaped(1, 64, 128, cut=True))
     assert types.count("SpaceToDepth") == 1  # the 7x7 convolution to the 3 image channels
-    assert backend.cache_key().endswith("-s2d-v2-cut2")  # older blobs are not imported
+    assert backend.cache_key().endswith("-s2d-v2-cut2-bias1")  # older blobs are not imported
 
 
 def dense_input(package, maps):
@@ -247,7 +251,7 @@ def label_input(shape=(2, 16, 24)) -> np.ndarray:
 def test_an_int8_graph_starts_at_the_levels_its_next_layer_reads():
     core, model = ov.Core(), int8_first_layers()
     conv = probe_first_conv(core, model, 5)
-    levels = probe_levels(core, model, conv, 1)
+    levels = probe_levels(core, folded(model, probe_shape(6, 1)), conv)
     assert levels.step == pytest.approx(STEP) and levels.eps == pytest.approx(1e-5)
     x = label_input()
     model.reshape(list(x.shape))
@@ -275,4 +279,45 @@ def test_an_int8_graph_starts_at_the_levels_its_next_layer_reads():
 def test_other_quantizers_leave_the_normalisation_in_the_graph(chain):
     core, model = ov.Core(), int8_first_layers(**chain)
     conv = probe_first_conv(core, model, 5)
-    assert conv is not None and probe_levels(core, model, conv, 1) is None
+    assert conv is not None
+    assert probe_levels(core, folded(model, probe_shape(6, 1)), conv) is None
+
+
+def upsampling(phase_biases, mode="blocks_first") -> ov.Model:
+    """Four phase convolutions (each with a bias) concatenated, interleaved by DepthToSpace and
+    instance-normalised: a transposed convolution as the int8 graph computes it."""
+    rng = np.random.default_rng(11)
+    x = ops.parameter([2, 3, 8, 8], np.float32)
+    phases = []
+    for bias in phase_biases:
+        weight = rng.normal(0, 1, (4, 3, 2, 2)).astype(np.float32)
+        y = ops.convolution(x, weight, [1, 1], [0, 0], [1, 1], [1, 1])
+        phases.append(ops.add(y, np.asarray(bias, np.float32).reshape(1, 4, 1, 1)))
+    y = ops.depth_to_space(ops.concat(phases, 1), mode, 2)
+    return ov.Model([ops.mvn(y, np.array([2, 3], np.int64), True, 1e-5, "inside_sqrt")], [x])
+
+
+def run_f32(model: ov.Model, x: np.ndarray) -> np.ndarray:
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return compiled.create_infer_request().infer({0: x})[0]
+
+
+@pytest.mark.parametrize("mode", ["blocks_first", "depth_first"])
+def test_a_bias_the_normalisation_subtracts_is_dropped_and_nothing_changes(mode):
+    bias = [0.5, -1.0, 2.0, 3.0]
+    if mode == "depth_first":  # channel c of the output reads input channels 4c .. 4c+3
+        phase_biases = [[bias[(4 * p + c) // 4] for c in range(4)] for p in range(4)]
+    else:  # channel c reads input channels c, 4+c, 8+c, 12+c: the same bias in every phase
+        phase_biases = [bias] * 4
+    model = upsampling(phase_biases, mode)
+    names = droppable_biases(folded(model, [2, 3, 8, 8]))
+    assert len(names) == 4
+    x = np.random.default_rng(12).normal(0, 1, (2, 3, 8, 8)).astype(np.float32)
+    before = run_f32(model.clone(), x)
+    assert drop_biases(model, names) == 4 and "Add" not in op_types(model)
+    np.testing.assert_allclose(run_f32(model, x), before, atol=1e-4)
+
+
+def test_a_bias_that_varies_within_a_channel_is_kept():
+    phase_biases = [[0.5, -1.0, 2.0, 3.0]] * 3 + [[0.5, -1.0, 2.0, 3.5]]  # one phase differs
+    assert droppable_biases(folded(upsampling(phase_biases), [2, 3, 8, 8])) == set()
