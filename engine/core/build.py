@@ -103,6 +103,7 @@ def _record(
         "inputs": inputs,
         "device": backend.device(),
         "engine_files": [p.name for p in files],  # in the engine cache of the building machine
+        "engine": backend.cache_key(),  # runtime version, device, graph rewrites: what measured
         "package": backend.package.content_key,  # what was measured: this export only
     }
     key = f"{backend.name}:{backend.precision}"

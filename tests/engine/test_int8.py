@@ -76,6 +76,8 @@ def test_int8_build_passes_the_gate_then_renders_on_request_only(
     assert "int8 gate passed" in capsys.readouterr().out
     entry = report(default_model)[f"{backend}:int8"]
     assert entry["gate"] == "passed" and entry["p999_levels"] <= quality.INT8_MAX_P999_LEVELS
+    with Renderer(default_model, backend, "int8") as measured:  # what measured it, recorded
+        assert entry["engine"] == measured.backend.cache_key()
     assert entry["worst_image_psnr_db"] >= quality.MIN_PSNR_DB
     assert entry["inputs"].startswith("8 held-out maps") and "synth_003" in entry["inputs"]
 
