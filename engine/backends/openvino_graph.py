@@ -148,6 +148,8 @@ def droppable_biases(model) -> set[str]:
         concat = d2s.input_value(0).get_node()
         if concat.get_type_name() != "Concat" or concat.get_attributes()["axis"] not in (1, -3):
             continue
+        if _only_consumer(concat.output(0)) is None:  # another reader would see the change
+            continue
         adds, biases = [], []
         for source in (i.get_source_output() for i in concat.inputs()):
             channels = source.get_partial_shape()[1].get_length()
@@ -160,11 +162,8 @@ def droppable_biases(model) -> set[str]:
         attrs = d2s.get_attributes()
         blocks = attrs["block_size"] ** 2
         bias = np.concatenate(biases)  # input channel (phase, c) "blocks_first", else (c, phase)
-        by_phase = (
-            bias.reshape(blocks, -1)
-            if attrs["mode"] == "blocks_first"
-            else (bias.reshape(-1, blocks).T)
-        )
+        first = attrs["mode"] == "blocks_first"
+        by_phase = bias.reshape(blocks, -1) if first else bias.reshape(-1, blocks).T
         if adds and np.all(by_phase == by_phase[:1]):
             names.update(adds)
     return names

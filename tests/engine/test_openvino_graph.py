@@ -283,9 +283,10 @@ def test_other_quantizers_leave_the_normalisation_in_the_graph(chain):
     assert probe_levels(core, folded(model, probe_shape(6, 1)), conv) is None
 
 
-def upsampling(phase_biases, mode="blocks_first") -> ov.Model:
+def upsampling(phase_biases, mode="blocks_first", second_reader=False) -> ov.Model:
     """Four phase convolutions (each with a bias) concatenated, interleaved by DepthToSpace and
-    instance-normalised: a transposed convolution as the int8 graph computes it."""
+    instance-normalised: a transposed convolution as the int8 graph computes it (with
+    `second_reader`, the concatenation is an output too)."""
     rng = np.random.default_rng(11)
     x = ops.parameter([2, 3, 8, 8], np.float32)
     phases = []
@@ -293,8 +294,10 @@ def upsampling(phase_biases, mode="blocks_first") -> ov.Model:
         weight = rng.normal(0, 1, (4, 3, 2, 2)).astype(np.float32)
         y = ops.convolution(x, weight, [1, 1], [0, 0], [1, 1], [1, 1])
         phases.append(ops.add(y, np.asarray(bias, np.float32).reshape(1, 4, 1, 1)))
-    y = ops.depth_to_space(ops.concat(phases, 1), mode, 2)
-    return ov.Model([ops.mvn(y, np.array([2, 3], np.int64), True, 1e-5, "inside_sqrt")], [x])
+    joined = ops.concat(phases, 1)
+    y = ops.depth_to_space(joined, mode, 2)
+    outputs = [ops.mvn(y, np.array([2, 3], np.int64), True, 1e-5, "inside_sqrt")]
+    return ov.Model(outputs + ([joined] if second_reader else []), [x])
 
 
 def run_f32(model: ov.Model, x: np.ndarray) -> np.ndarray:
@@ -318,6 +321,13 @@ def test_a_bias_the_normalisation_subtracts_is_dropped_and_nothing_changes(mode)
     np.testing.assert_allclose(run_f32(model, x), before, atol=1e-4)
 
 
-def test_a_bias_that_varies_within_a_channel_is_kept():
-    phase_biases = [[0.5, -1.0, 2.0, 3.0]] * 3 + [[0.5, -1.0, 2.0, 3.5]]  # one phase differs
-    assert droppable_biases(folded(upsampling(phase_biases), [2, 3, 8, 8])) == set()
+@pytest.mark.parametrize(
+    ("phase_biases", "second_reader"),
+    [
+        ([[0.5, -1.0, 2.0, 3.0]] * 3 + [[0.5, -1.0, 2.0, 3.5]], False),  # one phase differs
+        ([[0.5, -1.0, 2.0, 3.0]] * 4, True),  # the concatenation read by more than the MVN
+    ],
+)
+def test_other_biases_are_kept(phase_biases, second_reader):
+    model = upsampling(phase_biases, second_reader=second_reader)
+    assert droppable_biases(folded(model, [2, 3, 8, 8])) == set()
