@@ -29,6 +29,7 @@ one in use always stays.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -48,6 +49,8 @@ from p2phd.engine.backends.openvino_graph import (
     drop_biases,
     droppable_biases,
     folded,
+    has_norm_chain,
+    normalised_concats,
     probe_first_conv,
     probe_levels,
     probe_shape,
@@ -168,11 +171,8 @@ class OpenVINOBackend(Backend):
             "INFERENCE_PRECISION_HINT": "bf16" if self._bf16_float(self.precision) else "f32",
             "PERFORMANCE_HINT": self.performance_hint,
         }
-        # a copy at a small size with its constants folded: what later rewrites read values off
-        m = self.package.manifest
-        small = folded(self.model, probe_shape(m.input_channels, m.size_multiple))
-        self.first_conv, self.levels = self._first_layer(small)
-        self._biases = droppable_biases(small)
+        self.first_conv, self.levels = self._first_layer()
+        self._biases = droppable_biases(self._folded) if normalised_concats(self.model) else set()
         self.memory_budget = memory_budget()
         self._folder = self.cache_folder()  # None: compile every shape, cache nothing
         # One small shape of the graph the label maps run on tells: whether the layers after a
@@ -186,11 +186,18 @@ class OpenVINOBackend(Backend):
         self._weight_bytes, self._bytes_per_pixel = weights, held / (side * side)
         self._compiled: OrderedDict[tuple[int, int, int, bool], _Compiled] = OrderedDict()
 
-    def _first_layer(self, small) -> tuple[OneHotConv | None, Levels | None]:
+    @functools.cached_property
+    def _folded(self):
+        """The model at `probe_shape` with its constants folded, which the rewrites read values
+        off: made once, and only where a rewrite's pattern is in the graph (0.4 s on the 512p
+        generator)."""
+        m = self.package.manifest
+        return folded(self.model, probe_shape(m.input_channels, m.size_multiple))
+
+    def _first_layer(self) -> tuple[OneHotConv | None, Levels | None]:
         """The generator's first convolution to compute from the labels, or None (image input,
         another first layer, or $P2PHD_OPENVINO_FIRST_CONV=graph); and the uint8 levels of its
-        normalised output to compute with it, or None (no int8 layer reads them, or =conv);
-        `small`: the model at `probe_shape`, its constants folded."""
+        normalised output to compute with it, or None (no int8 layer reads them, or =conv)."""
         mode = os.environ.get(FIRST_CONV_ENV, FIRST_CONV_MODES[0])
         if mode not in FIRST_CONV_MODES:
             expected = ", ".join(repr(m) for m in FIRST_CONV_MODES)
@@ -199,8 +206,8 @@ class OpenVINOBackend(Backend):
         if mode == "graph" or m.image_input:
             return None, None
         conv = probe_first_conv(self.core, self.model, m.label_nc)
-        quantized = conv is not None and mode == "labels"
-        levels = probe_levels(self.core, small, conv) if quantized else None
+        quantized = conv is not None and mode == "labels" and has_norm_chain(self.model)
+        levels = probe_levels(self.core, self._folded, conv) if quantized else None
         log.debug("openvino: first layer %s", self._first_layer_text(conv, levels))
         return conv, levels
 

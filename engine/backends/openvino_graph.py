@@ -132,12 +132,11 @@ def _per_channel(value: np.ndarray, channels: int) -> np.ndarray | None:
     return None
 
 
-def droppable_biases(model) -> set[str]:
-    """The friendly names of the Adds of a constant per channel that feed a Concat over channels,
-    then a DepthToSpace, then an MVN over height and width, where after the interleave each
-    channel gets the same constant at every position (so the MVN's mean subtracts it): in
-    `model` as `folded` returns it."""
-    names: set[str] = set()
+def normalised_concats(model) -> list[tuple[object, object]]:
+    """(Concat, DepthToSpace) pairs of `model` where a Concat over channels is read only by a
+    DepthToSpace, which is read only by an MVN over height and width (whose axes are a
+    Constant: so in a model as read, before `folded`)."""
+    pairs = []
     for mvn in (op for op in model.get_ordered_ops() if op.get_type_name() == "MVN"):
         axes = _value(mvn.input_value(1))
         d2s = mvn.input_value(0).get_node()
@@ -148,8 +147,17 @@ def droppable_biases(model) -> set[str]:
         concat = d2s.input_value(0).get_node()
         if concat.get_type_name() != "Concat" or concat.get_attributes()["axis"] not in (1, -3):
             continue
-        if _only_consumer(concat.output(0)) is None:  # another reader would see the change
-            continue
+        if _only_consumer(concat.output(0)) is not None:  # another reader would see a change
+            pairs.append((concat, d2s))
+    return pairs
+
+
+def droppable_biases(model) -> set[str]:
+    """The friendly names of the Adds of a constant per channel that feed a `normalised_concats`
+    Concat where after the interleave each channel gets the same constant at every position (so
+    the MVN's mean subtracts it): in `model` as `folded` returns it."""
+    names: set[str] = set()
+    for concat, d2s in normalised_concats(model):
         adds, biases = [], []
         for source in (i.get_source_output() for i in concat.inputs()):
             channels = source.get_partial_shape()[1].get_length()
@@ -343,6 +351,13 @@ def _norm_chain(output) -> NormChain | None:
     return NormChain(mvn, scale.input_value(1), shift.input_value(1), quantize,
                      to_levels.output(0), None if zero is None else zero.input_value(1),
                      step.input_value(1), output)  # fmt: skip
+
+
+def has_norm_chain(model) -> bool:
+    """Whether `model`'s first convolution (`first_conv`) is followed by a `NormChain`: read off
+    the graph's structure, before `probe_levels` needs its values."""
+    found = first_conv(model)
+    return found is not None and _norm_chain(found.output) is not None
 
 
 def _value(output) -> np.ndarray | None:
