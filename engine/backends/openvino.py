@@ -29,7 +29,6 @@ one in use always stays.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import logging
@@ -78,6 +77,17 @@ MEMORY_ENV = "P2PHD_ENGINE_MEMORY_MB"
 DEFAULT_MEMORY_MB = 2048
 FIRST_CONV_ENV = "P2PHD_OPENVINO_FIRST_CONV"
 FIRST_CONV_MODES = ("labels", "conv", "graph")  # the default first
+
+
+def first_conv_mode() -> str:
+    """$P2PHD_OPENVINO_FIRST_CONV, checked: `labels` (the default) computes the first layer from
+    the labels as far as it can (in an int8 graph, to the levels its second layer reads),
+    `conv` the convolution alone, `graph` nothing (to compare)."""
+    mode = os.environ.get(FIRST_CONV_ENV, FIRST_CONV_MODES[0])
+    if mode not in FIRST_CONV_MODES:
+        expected = ", ".join(repr(m) for m in FIRST_CONV_MODES)
+        raise ConfigError(f"${FIRST_CONV_ENV}: expected one of {expected}, got {mode!r}")
+    return mode
 
 
 @dataclass
@@ -171,8 +181,10 @@ class OpenVINOBackend(Backend):
             "INFERENCE_PRECISION_HINT": "bf16" if self._bf16_float(self.precision) else "f32",
             "PERFORMANCE_HINT": self.performance_hint,
         }
-        self.first_conv, self.levels = self._first_layer()
-        self._biases = droppable_biases(self._folded) if normalised_concats(self.model) else set()
+        mode = first_conv_mode()
+        self.first_conv = self._first_conv(mode)
+        self.levels, self._biases = self._constant_rewrites(levels=mode == "labels")
+        log.debug("openvino: first layer %s", self._first_layer_text(self.first_conv, self.levels))
         self.memory_budget = memory_budget()
         self._folder = self.cache_folder()  # None: compile every shape, cache nothing
         # One small shape of the graph the label maps run on tells: whether the layers after a
@@ -186,30 +198,28 @@ class OpenVINOBackend(Backend):
         self._weight_bytes, self._bytes_per_pixel = weights, held / (side * side)
         self._compiled: OrderedDict[tuple[int, int, int, bool], _Compiled] = OrderedDict()
 
-    @functools.cached_property
-    def _folded(self):
-        """The model at `probe_shape` with its constants folded, which the rewrites read values
-        off: made once, and only where a rewrite's pattern is in the graph (0.4 s on the 512p
-        generator)."""
-        m = self.package.manifest
-        return folded(self.model, probe_shape(m.input_channels, m.size_multiple))
-
-    def _first_layer(self) -> tuple[OneHotConv | None, Levels | None]:
+    def _first_conv(self, mode: str) -> OneHotConv | None:
         """The generator's first convolution to compute from the labels, or None (image input,
-        another first layer, or $P2PHD_OPENVINO_FIRST_CONV=graph); and the uint8 levels of its
-        normalised output to compute with it, or None (no int8 layer reads them, or =conv)."""
-        mode = os.environ.get(FIRST_CONV_ENV, FIRST_CONV_MODES[0])
-        if mode not in FIRST_CONV_MODES:
-            expected = ", ".join(repr(m) for m in FIRST_CONV_MODES)
-            raise ConfigError(f"${FIRST_CONV_ENV}: expected one of {expected}, got {mode!r}")
+        another first layer, or $P2PHD_OPENVINO_FIRST_CONV=graph)."""
         m = self.package.manifest
         if mode == "graph" or m.image_input:
-            return None, None
-        conv = probe_first_conv(self.core, self.model, m.label_nc)
-        quantized = conv is not None and mode == "labels" and has_norm_chain(self.model)
-        levels = probe_levels(self.core, self._folded, conv) if quantized else None
-        log.debug("openvino: first layer %s", self._first_layer_text(conv, levels))
-        return conv, levels
+            return None
+        return probe_first_conv(self.core, self.model, m.label_nc)
+
+    def _constant_rewrites(self, levels: bool) -> tuple[Levels | None, set[str]]:
+        """What the rewrites that read constant values find: the first layer's uint8 levels
+        (`levels` asks for them; an int8 graph's first layer has them) and the phase biases to
+        drop. They read them off a copy of the graph at a small size with its constants folded,
+        int8 weights to float too (~700 MB on the 512p generator): made only where a pattern is
+        in the graph's structure, and not kept."""
+        levels = levels and self.first_conv is not None and has_norm_chain(self.model)
+        concats = normalised_concats(self.model)
+        if not (levels or concats):
+            return None, set()
+        m = self.package.manifest
+        small = folded(self.model, probe_shape(m.input_channels, m.size_multiple))
+        found = probe_levels(self.core, small, self.first_conv) if levels else None
+        return found, droppable_biases(small) if concats else set()
 
     @staticmethod
     def _first_layer_text(conv: OneHotConv | None, levels: Levels | None) -> str:
