@@ -109,8 +109,9 @@ def space_to_depth_narrow_convs(model) -> int:
 
 
 def folded(model, shape: list[int]) -> object:
-    """A copy of `model` reshaped to `shape` with its constant subgraphs folded into Constants
-    (read to find values; never compiled: folding would also fold int8 weights to float)."""
+    """A copy of `model` reshaped to `shape` with its constant subgraphs folded into Constants,
+    to read values off (and compile small parts of: folding also turns int8 weights into the
+    float values they stand for, so the whole is never what runs)."""
     import openvino as ov
     from openvino.passes import ConstantFolding, Manager
 
