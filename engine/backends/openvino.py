@@ -117,9 +117,10 @@ def _elements(shape) -> int:
 def _footprint(model, itemsize: int) -> tuple[int, int]:
     """(weight bytes, other bytes) a statically shaped model holds once compiled: the largest set
     of intermediate tensors alive at once in execution order (a memory-reusing runtime's peak),
-    plus the infer request's float32 input and output (checked against measured resident memory
-    in commit a7ae9e6). Ops computed from constants alone (an int8 weight's Convert and scale
-    Multiply) are folded into their weights when compiled: not intermediate tensors."""
+    plus the infer request's inputs and output at their element types (float32; the uint8
+    levels of a cut int8 graph; checked against measured resident memory in commit a7ae9e6).
+    Ops computed from constants alone (an int8 weight's Convert and scale Multiply) are folded
+    into their weights when compiled: not intermediate tensors."""
     ops = model.get_ordered_ops()
     weights, last_use, sizes, folded = 0, {}, {}, set()
     for i, op in enumerate(ops):
@@ -146,7 +147,10 @@ def _footprint(model, itemsize: int) -> tuple[int, int]:
         live += sum(sizes.get((name, k), 0) for k in range(op.get_output_size()))
         peak = max(peak, live)
         live -= sum(sizes[t] for t in frees.get(i, []))
-    io_bytes = sum(int(np.prod(list(t.get_shape()))) for t in [*model.inputs, *model.outputs]) * 4
+    io_bytes = sum(
+        int(np.prod(list(t.get_shape()))) * t.get_element_type().size
+        for t in [*model.inputs, *model.outputs]
+    )
     return weights, peak * itemsize + io_bytes
 
 

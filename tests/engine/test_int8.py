@@ -508,3 +508,19 @@ def test_openvino_estimates_an_int8_graphs_memory_as_the_float_graphs(tmp_path):
         measured[name] = _footprint(ov.Core().read_model(str(path)), 2)
     assert measured["int8"][0] < measured["float"][0] / 3  # int8 weights, not float
     assert measured["int8"][1] == measured["float"][1]  # the same activations
+
+
+def test_openvino_estimates_a_uint8_input_at_a_byte_an_element():
+    """The int8 graph cut at its first layer's uint8 levels takes them as its input: the infer
+    request's input tensor holds a byte an element, not a float32's four."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from p2phd.engine.backends.openvino import _footprint
+
+    held = {}
+    for dtype in (np.uint8, np.float32):
+        x = ops.parameter([1, 64, 8, 8], dtype)
+        y = ops.relu(ops.convert(x, np.float32))
+        held[dtype] = _footprint(ov.Model([y], [x]), 2)[1]
+    assert held[np.float32] - held[np.uint8] == 3 * 64 * 8 * 8
