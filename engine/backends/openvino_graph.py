@@ -449,10 +449,9 @@ def probe_levels(core, model, conv: OneHotConv) -> Levels | None:
         return None
     if not (low == out_low == 0 and out_high == 255 and high is not None and high > 0):
         return None
-    co = conv.channels_out
-    if scale.size not in (1, co) or shift.size not in (1, co):
+    scale, shift = (_per_channel(v, conv.channels_out) for v in (scale, shift))
+    if scale is None or shift is None:
         return None
-    scale, shift = (np.broadcast_to(v.ravel(), (co,)).astype(np.float32) for v in (scale, shift))
     levels = Levels(float(chain.mvn.get_attributes()["eps"]), scale, shift, high / 255)
     prefix = ov.Model([chain.levels.get_node()], model.get_parameters())
     compiled = core.compile_model(prefix, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
