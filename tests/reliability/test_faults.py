@@ -21,19 +21,19 @@ from p2phd.engine.core.renderer import Renderer
 from p2phd.engine.serving.client import RenderClient, RenderItem
 from p2phd.engine.serving.server import default_renderer
 from p2phd.engine.serving.wire import renderer_pb2_grpc
+from tests.doubles.engine import WrappedEngine
 from tests.server.conftest import make_maps
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class FlakyEngine:
+class FlakyEngine(WrappedEngine):
     """The real renderer, but every `fail_every`-th engine call raises a backend fault and any
     batch of more than `memory_for` images raises `oom` (as a backend out of memory would)."""
 
     def __init__(self, renderer, *, fail_every: int = 0, memory_for: int = 1 << 30,
                  oom: Exception | None = None):  # fmt: skip
-        self.renderer = renderer
-        self.manifest = renderer.manifest
+        super().__init__(renderer)
         self.fail_every = fail_every
         self.memory_for = memory_for
         self.oom = oom or MemoryError()
@@ -50,16 +50,7 @@ class FlakyEngine:
                 self.calls.append((len(labels), "fault"))
                 raise RuntimeError(f"simulated backend fault in call {n}")
             self.calls.append((len(labels), "ok"))
-        return self.renderer.render(labels, instances, style)
-
-    def describe(self):
-        return self.renderer.describe()
-
-    def fitted_size(self, h, w, what="label map"):
-        return self.renderer.fitted_size(h, w, what)
-
-    def close(self):
-        self.renderer.close()
+        return super().render(labels, instances, style)
 
 
 def flaky(**kwargs):

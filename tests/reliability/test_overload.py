@@ -12,34 +12,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from p2phd.engine.serving.client import RenderItem
 from p2phd.engine.serving.server import default_renderer
 from p2phd.engine.serving.wire import renderer_pb2_grpc
+from tests.doubles.engine import WrappedEngine
 from tests.server.conftest import make_maps
 
 BATCH_SECONDS = 0.05  # the throttled engine's time per batch: capacity is max_batch / this
 
 
-class ThrottledEngine:
+class ThrottledEngine(WrappedEngine):
     """The real renderer, held to a fixed time per batch so that capacity is known."""
 
     def __init__(self, renderer):
-        self.renderer = renderer
-        self.manifest = renderer.manifest
+        super().__init__(renderer)
         self.images = 0
 
     def render(self, labels, instances=None, style=None):
         end = time.monotonic() + BATCH_SECONDS
-        out = self.renderer.render(labels, instances, style)
+        out = super().render(labels, instances, style)
         time.sleep(max(0.0, end - time.monotonic()))
         self.images += len(labels)
         return out
-
-    def describe(self):
-        return self.renderer.describe()
-
-    def fitted_size(self, h, w, what="label map"):
-        return self.renderer.fitted_size(h, w, what)
-
-    def close(self):
-        self.renderer.close()
 
 
 def test_four_times_capacity_gets_only_ok_or_resource_exhausted_then_recovers(start_server, memory):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from p2phd.engine.serving.server import P2PHDServer, ServerConfig, default_renderer
+from tests.doubles.engine import WrappedEngine
 
 LABEL_NC = 12
 
@@ -105,12 +106,11 @@ def start_server(server_package):
         s.stop()
 
 
-class GatedEngine:
+class GatedEngine(WrappedEngine):
     """Wraps the real Renderer: counts the images it renders and can hold calls at a gate."""
 
     def __init__(self, renderer):
-        self.renderer = renderer
-        self.manifest = renderer.manifest
+        super().__init__(renderer)
         self.rendered = 0
         self.gate = threading.Event()
         self.gate.set()
@@ -120,16 +120,7 @@ class GatedEngine:
         self.entered.set()
         assert self.gate.wait(30), "test gate never opened"
         self.rendered += len(labels)
-        return self.renderer.render(labels, instances, style)
-
-    def describe(self):
-        return self.renderer.describe()
-
-    def fitted_size(self, h, w, what="label map"):
-        return self.renderer.fitted_size(h, w, what)
-
-    def close(self):
-        self.renderer.close()
+        return super().render(labels, instances, style)
 
 
 @pytest.fixture

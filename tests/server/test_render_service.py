@@ -17,6 +17,7 @@ from p2phd.engine.core.style import Style
 from p2phd.engine.serving.client import RenderClient, RenderItem
 from p2phd.engine.serving.wire import renderer_pb2 as pb
 from p2phd.engine.serving.wire import renderer_pb2_grpc
+from tests.doubles.engine import WrappedEngine
 from tests.server.conftest import LABEL_NC, make_maps
 
 
@@ -169,13 +170,12 @@ def test_oversize_message_gets_resource_exhausted_with_the_limit(start_server):
     assert "larger than max" in e.value.details()
 
 
-class FailingOnMarker:
+class FailingOnMarker(WrappedEngine):
     """The real renderer, except that a batch holding a pixel of class 11 at (0, 0) raises
     `error` (a backend fault by default), and it records the size of every batch it gets."""
 
     def __init__(self, renderer, error: Exception | None = None):
-        self.renderer = renderer
-        self.manifest = renderer.manifest
+        super().__init__(renderer)
         self.error = error or RuntimeError("simulated backend fault")
         self.batches: list[int] = []
 
@@ -183,16 +183,7 @@ class FailingOnMarker:
         self.batches.append(len(labels))
         if (labels[:, 0, 0] == 11).any():
             raise self.error
-        return self.renderer.render(labels, instances, style)
-
-    def describe(self):
-        return self.renderer.describe()
-
-    def fitted_size(self, h, w, what="label map"):
-        return self.renderer.fitted_size(h, w, what)
-
-    def close(self):
-        self.renderer.close()
+        return super().render(labels, instances, style)
 
 
 def test_an_engine_failure_is_internal_for_its_batch_and_the_server_keeps_serving(start_server):
