@@ -11,8 +11,8 @@ The performance hint is LATENCY: each call is one synchronous request (the serve
 upstream), which THROUGHPUT's several CPU streams would each run with fewer cores.
 
 A generator whose first layer is a convolution over the one-hot label map (pix2pixHD's 7x7) runs
-it from the labels instead (`openvino_graph.first_conv`): its weights are read off the compiled
-graph once at load, each call computes it with p2phd.engine.kernels.one_hot_conv in float32, and
+it from the labels instead (openvino_first_layer): its weights are read off the compiled graph
+once at load, each call computes it with p2phd.engine.kernels.one_hot_conv in float32, and
 the compiled model starts after it (the largest int8 layer on Zen 4 and on AMX, with its input's
 layout reorder: benchmarks/results/first-conv/). In an int8 graph whose next layer reads the
 convolution's normalised output as uint8 levels, the kernel computes those levels too
@@ -41,18 +41,18 @@ import numpy as np
 
 from p2phd.common.errors import ConfigError
 from p2phd.engine.backends.base import Backend, EngineOptions
-from p2phd.engine.backends.openvino_graph import (
-    CHANNEL_BLOCK,
-    REWRITES,
+from p2phd.engine.backends.openvino_first_layer import (
     cut_first_conv,
-    drop_biases,
-    droppable_biases,
-    folded,
     has_norm_chain,
-    normalised_concats,
     probe_first_conv,
     probe_levels,
     probe_shape,
+)
+from p2phd.engine.backends.openvino_graph import CHANNEL_BLOCK, folded
+from p2phd.engine.backends.openvino_rewrites import (
+    drop_biases,
+    droppable_biases,
+    normalised_concats,
     space_to_depth_narrow_convs,
 )
 from p2phd.engine.core import compiled_cache
@@ -77,6 +77,9 @@ MEMORY_ENV = "P2PHD_ENGINE_MEMORY_MB"
 DEFAULT_MEMORY_MB = 2048
 FIRST_CONV_ENV = "P2PHD_OPENVINO_FIRST_CONV"
 FIRST_CONV_MODES = ("labels", "conv", "graph")  # the default first
+# The graph rewrites (openvino_rewrites, openvino_first_layer) in the engine cache key: blobs
+# compiled before a change to them are not imported.
+REWRITES = "s2d-v2-cut2-bias1"
 
 
 def first_conv_mode() -> str:

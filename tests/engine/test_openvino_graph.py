@@ -1,7 +1,8 @@
-"""The OpenVINO graph rewrites (engine/backends/openvino_graph.py): narrow convolutions computed on
-a space-to-depth view, and the first convolution computed from the labels (in an int8 graph with
-the normalisation to the uint8 levels the next layer reads), give the same numbers, and only
-where they apply."""
+"""The OpenVINO graph rewrites (engine/backends/openvino_rewrites.py, openvino_first_layer.py):
+narrow convolutions computed on a space-to-depth view, the phase biases an instance
+normalisation cancels dropped, and the first convolution computed from the labels (in an int8
+graph with the normalisation to the uint8 levels the next layer reads) give the same numbers,
+and only where they apply."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import pytest
 
 from p2phd.common.errors import ConfigError
 from p2phd.engine.backends.openvino import FIRST_CONV_ENV, OpenVINOBackend
-from p2phd.engine.backends.openvino_graph import (
+from p2phd.engine.backends.openvino_first_layer import (
     cut_first_conv,
-    drop_biases,
-    droppable_biases,
     first_conv,
-    folded,
     probe_first_conv,
     probe_levels,
     probe_shape,
+)
+from p2phd.engine.backends.openvino_graph import folded
+from p2phd.engine.backends.openvino_rewrites import (
+    drop_biases,
+    droppable_biases,
     space_to_depth_narrow_convs,
 )
 from p2phd.engine.core.package import ModelPackage

@@ -17,7 +17,7 @@ H, W, ROUNDS = 256, 512, 3
 def openvino(path, hint, batch, channels):
     import openvino as ov
 
-    from p2phd.engine.backends.openvino_graph import space_to_depth_narrow_convs
+    from p2phd.engine.backends.openvino_rewrites import space_to_depth_narrow_convs
 
     model = ov.Core().read_model(path)
     model.reshape({model.inputs[0].get_any_name(): ov.PartialShape([batch, channels, H, W])})

@@ -1,4 +1,4 @@
-"""One-off A/B of `openvino_graph.drop_biases` (the sub-pixel phases' bias adds that the
+"""One-off A/B of `openvino_rewrites.drop_biases` (the sub-pixel phases' bias adds that the
 instance normalisation cancels): two OpenVINO Renderers of a package, one compiled with the
 rewrite disabled, each with its own engine cache, over the real maps at 256x512 in batches of 4
 (benchmarks/int8.py's), rounds alternating; median ms/image and PSNR against ONNX Runtime fp32.
