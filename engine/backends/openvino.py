@@ -44,6 +44,7 @@ from p2phd.engine.backends.base import Backend, EngineOptions
 from p2phd.engine.backends.openvino_first_layer import (
     cut_first_conv,
     has_norm_chain,
+    narrow_dense_input,
     probe_first_conv,
     probe_levels,
     probe_shape,
@@ -79,7 +80,7 @@ FIRST_CONV_ENV = "P2PHD_OPENVINO_FIRST_CONV"
 FIRST_CONV_MODES = ("labels", "conv", "graph")  # the default first
 # The graph rewrites (openvino_rewrites, openvino_first_layer) in the engine cache key: blobs
 # compiled before a change to them are not imported.
-REWRITES = "s2d-v2-cut2-bias1"
+REWRITES = "s2d-v2-cut3-bias1"
 
 
 def first_conv_mode() -> str:
@@ -194,13 +195,15 @@ class OpenVINOBackend(Backend):
         log.debug("openvino: first layer %s", self._first_layer_text(self.first_conv, self.levels))
         self.memory_budget = memory_budget()
         self._folder = self.cache_folder()  # None: compile every shape, cache nothing
-        # One small shape of the graph the label maps run on tells: whether the layers after a
-        # cut first convolution read the dense input too (a tail that reads the instance
-        # features, a local enhancer's downsampled input), and the compiled models' weight
-        # bytes and other bytes per image pixel.
+        # One small shape of the graph the label maps run on tells: which channels of the dense
+        # input the layers after a cut first convolution read too (a tail reads the instance
+        # features, a local enhancer's global generator the whole downsampled input), and the
+        # compiled models' weight bytes and other bytes per image pixel.
         side = self.package.manifest.size_multiple * 8
-        sample = self._shaped(1, side, side, self.first_conv is not None)
-        self.reads_one_hot = self.first_conv is None or len(sample.inputs) > 1
+        sample, self._dense = self._shaped(1, side, side, self.first_conv is not None)
+        self.reads_one_hot = self.first_conv is None or (
+            self._dense is not None and self._dense.start < self.package.manifest.label_nc
+        )
         weights, held = _footprint(sample, 2 if self._bf16_float(self.precision) else 4)
         self._weight_bytes, self._bytes_per_pixel = weights, held / (side * side)
         self._compiled: OrderedDict[tuple[int, int, int, bool], _Compiled] = OrderedDict()
@@ -268,16 +271,21 @@ class OpenVINOBackend(Backend):
 
     # -- compile, cache, run --------------------------------------------------------------------
 
-    def _shaped(self, batch: int, height: int, width: int, cut: bool):
-        """The model for one shape; `cut`: starting after the first convolution."""
+    def _shaped(
+        self, batch: int, height: int, width: int, cut: bool
+    ) -> tuple[object, range | None]:
+        """The model for one shape, and the channels of the dense input its second input takes
+        (None: it has none); `cut`: starting after the first convolution."""
         model = self.model.clone()
         channels = self.package.manifest.input_channels
         model.reshape({self.input_name: self._ov.PartialShape([batch, channels, height, width])})
+        dense = None
         if cut:
             model = cut_first_conv(model, levels=self.levels is not None)
+            model, dense = narrow_dense_input(model)
         drop_biases(model, self._biases)
         space_to_depth_narrow_convs(model)
-        return model
+        return model, dense
 
     def _blob_path(self, key: tuple[int, int, int, bool]) -> Path | None:
         """Where this shape's compiled blob is cached, or None when there is no usable cache."""
@@ -299,7 +307,7 @@ class OpenVINOBackend(Backend):
                 return self.core.import_model(blob, "CPU", self.config)
             except RuntimeError as e:  # e.g. a blob from another build of the plugin
                 log.warning("openvino: cannot import %s (%s); recompiling", path, e)
-        compiled = self.core.compile_model(self._shaped(*key), "CPU", self.config)
+        compiled = self.core.compile_model(self._shaped(*key)[0], "CPU", self.config)
         log.debug("openvino: compiled %s at %s", key, self.precision)
         if path:
             stream = io.BytesIO()
@@ -361,8 +369,12 @@ class OpenVINOBackend(Backend):
             else:
                 tensor.set_shape([batch, height, width, conv.channels_out])
                 one_hot_conv_levels(x, labels, conv, self.levels, out=tensor.data)
-            # layers past the first may read the input too (a tail reading the features)
-            request.infer({1: x} if len(entry.model.inputs) == 2 else {}, share_inputs=True)
+            # layers past the first may read some of the input too (a tail reading the features)
+            dense = self._dense
+            read = (
+                {} if dense is None else {1: np.ascontiguousarray(x[:, dense.start : dense.stop])}
+            )
+            request.infer(read, share_inputs=True)
         return request.get_output_tensor(0).data.copy()
 
     def build(self) -> list[Path]:

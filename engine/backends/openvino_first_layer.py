@@ -305,3 +305,54 @@ def cut_first_conv(model, levels: bool = False) -> object:
     original = model.get_parameters()[0]
     read = original.get_friendly_name() in ancestors(model.outputs, stop=())
     return ov.Model(model.get_results(), [first, original] if read else [first])
+
+
+def _channels_sliced(target, whole: range) -> range | None:
+    """The channels of `whole` that `target`'s node takes where it is a Slice over the channel
+    axis alone with step 1 and constant bounds (as ONNX exports `x[:, a:b]`), else None."""
+    node = target.get_node()
+    if node.get_type_name() != "Slice" or target.get_index() != 0:
+        return None
+    values = [constant_value(i.get_source_output()) for i in node.inputs()[1:]]
+    if len(values) != 4 or any(v is None or v.size != 1 for v in values):
+        return None  # no axes input means all axes from 0: not the channels alone
+    start, stop, step, axis = (int(v.ravel()[0]) for v in values)
+    if axis not in (1, -3) or step != 1:
+        return None
+    channels = whole[slice(start, stop)]
+    return channels if len(channels) else None
+
+
+def narrow_dense_input(model) -> tuple[object, range | None]:
+    """`model` as `cut_first_conv` returns it, with its second input, the dense input [N, C, H,
+    W] that layers after the cut read, narrowed to the channels they take where each takes them
+    through a Slice over channels (the default model's tail reads the instance features so: its
+    3 of 39 channels, not all of them the CPU plugin would reorder). Returns the model and the
+    dense input's channels its second input takes: all of them where the readers are other ops,
+    None where it has no second input."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    params = model.get_parameters()
+    if len(params) < 2:
+        return model, None
+    dense = params[1]
+    n, c, h, w = dense.get_partial_shape()
+    whole = range(c.get_length())
+    live = ancestors(model.outputs, stop=())
+    readers = [
+        t for t in dense.output(0).get_target_inputs()
+        if t.get_node().get_friendly_name() in live
+    ]  # fmt: skip
+    taken = [_channels_sliced(t, whole) for t in readers]
+    if not taken or None in taken:
+        return model, whole
+    channels = range(min(r.start for r in taken), max(r.stop for r in taken))
+    if channels == whole:
+        return model, whole
+    narrow = ops.parameter([n, len(channels), h, w], dense.get_element_type(), name="dense")
+    for target, r in zip(readers, taken, strict=True):
+        begin, end = r.start - channels.start, r.stop - channels.start
+        value = narrow if r == channels else ops.slice(narrow, [begin], [end], [1], [1])
+        target.get_node().output(0).replace(value.output(0))
+    return ov.Model(model.get_results(), [params[0], narrow]), channels

@@ -14,6 +14,7 @@ from p2phd.engine.backends.openvino import FIRST_CONV_ENV, OpenVINOBackend
 from p2phd.engine.backends.openvino_first_layer import (
     cut_first_conv,
     first_conv,
+    narrow_dense_input,
     probe_first_conv,
     probe_levels,
     probe_shape,
@@ -38,9 +39,10 @@ def conv_model(shape, weight, strides=(1, 1)) -> ov.Model:
     return ov.Model([ops.relu(y)], [x])
 
 
-def run(model: ov.Model, x: np.ndarray) -> np.ndarray:
+def run(model: ov.Model, *inputs: np.ndarray) -> np.ndarray:
+    """`model`'s first output on `inputs`, compiled in float32."""
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return compiled.create_infer_request().infer({0: x})[0]
+    return compiled.create_infer_request().infer(dict(enumerate(inputs)))[0]
 
 
 def op_types(model: ov.Model) -> list[str]:
@@ -81,9 +83,9 @@ def test_other_convolutions_are_left_as_they_are(shape, weight_shape, strides):
 
 def test_the_backend_compiles_the_default_models_last_convolution_on_blocks():
     backend = OpenVINOBackend(ModelPackage(REPO / "models" / "default"), "fp32")
-    types = op_types(backend._shaped(1, 64, 128, cut=True))
+    types = op_types(backend._shaped(1, 64, 128, cut=True)[0])
     assert types.count("SpaceToDepth") == 1  # the 7x7 convolution to the 3 image channels
-    assert backend.cache_key().endswith("-s2d-v2-cut2-bias1")  # older blobs are not imported
+    assert backend.cache_key().endswith("-s2d-v2-cut3-bias1")  # older blobs are not imported
 
 
 def dense_input(package, maps):
@@ -125,12 +127,50 @@ def test_label_maps_give_the_same_output_from_the_labels(
     cut = backend_at(package, "labels", monkeypatch)
     assert whole.describe()["first_conv"] == "in the graph"
     assert cut.describe()["first_conv"] == "from the labels"
-    assert op_types(cut._shaped(2, 32, 64, cut=True)).count("Convolution") == (
-        op_types(whole._shaped(2, 32, 64, cut=False)).count("Convolution") - 1
+    assert op_types(cut._shaped(2, 32, 64, cut=True)[0]).count("Convolution") == (
+        op_types(whole._shaped(2, 32, 64, cut=False)[0]).count("Convolution") - 1
     )
     np.testing.assert_allclose(cut.infer(x), whole.infer(x), atol=2e-5)
     labels = tiny_maps[0].astype(np.uint8)  # what the renderer hands over with x
     np.testing.assert_allclose(cut.infer_labeled(x, labels), whole.infer(x), atol=2e-5)
+
+
+def test_the_default_models_tail_gets_only_the_feature_channels_it_reads(monkeypatch):
+    """Its last convolution reads the instance features, the input's last 3 of 39 channels: the
+    compiled model takes those, not the whole input for the CPU plugin to reorder."""
+    backend = backend_at(REPO / "models" / "default", "labels", monkeypatch)
+    model, dense = backend._shaped(2, 32, 64, cut=True)
+    assert dense == range(36, 39) == range(36, backend.package.manifest.input_channels)
+    assert list(model.inputs[1].get_partial_shape().to_shape()) == [2, 3, 32, 64]
+
+
+def sliced_reader(channels=6) -> ov.Model:
+    """A model whose second input x is read through two overlapping channel slices, 2:4 and
+    3:5 (so 2:5 is what it needs)."""
+    a = ops.parameter([2, 4, 8, 8], np.float32)
+    x = ops.parameter([2, channels, 8, 8], np.float32)
+    low = ops.slice(x, [2], [4], [1], [1])
+    high = ops.slice(x, [-3], [5], [1], [1])  # 3:5 of 6
+    return ov.Model([ops.add(a, ops.concat([low, high], 1))], [a, x])
+
+
+def test_a_second_input_read_through_slices_is_narrowed_to_their_channels():
+    rng = np.random.default_rng(0)
+    a, x = rng.random((2, 4, 8, 8), np.float32), rng.random((2, 6, 8, 8), np.float32)
+    whole = run(sliced_reader(), a, x)
+    model, dense = narrow_dense_input(sliced_reader())
+    assert dense == range(2, 5)
+    assert list(model.inputs[1].get_partial_shape().to_shape()) == [2, 3, 8, 8]
+    np.testing.assert_array_equal(run(model, a, np.ascontiguousarray(x[:, 2:5])), whole)
+
+
+def test_a_second_input_read_otherwise_stays_whole():
+    model = sliced_reader()
+    a, x = model.get_parameters()
+    extra = ops.add(model.get_results()[0].input_value(0), ops.reduce_sum(x, [1], True))
+    model = ov.Model([extra], [a, x])  # x also read whole
+    assert narrow_dense_input(model)[1] == range(6)
+    assert narrow_dense_input(ov.Model([ops.relu(a)], [a]))[1] is None
 
 
 @pytest.fixture(scope="module")
@@ -150,14 +190,14 @@ def local_package(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    ("name", "reads_one_hot"), [("tiny", False), ("default", True), ("local", True)]
+    ("name", "reads_one_hot"), [("tiny", False), ("default", False), ("local", True)]
 )
 def test_the_renderer_writes_the_one_hot_channels_only_where_they_are_read(
     name, reads_one_hot, tiny_package_source, local_package, tiny_maps, monkeypatch
 ):
-    """The tiny model's layers after the first read only its output: the renderer leaves the
-    one-hot channels unwritten. The default model's tail reads the input's features, a local
-    enhancer's global generator the whole downsampled input: they get it all."""
+    """The tiny model's layers after the first read only its output, the default model's tail
+    only the input's feature channels: the renderer leaves the one-hot channels unwritten. A
+    local enhancer's global generator reads the whole downsampled input: it gets it all."""
     from p2phd.engine.core.renderer import Renderer
 
     package = {"tiny": tiny_package_source, "local": local_package}.get(
@@ -303,11 +343,6 @@ def upsampling(phase_biases, mode="blocks_first", second_reader=False) -> ov.Mod
     return ov.Model(outputs + ([joined] if second_reader else []), [x])
 
 
-def run_f32(model: ov.Model, x: np.ndarray) -> np.ndarray:
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return compiled.create_infer_request().infer({0: x})[0]
-
-
 @pytest.mark.parametrize("mode", ["blocks_first", "depth_first"])
 def test_a_bias_the_normalisation_subtracts_is_dropped_and_nothing_changes(mode):
     bias = [0.5, -1.0, 2.0, 3.0]
@@ -319,9 +354,9 @@ def test_a_bias_the_normalisation_subtracts_is_dropped_and_nothing_changes(mode)
     names = droppable_biases(folded(model, [2, 3, 8, 8]))
     assert len(names) == 4
     x = np.random.default_rng(12).normal(0, 1, (2, 3, 8, 8)).astype(np.float32)
-    before = run_f32(model.clone(), x)
+    before = run(model.clone(), x)
     assert drop_biases(model, names) == 4 and "Add" not in op_types(model)
-    np.testing.assert_allclose(run_f32(model, x), before, atol=1e-4)
+    np.testing.assert_allclose(run(model, x), before, atol=1e-4)
 
 
 @pytest.mark.parametrize(
