@@ -173,17 +173,35 @@ struct Conv {
   const float* patterns;
 };
 
+// n dense channels' values at `v` (`plane` floats apart) times their weight rows at `w` (`Co`
+// floats apart), even channels into `even`, odd ones into `odd`.
+template <int NV>
+__attribute__((always_inline)) inline void dense_taps(const float* v, int64_t plane, int64_t n,
+                                                      const float* w, int64_t Co, Acc<NV>& even,
+                                                      Acc<NV>& odd) {
+  int64_t d = 0;
+  for (; d + 1 < n; d += 2) {
+    even.fma(v[d * plane], w + d * Co);
+    odd.fma(v[(d + 1) * plane], w + (d + 1) * Co);
+  }
+  if (d < n) even.fma(v[d * plane], w + d * Co);
+}
+
 // The NV*16 channels of the convolution at pixel x of the output row whose input rows are `in`.
+// The dense channels' products go to two sums of their own, by channel parity, and into the
+// labels' sum only at the end: three dependency chains where one chain of adds was the limit
+// with one or two vectors of channels.
 template <int NV>
 __attribute__((always_inline)) inline Acc<NV> pixel(const Conv& p, const Rows& in, int64_t x) {
-  const int64_t R = p.K / 2, C = p.C, Co = p.Co;
+  const int64_t R = p.K / 2, C = p.C, Co = p.Co, D = p.D, plane = p.plane;
   const int64_t first = p.patterns ? 1 : 0;  // the first dense channel the taps take
+  const int64_t dense0 = p.label_nc + first;  // its weights' row in a tap's C
   const uint8_t constant = p.patterns ? kConstantRest : kConstantDense;
-  Acc<NV> s;
+  Acc<NV> s, even{}, odd{};
   for (int v = 0; v < NV; ++v) s.v[v] = *reinterpret_cast<const f32x16*>(p.bias + v * kLanes);
   for (int dy = 0; dy < p.K; ++dy) {
     const uint8_t* lab = in.labels[dy];
-    const float* dense = in.dense[dy];
+    const float* dense = in.dense[dy] + first * plane;
     const uint8_t flag = in.flags[dy][x];
     const float* tap_row = p.taps + (int64_t)dy * p.K * C * Co;
     const float* row_sum = p.rows + (int64_t)dy * C * Co;
@@ -196,21 +214,16 @@ __attribute__((always_inline)) inline Acc<NV> pixel(const Conv& p, const Rows& i
       const uint8_t pattern = in.patterns[dy][x];
       if (pattern) s.add(p.patterns + (((int64_t)dy << p.K) + pattern) * Co);
     }
-    if (flag & constant) {
-      for (int64_t d = first; d < p.D; ++d) {
-        const float v = dense[d * p.plane + x];
-        if (v != 0.0f) s.fma(v, row_sum + (p.label_nc + d) * Co);
-      }
+    if (flag & constant) {  // one value per channel over the tap row: its row sum
+      dense_taps(dense + x, plane, D - first, row_sum + dense0 * Co, Co, even, odd);
     } else {
-      for (int dx = 0; dx < p.K; ++dx) {
-        const int64_t xx = reflect(x + dx - R, p.W);
-        for (int64_t d = first; d < p.D; ++d) {
-          const float v = dense[d * p.plane + xx];
-          if (v != 0.0f) s.fma(v, tap_row + (dx * C + p.label_nc + d) * Co);
-        }
-      }
+      for (int dx = 0; dx < p.K; ++dx)
+        dense_taps(dense + reflect(x + dx - R, p.W), plane, D - first,
+                   tap_row + (dx * C + dense0) * Co, Co, even, odd);
     }
   }
+  if (D > first)
+    for (int v = 0; v < NV; ++v) s.v[v] += even.v[v] + odd.v[v];
   return s;
 }
 
