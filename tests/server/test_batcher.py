@@ -44,33 +44,34 @@ async def _started(engine, **cfg):
     return b
 
 
+def batched(requests, **cfg):
+    """(key, payload) requests submitted together to a batcher over a RecordingEngine: the
+    engine (its batches) and the results, in request order."""
+
+    async def main():
+        engine = RecordingEngine()
+        b = await _started(engine, **cfg)
+        results = await asyncio.gather(*(b.submit(key, payload) for key, payload in requests))
+        await b.close()
+        return engine, results
+
+    return run(main())
+
+
 async def _wait_entered(engine):
     await asyncio.get_running_loop().run_in_executor(None, engine.entered.wait, 10)
 
 
 def test_concurrent_requests_share_batches_up_to_max_batch_size():
-    async def main():
-        engine = RecordingEngine()
-        b = await _started(engine, max_batch_size=4, max_queue_delay_us=200_000)
-        results = await asyncio.gather(*(b.submit("k", i) for i in range(8)))
-        await b.close()
-        return engine, results
-
-    engine, results = run(main())
+    requests = [("k", i) for i in range(8)]
+    engine, results = batched(requests, max_batch_size=4, max_queue_delay_us=200_000)
     assert results == [2 * i for i in range(8)]
     assert [len(x) for x in engine.batches] == [4, 4]
 
 
 def test_requests_batch_only_with_the_same_key():
-    async def main():
-        engine = RecordingEngine()
-        b = await _started(engine, max_batch_size=8, max_queue_delay_us=50_000)
-        keys = ["a", "b"] * 4
-        results = await asyncio.gather(*(b.submit(k, (k, i)) for i, k in enumerate(keys)))
-        await b.close()
-        return engine, results
-
-    engine, results = run(main())
+    requests = [(k, (k, i)) for i, k in enumerate(["a", "b"] * 4)]
+    engine, results = batched(requests, max_batch_size=8, max_queue_delay_us=50_000)
     assert results == [(k, i) * 2 for i, k in enumerate(["a", "b"] * 4)]
     for batch in engine.batches:
         assert len({p[0] for p in batch}) == 1
@@ -78,30 +79,21 @@ def test_requests_batch_only_with_the_same_key():
 
 
 def test_preferred_batch_size_dispatches_without_waiting_for_the_delay():
-    async def main():
-        engine = RecordingEngine()
-        b = await _started(
-            engine, max_batch_size=8, max_queue_delay_us=60_000_000, preferred_batch_sizes=(2,)
-        )
-        # With a 60 s delay and no preferred size this would hang past the 10 s limit.
-        results = await asyncio.wait_for(asyncio.gather(b.submit("k", 1), b.submit("k", 2)), 10)
-        await b.close()
-        return engine, results
-
-    engine, results = run(main())
+    # With a 60 s delay and no preferred size this would hang past run's 30 s limit.
+    engine, results = batched(
+        [("k", 1), ("k", 2)],
+        max_batch_size=8,
+        max_queue_delay_us=60_000_000,
+        preferred_batch_sizes=(2,),
+    )
     assert results == [2, 4]
     assert engine.batches == [[1, 2]]
 
 
 def test_a_partial_batch_goes_out_when_the_queue_delay_ends():
-    async def main():
-        engine = RecordingEngine()
-        b = await _started(engine, max_batch_size=8, max_queue_delay_us=1000)
-        results = await asyncio.gather(*(b.submit("k", i) for i in range(3)))
-        await b.close()
-        return engine, results
-
-    engine, results = run(main())
+    engine, results = batched(
+        [("k", i) for i in range(3)], max_batch_size=8, max_queue_delay_us=1000
+    )
     assert results == [0, 2, 4]
     assert engine.batches == [[0, 1, 2]]
 
