@@ -1,0 +1,27 @@
+"""full_size.py with the compiled model taking the whole dense input (`whole`, as before
+`narrow_dense_input`) or only the channels its layers slice (`narrow`), each with its own engine
+cache; one process per run:
+
+    for m in whole narrow whole narrow; do .venv/bin/python \\
+        benchmarks/results/first-conv/full_size_dense.py $m /tmp/def bf16 2; done
+"""
+
+import os
+import runpy
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from dense_channels import whole_input  # noqa: E402
+
+from p2phd.engine.backends import openvino  # noqa: E402
+
+mode = sys.argv.pop(1)
+if mode == "whole":
+    openvino.narrow_dense_input = whole_input
+with tempfile.TemporaryDirectory() as cache:
+    os.environ["P2PHD_CACHE"] = cache
+    print(mode, end=": ")
+    runpy.run_path(str(HERE / "full_size.py"), run_name="__main__")
