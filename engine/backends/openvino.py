@@ -80,7 +80,7 @@ FIRST_CONV_ENV = "P2PHD_OPENVINO_FIRST_CONV"
 FIRST_CONV_MODES = ("labels", "conv", "graph")  # the default first
 # The graph rewrites (openvino_rewrites, openvino_first_layer) in the engine cache key: blobs
 # compiled before a change to them are not imported.
-REWRITES = "s2d-v2-cut3-bias1"
+REWRITES = "s2d-v3-cut3-bias1"
 
 
 def first_conv_mode() -> str:

@@ -81,11 +81,34 @@ def test_other_convolutions_are_left_as_they_are(shape, weight_shape, strides):
     assert "SpaceToDepth" not in op_types(model)
 
 
+def image_layer(weight: np.ndarray, second_reader: bool) -> ov.Model:
+    """A last layer as OpenVINO reads it from ONNX: a convolution, an Add of its bias reshaped
+    to [1, 3, 1, 1], Tanh; with `second_reader`, the biased sum is an output too."""
+    x = ops.parameter([2, 5, 18, 24], np.float32)
+    y = ops.convolution(x, ops.constant(weight), [1, 1], [0, 0], [0, 0], [1, 1])
+    shape = ops.constant(np.array([1, 3, 1, 1], np.int64))
+    y = ops.add(y, ops.reshape(ops.constant(np.float32([0.5, -0.2, 0.1])), shape, False))
+    return ov.Model([ops.tanh(y), *([y] if second_reader else [])], [x])
+
+
+@pytest.mark.parametrize("second_reader", [False, True])
+def test_a_narrow_convolutions_bias_and_tanh_run_before_the_interleave(second_reader):
+    rng = np.random.default_rng(3)
+    weight = rng.normal(0, 0.1, (3, 5, 7, 7)).astype(np.float32)
+    x = rng.normal(0, 1, (2, 5, 18, 24)).astype(np.float32)
+    plain = run(image_layer(weight, second_reader), x)
+    model = image_layer(weight, second_reader)
+    assert space_to_depth_narrow_convs(model) == 1
+    types = op_types(model)
+    assert (types.index("Tanh") < types.index("DepthToSpace")) == (not second_reader)
+    np.testing.assert_allclose(run(model, x), plain, atol=1e-5)
+
+
 def test_the_backend_compiles_the_default_models_last_convolution_on_blocks():
     backend = OpenVINOBackend(ModelPackage(REPO / "models" / "default"), "fp32")
     types = op_types(backend._shaped(1, 64, 128, cut=True)[0])
     assert types.count("SpaceToDepth") == 1  # the 7x7 convolution to the 3 image channels
-    assert backend.cache_key().endswith("-s2d-v2-cut3-bias1")  # older blobs are not imported
+    assert backend.cache_key().endswith("-s2d-v3-cut3-bias1")  # older blobs are not imported
 
 
 def dense_input(package, maps):
