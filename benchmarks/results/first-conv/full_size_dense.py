@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from dense_channels import whole_input  # noqa: E402
+sys.path.insert(0, str(HERE.parents[1]))  # benchmarks/
+from rewrites import whole_input  # noqa: E402
 
 from p2phd.engine.backends import openvino  # noqa: E402
 

@@ -1,0 +1,83 @@
+"""The OpenVINO backend's graph rewrites, each against the same Renderer with it turned off
+(one variant of benchmarks/variants.py each: ms/image, PSNR against fp32, output difference).
+
+    .venv/bin/python benchmarks/rewrites.py /tmp/z512/pkg --precision int8 --off drop-biases
+    .venv/bin/python benchmarks/rewrites.py models/default --precision bf16,int8 \\
+        --off narrow-input,tail-phases -o benchmarks/results/rewrites-default.json
+
+Rewrites (--off): `drop-biases` (the upsamplings' phase bias adds an instance normalisation
+cancels), `narrow-input` (after the first layer's cut, only the dense input's channels later
+layers slice), `tail-phases` (the last convolution's bias and tanh before its space-to-depth
+view's interleave).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+from pathlib import Path
+
+from _shared import RESULTS, machine, write_result
+from int8 import decoded, real_maps
+from variants import BATCH, compare
+
+
+def whole_input(model):
+    """`narrow_dense_input` turned off: the model unchanged, taking all of the dense input
+    where it has a second input."""
+    params = model.get_parameters()
+    return model, range(params[1].get_partial_shape()[1].get_length()) if len(params) > 1 else None
+
+
+def _off():
+    """--off name -> (module, function, its stand-in that leaves the graph as it is)."""
+    from p2phd.engine.backends import openvino, openvino_rewrites
+
+    return {
+        "drop-biases": (openvino, "drop_biases", lambda model, names: 0),
+        "narrow-input": (openvino, "narrow_dense_input", whole_input),
+        "tail-phases": (openvino_rewrites, "_before_interleave", lambda phases, out: (phases, out)),
+    }
+
+
+@contextlib.contextmanager
+def turned_off(module, function: str, stand_in):
+    kept = getattr(module, function)
+    setattr(module, function, stand_in)
+    try:
+        yield
+    finally:
+        setattr(module, function, kept)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--precision", default="bf16,int8")
+    parser.add_argument("--off", required=True, help=f"comma-separated: {', '.join(_off())}")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("-o", "--output", type=Path, default=RESULTS / "rewrites.json")
+    args = parser.parse_args()
+    off = _off()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        labels, instances = decoded(real_maps(Path(tmp) / "maps"), label_nc=35)
+        for name in args.off.split(","):
+            if name not in off:
+                parser.error(f"--off {name}: choose from {', '.join(off)}")
+            variants = {"off": lambda n=name: turned_off(*off[n]), "on": contextlib.nullcontext}
+            for precision in args.precision.split(","):
+                row = compare(args.model, precision, variants, labels, instances, args.rounds,
+                              Path(tmp) / name)  # fmt: skip
+                rows.append({"rewrite": name, **row})
+                print(rows[-1], flush=True)
+    write_result(args.output, {
+        "machine": machine(),
+        "maps": f"{len(labels)} Cityscapes sample maps at 256x512, batch {BATCH}",
+        "rows": rows,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
