@@ -60,12 +60,13 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=RESULTS / "rewrites.json")
     args = parser.parse_args()
     off = _off()
+    names = args.off.split(",")
+    for name in (n for n in names if n not in off):
+        parser.error(f"--off {name}: choose from {', '.join(off)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         labels, instances = decoded(real_maps(Path(tmp) / "maps"), label_nc=35)
-        for name in args.off.split(","):
-            if name not in off:
-                parser.error(f"--off {name}: choose from {', '.join(off)}")
+        for name in names:
             variants = {"off": lambda n=name: turned_off(*off[n]), "on": contextlib.nullcontext}
             for precision in args.precision.split(","):
                 row = compare(args.model, precision, variants, labels, instances, args.rounds,
