@@ -14,13 +14,11 @@ by more than their distance to fp32 does.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from functools import partial
 from pathlib import Path
 
-from _shared import RESULTS, machine, write_result
-from int8 import decoded, real_maps
-from variants import BATCH, compare, environment
+from _shared import RESULTS
+from variants import environment, measure
 
 
 def main() -> None:
@@ -34,19 +32,12 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=RESULTS / "first_conv.json")
     args = parser.parse_args()
     modes = {mode: partial(environment, FIRST_CONV_ENV, mode) for mode in args.modes.split(",")}
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        labels, instances = decoded(real_maps(Path(tmp) / "maps"), label_nc=35)
-        for model in args.models:
-            for precision in args.precision.split(","):
-                row = compare(model, precision, modes, labels, instances, args.rounds, Path(tmp))
-                rows.append(row)
-                print(row, flush=True)
-    write_result(args.output, {
-        "machine": machine(),
-        "maps": f"{len(labels)} Cityscapes sample maps at 256x512, batch {BATCH}",
-        "rows": rows,
-    })  # fmt: skip
+    cases = [
+        ({}, model, precision, modes)
+        for model in args.models
+        for precision in args.precision.split(",")
+    ]  # fmt: skip
+    measure(cases, args.rounds, args.output)
 
 
 if __name__ == "__main__":

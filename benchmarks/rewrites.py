@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import tempfile
+from functools import partial
 from pathlib import Path
 
-from _shared import RESULTS, machine, write_result
-from int8 import decoded, real_maps
-from variants import BATCH, compare
+from _shared import RESULTS
+from variants import measure
 
 
 def whole_input(model):
@@ -63,21 +62,13 @@ def main() -> None:
     names = args.off.split(",")
     for name in (n for n in names if n not in off):
         parser.error(f"--off {name}: choose from {', '.join(off)}")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        labels, instances = decoded(real_maps(Path(tmp) / "maps"), label_nc=35)
-        for name in names:
-            variants = {"off": lambda n=name: turned_off(*off[n]), "on": contextlib.nullcontext}
-            for precision in args.precision.split(","):
-                row = compare(args.model, precision, variants, labels, instances, args.rounds,
-                              Path(tmp) / name)  # fmt: skip
-                rows.append({"rewrite": name, **row})
-                print(rows[-1], flush=True)
-    write_result(args.output, {
-        "machine": machine(),
-        "maps": f"{len(labels)} Cityscapes sample maps at 256x512, batch {BATCH}",
-        "rows": rows,
-    })  # fmt: skip
+    cases = [
+        ({"rewrite": name}, args.model, precision,
+         {"off": partial(turned_off, *off[name]), "on": contextlib.nullcontext})
+        for name in names
+        for precision in args.precision.split(",")
+    ]  # fmt: skip
+    measure(cases, args.rounds, args.output)
 
 
 if __name__ == "__main__":

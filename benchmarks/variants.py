@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+from _shared import machine, write_result
+from int8 import decoded, real_maps
 
 BATCH = 4
 SIZE = (256, 512)
@@ -91,3 +94,22 @@ def compare(model: Path, precision: str, variants: dict[str, Setting], labels, i
         },
         "psnr_vs_fp32_db": {name: psnr(images[name], reference) for name in variants},
     }
+
+
+def measure(cases: Iterable[tuple[dict, Path, str, dict[str, Setting]]], rounds: int,
+            output: Path) -> None:  # fmt: skip
+    """Each case, (fields to record with it, model, precision, variants), compared on the
+    sample's maps at 256x512; its row printed, and all written to `output` with the machine."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        labels, instances = decoded(real_maps(Path(tmp) / "maps"), label_nc=35)
+        for i, (fields, model, precision, variants) in enumerate(cases):
+            cache = Path(tmp) / f"case-{i}"
+            rows.append({**fields, **compare(model, precision, variants, labels, instances,
+                                             rounds, cache)})  # fmt: skip
+            print(rows[-1], flush=True)
+    write_result(output, {
+        "machine": machine(),
+        "maps": f"{len(labels)} Cityscapes sample maps at {SIZE[0]}x{SIZE[1]}, batch {BATCH}",
+        "rows": rows,
+    })  # fmt: skip
