@@ -12,7 +12,9 @@ In an int8 graph the layer after it reads its instance-normalised, ReLU'd output
 levels: `probe_levels` reads that normalisation and quantisation off the graph too, and the cut
 then starts at those levels (one_hot_conv_levels), channels last, where the CPU plugin's int8
 convolution reads them without a reorder (the 512p generator at 256x512 on Zen 4: the input's
-float32 reorder, 3-5 ms an image, and the normalisation, 1-2 ms, leave the graph)."""
+float32 reorder, 3-5 ms an image, and the normalisation, 1-2 ms, leave the graph). Where later
+layers read the input too through channel slices (the default model's tail, its instance
+features), `narrow_dense_input` gives the cut model only those channels."""
 
 from __future__ import annotations
 
