@@ -63,13 +63,14 @@ def compare(model: Path, precision: str, variants: dict[str, Setting], labels, i
     """The variants of `model` at `precision` on the maps (the first is the baseline); `cache`:
     a folder for their engine caches."""
     from p2phd.engine.backends.base import EngineOptions
+    from p2phd.engine.core.compiled_cache import CACHE_ENV
     from p2phd.engine.core.renderer import Renderer
 
     with Renderer(model, "onnxruntime", "fp32") as fp32:
         reference = render_all(fp32, labels, instances)
     renderers, images = {}, {}
     for name, setting in variants.items():
-        with setting(), environment("P2PHD_CACHE", str(cache / f"{precision}-{name}")):
+        with setting(), environment(CACHE_ENV, str(cache / f"{precision}-{name}")):
             options = EngineOptions((1, BATCH, BATCH), sizes=[SIZE])
             renderers[name] = Renderer(model, "openvino", precision, options=options)
             images[name] = render_all(renderers[name], labels, instances)  # compiles, warms

@@ -17,11 +17,12 @@ sys.path.insert(0, str(HERE.parents[1]))  # benchmarks/
 from rewrites import whole_input  # noqa: E402
 
 from p2phd.engine.backends import openvino  # noqa: E402
+from p2phd.engine.core.compiled_cache import CACHE_ENV  # noqa: E402
 
 mode = sys.argv.pop(1)
 if mode == "whole":
     openvino.narrow_dense_input = whole_input
 with tempfile.TemporaryDirectory() as cache:
-    os.environ["P2PHD_CACHE"] = cache
+    os.environ[CACHE_ENV] = cache
     print(mode, end=": ")
     runpy.run_path(str(HERE / "full_size.py"), run_name="__main__")
